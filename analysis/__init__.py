@@ -1,0 +1,1 @@
+"""Symbolic analysis of linear multistep methods (sympy): installed as linmultistep.analysis."""

@@ -1,0 +1,41 @@
+"""linmultistep: exact-inversion diffusion sampling with variable-step linear multistep methods.
+
+Core (numpy only): :class:`Grid`, methods as coefficient rules (:func:`get_method`), one
+integrator behind :func:`solve` (general ODEs), :func:`sample` and :func:`invert` (diffusion).
+Paper indexing throughout: grid index 0 = data end, N = noise end.
+"""
+
+from .arrays import ArrayBackend, get_backend, register_backend
+from .diffusion import invert, sample
+from .errors import GridError, LatentMismatchError, LinmultistepError, MethodError, NonFiniteError
+from .grid import Grid, scheduled_timesteps
+from .integrator import StepInfo
+from .methods import (
+    Edict,
+    LinearMultistep,
+    Method,
+    MethodSpec,
+    adams_bashforth,
+    available_methods,
+    bdia,
+    belm,
+    ddim,
+    edict,
+    get_method,
+    obelm,
+)
+from .schedules import alphas_cumprod_for, betas_for
+from .solve import Solution, solve
+from .state import Latent, State
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArrayBackend", "get_backend", "register_backend",
+    "sample", "invert", "solve", "Solution",
+    "Grid", "scheduled_timesteps", "alphas_cumprod_for", "betas_for",
+    "Method", "LinearMultistep", "Edict", "MethodSpec", "get_method", "available_methods",
+    "ddim", "obelm", "bdia", "edict", "belm", "adams_bashforth",
+    "State", "Latent", "StepInfo",
+    "LinmultistepError", "GridError", "MethodError", "LatentMismatchError", "NonFiniteError",
+]

@@ -1,0 +1,60 @@
+"""The array-backend protocol: the integrator's only contact with array libraries.
+
+A step of any method is a linear combination of stored arrays with float64 host
+coefficients, so that is the one hot operation a backend supplies.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+__all__ = ["ArrayBackend", "get_backend", "register_backend"]
+
+
+@runtime_checkable
+class ArrayBackend(Protocol):
+    """What the integrator needs from an array library."""
+
+    name: str
+
+    def lincomb(self, coeffs: Sequence[float], arrays: Sequence[Any]) -> Any:
+        """sum_j coeffs[j] * arrays[j], returned as a new array of the arrays' dtype.
+
+        ``coeffs`` are Python floats computed in float64 on the host; zero coefficients may
+        be skipped by the caller. Inputs are never modified.
+        """
+        ...
+
+    def all_finite(self, x: Any) -> bool:
+        """True when every entry of x is finite."""
+        ...
+
+
+# module prefix of an array type -> "module:attribute" of its backend, imported on first use
+# so that the core never imports torch itself.
+_REGISTRY: dict[str, str] = {
+    "numpy": "linmultistep.backends.numpy:NumpyBackend",
+    "torch": "linmultistep.backends.torch:TorchBackend",
+}
+_INSTANCES: dict[str, ArrayBackend] = {}
+
+
+def register_backend(module_prefix: str, target: str) -> None:
+    """Register ``"pkg.module:Class"`` as the backend for arrays whose type lives in ``module_prefix``."""
+    _REGISTRY[module_prefix] = target
+    _INSTANCES.pop(module_prefix, None)
+
+
+def get_backend(x: Any) -> ArrayBackend:
+    """The backend for array x, chosen by the module its type comes from."""
+    top = type(x).__module__.split(".")[0]
+    if top not in _REGISTRY:
+        raise TypeError(
+            f"no array backend for {type(x).__module__}.{type(x).__name__}; "
+            f"known: {sorted(_REGISTRY)} (see linmultistep.arrays.register_backend)"
+        )
+    if top not in _INSTANCES:
+        mod, _, attr = _REGISTRY[top].partition(":")
+        _INSTANCES[top] = getattr(importlib.import_module(mod), attr)()
+    return _INSTANCES[top]

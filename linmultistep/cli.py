@@ -1,0 +1,46 @@
+"""Command line: ``linmultistep COMMAND ...``.
+
+Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args)``;
+modules are imported only when their command runs, so ``--help`` needs neither torch nor sympy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("linmultistep.demo", "round trip and accuracy of every sampler on a closed-form Gaussian problem"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    lines = "\n".join(f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items())
+    return argparse.ArgumentParser(
+        prog="linmultistep",
+        description="Exact-inversion diffusion sampling with linear multistep methods.",
+        epilog=f"commands:\n{lines}\n\nRun 'linmultistep COMMAND --help' for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        parser = _top_parser()
+        parser.add_argument("command", choices=sorted(COMMANDS))
+        parser.parse_args(argv[:1] or ["--help"])
+        return 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"linmultistep {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

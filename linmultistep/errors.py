@@ -1,0 +1,21 @@
+"""Exceptions raised by linmultistep; each message names the offending index or value."""
+
+
+class LinmultistepError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class GridError(LinmultistepError, ValueError):
+    """A noise grid or time grid is unusable (non-finite, non-monotone, duplicate timesteps...)."""
+
+
+class MethodError(LinmultistepError, ValueError):
+    """A method is unknown, badly parameterised, or cannot run in the requested direction."""
+
+
+class LatentMismatchError(LinmultistepError, ValueError):
+    """A latent/state belongs to another method, grid or mode than the one asked to continue it."""
+
+
+class NonFiniteError(LinmultistepError, FloatingPointError):
+    """The vector field (the network) returned NaN or infinity."""

@@ -1,0 +1,378 @@
+"""Methods as data: VSVF linear multistep methods by coefficient rule, and EDICT.
+
+A method advances a *window* of consecutive grid points. In the paper's indexing the
+method's own direction (sampling) goes from high to low index; ``forward(ctx, n, window)``
+returns the entry at point n from points n+1..n+k, and ``backward(ctx, n, window)`` returns
+the entry at point n from points n-k..n-1: exactly when the method is backward explicit,
+approximately (the DDIM-inversion substitution) otherwise.
+
+Entries are arrays in stored coordinates x = s * xbar (s = alpha for diffusion, 1 for ODEs);
+the scale is folded into the float64 coefficients, so the vector field always sees exactly
+the stored array. EDICT's entries are pairs (x, y).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from . import rules as _rules
+from .errors import MethodError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .integrator import StepContext
+
+__all__ = [
+    "Method",
+    "LinearMultistep",
+    "Edict",
+    "MethodSpec",
+    "get_method",
+    "ddim",
+    "obelm",
+    "bdia",
+    "edict",
+    "belm",
+    "adams_bashforth",
+    "available_methods",
+]
+
+# step-size vectors on which structural properties (explicit, backward explicit) are probed
+_PROBE_RNG = np.random.default_rng(20241009)
+_PROBES = [np.ones(8), np.linspace(1.0, 2.5, 8), _PROBE_RNG.uniform(0.05, 3.0, 8), _PROBE_RNG.uniform(0.05, 3.0, 8)]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """The identity of a method: its name and parameters, recorded in every latent."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": dict(self.params)}
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params)
+        return f"{self.name}({args})" if args else self.name
+
+
+class Method:
+    """Base class: what the integrator asks of a method.
+
+    Attributes: ``k`` (points in the window), ``nfe_per_step`` (network calls per step),
+    ``starter`` (method used while fewer than k points exist, or None), ``spec``.
+    """
+
+    k: int
+    nfe_per_step: int
+    starter: "Method | None"
+    spec: MethodSpec
+    mode: str = "recurrence"
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def chain(self) -> list["Method"]:
+        """The method followed by its starters, longest window first."""
+        out: list[Method] = []
+        m: Method | None = self
+        while m is not None:
+            out.append(m)
+            m = m.starter
+        return out
+
+    # entries <-> plain arrays at the ends of a run
+    def entry_from_array(self, x: Any) -> Any:
+        return x
+
+    def array_from_entry(self, entry: Any) -> Any:
+        return entry
+
+    def exact_backward(self, ctx: "StepContext", n: int) -> bool:
+        raise NotImplementedError
+
+    def forward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
+        raise NotImplementedError
+
+    def backward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
+        raise NotImplementedError
+
+    def with_mode(self, mode: str) -> "Method":
+        """The same method computed in another floating form; only 'recurrence' in the core."""
+        if mode == self.mode:
+            return self
+        raise MethodError(f"method {self.spec} has no mode {mode!r}; available: {self.mode!r}")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec} k={self.k}>"
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class LinearMultistep(Method):
+    """A k-step VSVF linear multistep method given by its coefficient rule (paper eq. 12).
+
+    ``rule(h)`` maps (h_i..h_{i+k-1}) to (a_{i,1..k}, b_{i,0..k}); see :mod:`linmultistep.rules`.
+    Whether it is explicit (b_{i,0} = 0) or backward explicit (b_{i,k} = 0, a_{i,k} != 0) is read
+    off the coefficients, never declared.
+    """
+
+    label: str
+    k: int
+    rule: Callable[[Sequence[Any]], tuple[Sequence[Any], Sequence[Any]]]
+    params: tuple[tuple[str, Any], ...] = ()
+    starter: "Method | None" = None
+    order: int | None = None
+    nfe_per_step: int = field(default=1, init=False)
+
+    def __post_init__(self) -> None:
+        if int(self.k) != self.k or self.k < 1:
+            raise MethodError(f"k must be a positive integer, got {self.k!r}")
+        if self.starter is not None and self.starter.k >= self.k:
+            raise MethodError(f"the starter of {self.label} must use fewer than {self.k} points")
+        if self.k > 1 and self.starter is None:
+            raise MethodError(f"{self.label} is a {self.k}-step method and needs a starter for its first steps")
+
+    @property
+    def spec(self) -> MethodSpec:  # type: ignore[override]
+        return MethodSpec(self.label, self.params)
+
+    # --- coefficients -----------------------------------------------------------------
+    def coefficients(self, h: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        """(a_{i,1..k}, b_{i,0..k}) in float64 for step sizes h = (h_i..h_{i+k-1})."""
+        hv = [float(x) for x in h]
+        if len(hv) != self.k:
+            raise MethodError(f"{self.spec} needs {self.k} step sizes, got {len(hv)}")
+        a_raw, b_raw = self.rule(hv)
+        a = np.asarray([float(x) for x in a_raw], dtype=np.float64)
+        b = np.asarray([float(x) for x in b_raw], dtype=np.float64)
+        if a.shape != (self.k,) or b.shape != (self.k + 1,):
+            raise MethodError(
+                f"rule of {self.spec} returned {a.shape[0]} a's and {b.shape[0]} b's; "
+                f"expected {self.k} and {self.k + 1} (b includes b_0)"
+            )
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            raise MethodError(f"rule of {self.spec} gave non-finite coefficients a={a}, b={b} for h={hv}")
+        return a, b
+
+    def _probe(self, test: Callable[[np.ndarray, np.ndarray], bool]) -> bool:
+        return all(test(*self.coefficients(p[: self.k])) for p in _PROBES)
+
+    @property
+    def explicit(self) -> bool:
+        """b_{i,0} = 0 on every probed step-size vector."""
+        return self._probe(lambda a, b: b[0] == 0)
+
+    @property
+    def backward_explicit(self) -> bool:
+        """b_{i,k} = 0 and a_{i,k} != 0 on every probed step-size vector: exactly invertible."""
+        return self._probe(lambda a, b: b[-1] == 0 and a[-1] != 0)
+
+    def _local(self, ctx: "StepContext", i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficients of the relation that produces point i-1 from points i..i-1+k."""
+        a, b = self.coefficients(ctx.h[i : i + self.k])
+        if b[0] != 0:
+            raise MethodError(
+                f"{self.spec} is implicit at grid index {i - 1} (b_{{i,0}} = {b[0]!r}); only explicit methods run"
+            )
+        return a, b
+
+    def exact_backward(self, ctx: "StepContext", n: int) -> bool:
+        a, b = self._local(ctx, n - self.k + 1)
+        return b[-1] == 0 and a[-1] != 0
+
+    # --- steps ------------------------------------------------------------------------
+    def forward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
+        """x_{i-1} = s_{i-1} [sum_j a_{i,j} x_{i-1+j}/s_{i-1+j} + sum_j b_{i,j} h_{i-1+j} f_{i-1+j}], i = n+1."""
+        i = n + 1
+        a, b = self._local(ctx, i)
+        s_new = ctx.scale(n)
+        coeffs: list[float] = []
+        arrays: list[Any] = []
+        for j in range(1, self.k + 1):
+            p = n + j
+            if a[j - 1] != 0:
+                coeffs.append(s_new * a[j - 1] / ctx.scale(p))
+                arrays.append(window[p])
+            if b[j] != 0:
+                coeffs.append(s_new * b[j] * ctx.h[p])
+                arrays.append(ctx.slope(p, window[p]))
+        return ctx.lincomb(coeffs, arrays)
+
+    def backward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
+        """Solve the relation of point n-k for its oldest point n (paper eq. 13).
+
+        x_n = (s_n / a_{i,k}) [x_{i-1}/s_{i-1} - sum_{j<k} a_{i,j} x_{i-1+j}/s_{i-1+j}
+                               - sum_{j} b_{i,j} h_{i-1+j} f_{i-1+j}],  i = n-k+1.
+        When b_{i,k} != 0 the unknown slope f_n is replaced by the slope at the newest known
+        point n-1 evaluated with point n's time (diffusers' DDIMInverseScheduler convention),
+        which makes the step approximate: DDIM inversion for k = 1.
+        """
+        k = self.k
+        i = n - k + 1
+        a, b = self._local(ctx, i)
+        if a[-1] == 0:
+            raise MethodError(f"{self.spec} cannot run backwards at grid index {n}: a_{{i,k}} = 0")
+        c = ctx.scale(n) / a[-1]
+        coeffs = [c / ctx.scale(i - 1)]
+        arrays = [window[i - 1]]
+        for j in range(1, k):
+            p = i - 1 + j
+            if a[j - 1] != 0:
+                coeffs.append(-c * a[j - 1] / ctx.scale(p))
+                arrays.append(window[p])
+            if b[j] != 0:
+                coeffs.append(-c * b[j] * ctx.h[p])
+                arrays.append(ctx.slope(p, window[p]))
+        if b[k] != 0:
+            coeffs.append(-c * b[k] * ctx.h[n])
+            arrays.append(ctx.evaluate(window[n - 1], n))
+        return ctx.lincomb(coeffs, arrays)
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class Edict(Method):
+    """EDICT (Wallace et al. 2023; BDIA paper sec. 3.2): coupled states (x, y), two network calls a step.
+
+    In stored coordinates, with i = n+1 and the DDIM map D(u, e) = s_{i-1} (u/s_i - h_i e):
+        x' = D(x, f(y, i)),  y' = D(y, f(x', i)),
+        x_{i-1} = p x' + (1-p) y',  y_{i-1} = p y' + (1-p) x_{i-1};
+    its inverse undoes the four updates in reverse order, exactly.
+    """
+
+    p: float = 0.93
+    k: int = field(default=1, init=False)
+    nfe_per_step: int = field(default=2, init=False)
+    starter: "Method | None" = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if not (0.0 < float(self.p) <= 1.0) or not np.isfinite(self.p):
+            raise MethodError(f"EDICT mixing weight p must be in (0, 1], got {self.p!r}")
+
+    @property
+    def spec(self) -> MethodSpec:  # type: ignore[override]
+        return MethodSpec("edict", (("p", float(self.p)),))
+
+    def entry_from_array(self, x: Any) -> Any:
+        return (x, x)
+
+    def array_from_entry(self, entry: Any) -> Any:
+        return entry[0]
+
+    def exact_backward(self, ctx: "StepContext", n: int) -> bool:
+        return True
+
+    def forward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
+        i, p = n + 1, float(self.p)
+        x, y = window[i]
+        r, eh = ctx.scale(n) / ctx.scale(i), -ctx.scale(n) * ctx.h[i]
+        xi = ctx.lincomb([r, eh], [x, ctx.evaluate(y, i)])
+        yi = ctx.lincomb([r, eh], [y, ctx.evaluate(xi, i)])
+        x_new = ctx.lincomb([p, 1 - p], [xi, yi])
+        y_new = ctx.lincomb([p, 1 - p], [yi, x_new])
+        return (x_new, y_new)
+
+    def backward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
+        i, p = n, float(self.p)
+        x_new, y_new = window[n - 1]
+        yi = ctx.lincomb([1 / p, -(1 - p) / p], [y_new, x_new])
+        xi = ctx.lincomb([1 / p, -(1 - p) / p], [x_new, yi])
+        r, eh = ctx.scale(i) / ctx.scale(i - 1), ctx.scale(i) * ctx.h[i]
+        y = ctx.lincomb([r, eh], [yi, ctx.evaluate(xi, i)])
+        x = ctx.lincomb([r, eh], [xi, ctx.evaluate(y, i)])
+        return (x, y)
+
+
+# --- catalogue ----------------------------------------------------------------------------
+def ddim() -> LinearMultistep:
+    """DDIM (Song et al. 2021) = explicit Euler in (sigmabar, xbar); its inverse is approximate."""
+    return LinearMultistep("ddim", 1, _rules.euler, order=1)
+
+
+def obelm() -> LinearMultistep:
+    """O-BELM (BELM paper Prop. 4): 2-step, LTE O((h_i+h_{i+1})^3), started by one DDIM step."""
+    return LinearMultistep("obelm", 2, _rules.obelm, starter=ddim(), order=2)
+
+
+def bdia(gamma: float = 1.0) -> LinearMultistep:
+    """BDIA(gamma) (Zhang et al. 2023) as a 2-step BELM; gamma = 1 is time-symmetric."""
+    g = float(gamma)
+    if not np.isfinite(g) or not (0.0 < g <= 1.0):
+        raise MethodError(f"BDIA gamma must be in (0, 1] (gamma = 0 is DDIM and not invertible), got {gamma!r}")
+    return LinearMultistep("bdia", 2, _rules.bdia(g), params=(("gamma", g),), starter=ddim(), order=1)
+
+
+def edict(p: float = 0.93) -> Edict:
+    """EDICT with mixing weight p (0.93 customary)."""
+    return Edict(p=float(p))
+
+
+def adams_bashforth(k: int = 2) -> LinearMultistep:
+    """Variable-step k-step Adams-Bashforth (order k), started by Adams-Bashforth k-1, ..., 1."""
+    k = int(k)
+    starter = adams_bashforth(k - 1) if k > 1 else None
+    return LinearMultistep("adams_bashforth", k, _rules.adams_bashforth(k), params=(("k", k),), starter=starter, order=k)
+
+
+def belm(
+    rule: Callable[[Sequence[Any]], tuple[Sequence[Any], Sequence[Any]]] | None = None,
+    k: int = 2,
+    name: str = "belm",
+    params: Mapping[str, Any] | None = None,
+    starter: Method | None = None,
+    order: int | None = None,
+) -> LinearMultistep:
+    """A k-step BELM from any coefficient rule.
+
+    Without a rule, the LTE-optimal k-step BELM derived by :mod:`linmultistep.analysis`
+    (checked in as generated code) is used. The default starter chain is the optimal
+    (k-1)-step BELM down to DDIM. The rule must be bidirectional explicit (checked here).
+    """
+    k = int(k)
+    if rule is None:
+        from . import generated_belm
+
+        rule = generated_belm.optimal_rule(k)
+        params = {"k": k, **(params or {})}
+        order = order if order is not None else generated_belm.global_order(k)
+    if starter is None:
+        starter = ddim() if k == 2 else (belm(k=k - 1) if k > 2 else None)
+    m = LinearMultistep(name, k, rule, params=tuple(sorted((params or {}).items())), starter=starter, order=order)
+    if not m.explicit:
+        raise MethodError(f"{m.spec} is not explicit (b_{{i,0}} != 0): not a BELM")
+    if not m.backward_explicit:
+        raise MethodError(f"{m.spec} is not backward explicit (b_{{i,k}} != 0 or a_{{i,k}} = 0): not a BELM")
+    return m
+
+
+_CATALOGUE: dict[str, Callable[..., Method]] = {
+    "ddim": ddim,
+    "obelm": obelm,
+    "bdia": bdia,
+    "edict": edict,
+    "belm": belm,
+    "adams_bashforth": adams_bashforth,
+}
+
+
+def available_methods() -> list[str]:
+    return sorted(_CATALOGUE)
+
+
+def get_method(name: "str | Method", **params: Any) -> Method:
+    """A catalogue method by name: 'ddim', 'obelm', 'bdia' (gamma), 'edict' (p), 'belm' (rule, k),
+    'adams_bashforth' (k). A Method instance passes through unchanged."""
+    if isinstance(name, Method):
+        if params:
+            raise MethodError(f"parameters {sorted(params)} given with a method object {name}")
+        return name
+    key = str(name).lower().replace("-", "_")
+    if key not in _CATALOGUE:
+        raise MethodError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
+    try:
+        return _CATALOGUE[key](**params)
+    except TypeError as exc:
+        raise MethodError(f"bad parameters for method {name!r}: {exc}") from None
