@@ -46,8 +46,6 @@ def scheduled_timesteps(
     T, n = int(num_train_timesteps), int(num_steps)
     if n < 1:
         raise GridError(f"num_steps must be at least 1, got {num_steps}")
-    if n > T:
-        raise GridError(f"num_steps={n} exceeds num_train_timesteps={T}")
     if spacing == "linspace":
         ts = np.linspace(0, T - 1, n).round()
     elif spacing == "leading":

@@ -53,7 +53,7 @@ class StepContext:
         return 1.0 if self._scale is None else float(self._scale[m])
 
     def evaluate(self, x: Any, m: int) -> Any:
-        out = self._field(x, m)
+        out = self.backend.cast_like(self._field(x, m), x)
         self.nfe += 1
         if self.check_finite and not self.backend.all_finite(out):
             raise NonFiniteError(
