@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -31,3 +32,32 @@ class NumpyBackend:
     def cast_like(self, x: np.ndarray, ref: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         return x if x.dtype == ref.dtype else x.astype(ref.dtype)
+
+    # --- fixed point (bit-exact mode) -------------------------------------------------
+    def max_abs(self, x: np.ndarray) -> float:
+        x = np.asarray(x)
+        return float(np.max(np.abs(x))) if x.size else 0.0
+
+    def quantize(self, x: np.ndarray, factor: float) -> np.ndarray:
+        y = np.multiply(np.asarray(x), np.float64(factor), dtype=np.float64)
+        return np.rint(y, out=y).astype(np.int64)
+
+    def dequantize(self, q: np.ndarray, factor: float, like: np.ndarray) -> np.ndarray:
+        y = np.multiply(q, np.float64(factor), dtype=np.float64)
+        return y.astype(np.asarray(like).dtype, copy=False)
+
+    def int_lincomb(self, coeffs: Sequence[int], arrays: Sequence[np.ndarray]) -> np.ndarray:
+        if len(coeffs) != len(arrays) or not arrays:
+            raise ValueError(f"int_lincomb needs as many coefficients as arrays, got {len(coeffs)} and {len(arrays)}")
+        out = np.multiply(arrays[0], np.int64(coeffs[0]), dtype=np.int64)
+        for c, x in zip(coeffs[1:], arrays[1:]):
+            out += np.multiply(x, np.int64(c), dtype=np.int64)
+        return out
+
+    def equal(self, a: np.ndarray, b: np.ndarray) -> bool:
+        return bool(np.array_equal(a, b))
+
+    @contextlib.contextmanager
+    def deterministic(self) -> Iterator[None]:
+        """NumPy's kernels are deterministic for a given array and build: nothing to switch."""
+        yield
