@@ -23,6 +23,19 @@ __all__ = ["sample", "invert", "EpsFn"]
 EpsFn = Callable[[Any, int], Any]
 
 
+#: mode used when neither ``mode`` nor a method object or latent says otherwise (docs/precision.md)
+DEFAULT_MODE = "recurrence"
+
+
+def _resolve_mode(method: "str | Method", mode: "str | None", state: "State | None") -> str:
+    """An explicit mode wins; else a method object's own mode; else the latent's; else the default."""
+    if mode is not None:
+        return mode
+    if isinstance(method, Method):
+        return method.mode
+    return state.mode if state is not None else DEFAULT_MODE
+
+
 def _setup(eps_fn: EpsFn, grid: Grid, method: "str | Method", mode: str, check_finite: bool, backend, probe):
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be a linmultistep.Grid, got {type(grid).__name__}")
@@ -45,7 +58,7 @@ def sample(
     method: "str | Method" = "obelm",
     *,
     stop: int = 0,
-    mode: str = "recurrence",
+    mode: str | None = None,
     callback: Callable[[StepInfo], Any] | None = None,
     progress: bool | dict = False,
     check_finite: bool = True,
@@ -58,7 +71,12 @@ def sample(
     or the :class:`Latent` that :func:`invert` returned (exact reconstruction: the latent's
     method, grid and mode must match). Returns x_stop, or the end :class:`State` when
     ``return_state`` is true.
+
+    ``mode``: 'recurrence' (the LM recurrence), 'stable' (the well-conditioned floating form of
+    a 2-step BELM) or 'bits' (its bit-exact fixed-point form), see docs/precision.md. None
+    means the mode of a method object, else that of the latent, else ``DEFAULT_MODE``.
     """
+    mode = _resolve_mode(method, mode, start if isinstance(start, State) else None)
     if isinstance(start, State):
         probe = start.x
         method_obj, ctx = _setup(eps_fn, grid, method, mode, check_finite, backend, probe)
@@ -84,7 +102,7 @@ def invert(
     method: "str | Method" = "obelm",
     *,
     stop: int | None = None,
-    mode: str = "recurrence",
+    mode: str | None = None,
     callback: Callable[[StepInfo], Any] | None = None,
     progress: bool | dict = False,
     check_finite: bool = True,
@@ -96,8 +114,10 @@ def invert(
     step for a 2-step BELM, as the reference code does); every later step solves the BELM
     relation exactly for its oldest point (paper eq. 13). The returned latent holds the last
     k points, e.g. (x_N, x_{N-1}), which is what exact reconstruction needs. A State (from a
-    partial inversion or sampling run) may be passed instead of x0 to continue it.
+    partial inversion or sampling run) may be passed instead of x0 to continue it. ``mode`` as
+    in :func:`sample`; the latent records it.
     """
+    mode = _resolve_mode(method, mode, x0 if isinstance(x0, State) else None)
     if isinstance(x0, State):
         method_obj, ctx = _setup(eps_fn, grid, method, mode, check_finite, backend, x0.x)
         x0.check_compatible(method_obj, grid.fingerprint)

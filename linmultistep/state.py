@@ -54,13 +54,17 @@ class State:
         return entry[0] if isinstance(entry, tuple) else entry
 
     def named_arrays(self) -> dict[str, Any]:
-        """Flat {name: array}: 'x[i]' per point, plus 'y[i]' for coupled (EDICT) entries."""
+        """Flat {name: array}: 'x[i]' per point, plus 'y[i]' for coupled (EDICT) entries and the
+        field names of named entries ('v[i]'; 'X[i]', 'V[i]', 'dV[i]' in mode 'bits')."""
         out: dict[str, Any] = {}
         for i in sorted(self.window, reverse=True):
             entry = self.window[i]
             if isinstance(entry, tuple):
-                for name, arr in zip("xyzw", entry):
-                    out[f"{name}[{i}]"] = arr
+                # named entries (modes 'stable', 'bits') use their field names; absent parts are None
+                names = getattr(entry, "_fields", "xyzw")
+                for name, arr in zip(names, entry):
+                    if arr is not None:
+                        out[f"{name}[{i}]"] = arr
             else:
                 out[f"x[{i}]"] = entry
         return out
