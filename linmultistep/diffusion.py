@@ -11,29 +11,48 @@ import math
 from typing import Any, Callable
 
 from .arrays import ArrayBackend, get_backend
-from .errors import GridError
+from .errors import GridError, MethodError
 from .grid import Grid
 from .integrator import StepContext, StepInfo, integrate
 from .methods import Method, get_method
 from .state import State
 
-__all__ = ["sample", "invert", "EpsFn"]
+__all__ = ["sample", "invert", "default_mode", "EpsFn"]
 
 #: eps_fn(x, i): the network's noise prediction for x at grid index i (1 <= i <= N).
 EpsFn = Callable[[Any, int], Any]
 
 
-#: mode used when neither ``mode`` nor a method object or latent says otherwise (docs/precision.md)
-DEFAULT_MODE = "recurrence"
+def default_mode(method: Method) -> str:
+    """The mode a run takes when nothing asks for another: 'stable' for the 2-step BELMs (O-BELM,
+    BDIA, belm(k=2)), 'recurrence' otherwise.
+
+    Measured (benchmarks/precision_table.py, docs/precision.md; O-BELM, SD schedule, 3 seeds):
+    the stable form's float32/float16 round trip is 1.5-100x more accurate than the
+    recurrence's on a Gaussian problem at 10-500 steps, and 0.8-11x (median about 1.6x) on a
+    random MLP, worse only at 20-50 steps in float32 on two of three seeds (0.77-0.95x).
+    """
+    from .forms import check_two_step_belm
+
+    if method.mode != "recurrence":
+        return method.mode
+    try:
+        check_two_step_belm(method, "stable")
+    except MethodError:
+        return "recurrence"
+    return "stable"
 
 
 def _resolve_mode(method: "str | Method", mode: "str | None", state: "State | None") -> str:
-    """An explicit mode wins; else a method object's own mode; else the latent's; else the default."""
+    """An explicit mode wins; then a method object's own non-default mode; then the latent's;
+    then :func:`default_mode`."""
     if mode is not None:
         return mode
-    if isinstance(method, Method):
+    if isinstance(method, Method) and method.mode != "recurrence":
         return method.mode
-    return state.mode if state is not None else DEFAULT_MODE
+    if state is not None:
+        return state.mode
+    return default_mode(get_method(method))
 
 
 def _setup(eps_fn: EpsFn, grid: Grid, method: "str | Method", mode: str, check_finite: bool, backend, probe):
@@ -74,7 +93,8 @@ def sample(
 
     ``mode``: 'recurrence' (the LM recurrence), 'stable' (the well-conditioned floating form of
     a 2-step BELM) or 'bits' (its bit-exact fixed-point form), see docs/precision.md. None
-    means the mode of a method object, else that of the latent, else ``DEFAULT_MODE``.
+    means: a method object's own mode if not 'recurrence', else the latent's, else
+    :func:`default_mode` ('stable' for 2-step BELMs, 'recurrence' otherwise).
     """
     mode = _resolve_mode(method, mode, start if isinstance(start, State) else None)
     if isinstance(start, State):
