@@ -106,6 +106,12 @@ def test_nan_from_the_network_names_the_index_and_leaves_inputs_alone():
         lm.invert(NET, np.full((2, 6), np.nan), GRID, "obelm")
 
 
+def test_overflowing_state_is_blamed_on_rounding_growth_not_the_network():
+    grid = lm.Grid.from_alphas_cumprod(AC, 500)
+    with np.errstate(all="ignore"), pytest.raises(NonFiniteError, match=r"state became NaN or infinite .* bdia\(gamma=0.5\)"):
+        lm.invert(NET, X0.astype(np.float32), grid, lm.bdia(0.5))  # 2^500 growth overflows float32
+
+
 def test_runs_never_modify_what_the_user_gave():
     x0 = X0.copy()
     latent = lm.invert(NET, x0, GRID, "obelm")
