@@ -77,7 +77,7 @@ class StepContext:
 
     def entry_finite(self, entry: Any) -> bool:
         parts = entry if isinstance(entry, tuple) else (entry,)
-        return all(self.backend.all_finite(p) for p in parts)
+        return all(self.backend.all_finite(p) for p in parts if p is not None)  # None: part not yet known
 
 
 @dataclass(frozen=True)
