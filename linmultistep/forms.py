@@ -229,20 +229,26 @@ class StableBelm(_FormBase):
             out[m] = e if isinstance(e, StableEntry) else StableEntry(e, ctx.lincomb([1.0 / t.s[m]], [e]), None)
         return out
 
-    def _entry(self, ctx: "StepContext", m: int, xbar: Any, v: Any, direction: str) -> StableEntry:
-        if ctx.check_finite and not ctx.backend.all_finite(xbar):
-            # checked before the network sees it, so that the blame falls on rounding growth
+    def _entry(self, ctx: "StepContext", m: int, xbar: Any, v: Any) -> StableEntry:
+        return StableEntry(ctx.lincomb([self.tables(ctx).s[m]], [xbar]), xbar, v)
+
+    def _eps(self, ctx: "StepContext", m: int, x: Any, direction: str, cached: bool = True) -> Any:
+        """The network at point m; a non-finite answer to a non-finite state is blamed on rounding growth."""
+        try:
+            return ctx.slope(m, x) if cached else ctx.evaluate(x, m)
+        except NonFiniteError:
+            if ctx.backend.all_finite(x):
+                raise
             raise NonFiniteError(
                 f"the state became NaN or infinite at grid index {m} ({ctx.describe(m)}) in a {direction} step "
                 f"of {self.spec}: rounding errors grew past the floating-point range (docs/precision.md)"
-            )
-        return StableEntry(ctx.lincomb([self.tables(ctx).s[m]], [xbar]), xbar, v)
+            ) from None
 
     def down(self, ctx: "StepContext", i: int, above: StableEntry, c: float) -> StableEntry:
         """Point i-1 from point i: v_i = -v_{i+1} + c_i eps_i, xbar_{i-1} = xbar_i - w_i v_i."""
-        eps = ctx.slope(i, above.x)
+        eps = self._eps(ctx, i, above.x, "forward")
         v = ctx.lincomb([c], [eps]) if above.v is None else ctx.lincomb([-1.0, c], [above.v, eps])
-        return self._entry(ctx, i - 1, ctx.lincomb([1.0, -self.tables(ctx).w[i]], [above.xbar, v]), v, "forward")
+        return self._entry(ctx, i - 1, ctx.lincomb([1.0, -self.tables(ctx).w[i]], [above.xbar, v]), v)
 
     def up(self, ctx: "StepContext", n: int, below: StableEntry, start_c: float | None) -> StableEntry:
         """Point n from point n-1: xbar_n = xbar_{n-1} + w_n v_n, then v_{n+1} = -v_n + c_n eps_n.
@@ -250,9 +256,9 @@ class StableBelm(_FormBase):
         ``start_c`` (starter only): v_1 = c_bot eps(x_0 at point 1's time), the DDIM-inversion guess.
         """
         t = self.tables(ctx)
-        v_n = below.v if start_c is None else ctx.lincomb([start_c], [ctx.evaluate(below.x, n)])
-        entry = self._entry(ctx, n, ctx.lincomb([1.0, t.w[n]], [below.xbar, v_n]), None, "backward")
+        v_n = below.v if start_c is None else ctx.lincomb([start_c], [self._eps(ctx, n, below.x, "backward", False)])
+        entry = self._entry(ctx, n, ctx.lincomb([1.0, t.w[n]], [below.xbar, v_n]), None)
         if n == t.N:
             return entry
-        eps = ctx.slope(n, entry.x)
+        eps = self._eps(ctx, n, entry.x, "backward")
         return entry._replace(v=ctx.lincomb([-1.0, t.c[n]], [v_n, eps]))

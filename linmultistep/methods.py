@@ -292,7 +292,7 @@ class Edict(Method):
             raise MethodError(
                 f"EDICT has no {mode!r} mode: its mixing step x <- p x' + (1-p) y' contracts by p, so its "
                 "inverse amplifies rounding by about 1/p^2 per step in any floating form, and a bit-exact "
-                "form would need about 2 N log2(1/p) extra bits (docs/precision.md); use O-BELM or BDIA(gamma=1)"
+                "form would need about N log2(1/p) extra bits per state (docs/precision.md); use O-BELM or BDIA(gamma=1)"
             )
         raise MethodError(f"unknown mode {mode!r} for EDICT; available: 'recurrence'")
 
