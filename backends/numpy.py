@@ -27,6 +27,8 @@ class NumpyBackend:
         return out
 
     def all_finite(self, x: np.ndarray) -> bool:
+        if np.asarray(x).dtype.kind in "iub":  # integers (the fixed-point state) are always finite
+            return True
         return bool(np.isfinite(x).all())
 
     def cast_like(self, x: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -49,9 +51,15 @@ class NumpyBackend:
     def int_lincomb(self, coeffs: Sequence[int], arrays: Sequence[np.ndarray]) -> np.ndarray:
         if len(coeffs) != len(arrays) or not arrays:
             raise ValueError(f"int_lincomb needs as many coefficients as arrays, got {len(coeffs)} and {len(arrays)}")
-        out = np.multiply(arrays[0], np.int64(coeffs[0]), dtype=np.int64)
-        for c, x in zip(coeffs[1:], arrays[1:]):
-            out += np.multiply(x, np.int64(c), dtype=np.int64)
+        c = [int(v) for v in coeffs]
+        if c == [-1, 1]:  # the shear V <- -V + dV in one pass
+            return np.subtract(arrays[1], arrays[0], dtype=np.int64)
+        if len(c) > 1 and c[0] == 1 and abs(c[1]) == 1:
+            out, rest = (np.add if c[1] == 1 else np.subtract)(arrays[0], arrays[1], dtype=np.int64), 2
+        else:
+            out, rest = np.multiply(arrays[0], np.int64(c[0]), dtype=np.int64), 1
+        for cj, x in zip(c[rest:], arrays[rest:]):
+            out += np.multiply(x, np.int64(cj), dtype=np.int64)
         return out
 
     def equal(self, a: np.ndarray, b: np.ndarray) -> bool:

@@ -29,6 +29,8 @@ class TorchBackend:
 
     @torch.no_grad()
     def all_finite(self, x: torch.Tensor) -> bool:
+        if not (x.is_floating_point() or x.is_complex()):  # integers (the fixed-point state) are always finite
+            return True
         return bool(torch.isfinite(x).all())
 
     def cast_like(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -52,9 +54,19 @@ class TorchBackend:
     def int_lincomb(self, coeffs: Sequence[int], arrays: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(coeffs) != len(arrays) or not arrays:
             raise ValueError(f"int_lincomb needs as many coefficients as arrays, got {len(coeffs)} and {len(arrays)}")
-        out = torch.mul(arrays[0], int(coeffs[0]))
-        for c, x in zip(coeffs[1:], arrays[1:]):
-            out.add_(x, alpha=int(c))
+        c = [int(v) for v in coeffs]
+        if c == [-1, 1]:  # the shear V <- -V + dV in one pass
+            return torch.sub(arrays[1], arrays[0])
+        if len(c) > 1 and c[0] == 1:
+            out, rest = torch.add(arrays[0], arrays[1], alpha=c[1]), 2
+        else:
+            out, rest = torch.mul(arrays[0], c[0]), 1
+        for cj, x in zip(c[rest:], arrays[rest:]):
+            out.add_(x, alpha=cj)
+        return out if len(c) > 1 else arrays[0].clone()
+        out = torch.mul(arrays[0], c[0])
+        for cj, x in zip(c[1:], arrays[1:]):
+            out.add_(x, alpha=cj)
         return out
 
     @torch.no_grad()
