@@ -24,8 +24,9 @@ EpsFn = Callable[[Any, int], Any]
 
 
 def default_mode(method: Method) -> str:
-    """The mode a run takes when nothing asks for another: 'stable' for the 2-step BELMs (O-BELM,
-    BDIA, belm(k=2)), 'recurrence' otherwise.
+    """The mode a run takes when nothing asks for another: 'stable' for the 2-step BELMs with
+    a_{i,2} = 1 on equal steps (O-BELM, BDIA(gamma=1), consistent belm(k=2) rules of that kind),
+    'recurrence' otherwise (BDIA(gamma < 1), EDICT, DDIM, k != 2).
 
     Measured (benchmarks/precision_table.py, docs/precision.md; O-BELM, SD schedule, 3 seeds):
     the stable form's float32/float16 round trip is 1.5-100x more accurate than the
@@ -40,7 +41,11 @@ def default_mode(method: Method) -> str:
         check_two_step_belm(method, "stable")
     except MethodError:
         return "recurrence"
-    return "stable"
+    # a_2 != 1 on equal steps (BDIA gamma < 1): the inverse map itself expands by 1/a_2 per step,
+    # which no form cures, and the stable form's weights prod a_2 would only move that growth
+    # into the range of v (float16/float32 overflow on long grids even when just sampling)
+    a, _ = method.coefficients([1.0, 1.0])
+    return "stable" if abs(a[1] - 1.0) <= 1e-12 else "recurrence"
 
 
 def _resolve_mode(method: "str | Method", mode: "str | None", state: "State | None") -> str:

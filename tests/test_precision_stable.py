@@ -163,3 +163,16 @@ def test_modes_also_run_general_odes_through_solve():
         back = L.solve(f, sol.state, ts, m, reverse=True)
         err = np.abs(back.y - y0).max()
         assert err == 0 if mode == "bits" else err < 1e-5
+
+
+def test_default_mode_follows_the_measurements():
+    from linmultistep.diffusion import default_mode
+
+    assert default_mode(L.obelm()) == "stable" and default_mode(L.bdia(1.0)) == "stable"
+    for m in (L.bdia(0.5), L.ddim(), L.edict(0.93), L.adams_bashforth(2)):
+        assert default_mode(m) == "recurrence"
+    grid = L.Grid.from_sigmabar(np.linspace(0.0, 3.0, 7))
+    eps_fn = random_net(0, 3)
+    assert L.invert(eps_fn, np.ones(3), grid, "obelm").mode == "stable"
+    assert L.invert(eps_fn, np.ones(3), grid, L.bdia(0.5)).mode == "recurrence"
+    assert L.invert(eps_fn, np.ones(3), grid, L.obelm().with_mode("bits")).mode == "bits"
