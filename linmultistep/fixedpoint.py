@@ -172,6 +172,15 @@ class FixedPointBelm(_FormBase):
                 )
             X = ctx.backend.quantize(e, 2.0**sc.Sx / t.s[m])
             out[m] = FixedEntry(ctx.backend.dequantize(X, t.s[m] * 2.0**-sc.Sx, e), X, None, None)
+        # adjacent plain arrays (solve's warm_start): V_{m+1} from the difference, and X_m moved
+        # by at most the rounding so that the shear relation between them holds exactly
+        be = ctx.backend
+        for m in sorted(out, reverse=True):
+            if m + 1 in out and not isinstance(window[m], FixedEntry):
+                above = out[m + 1]
+                V = be.quantize(be.int_lincomb([1, -1], [above.X, out[m].X]), 2.0 ** (sc.Sv - sc.Sx) / t.w[m + 1])
+                X = be.int_lincomb([1, -1], [above.X, self._shift(ctx, m + 1, V)])
+                out[m] = FixedEntry(be.dequantize(X, t.s[m] * 2.0**-sc.Sx, out[m].x), X, V, None)
         return out
 
     def end(self, ctx: "StepContext") -> None:

@@ -227,6 +227,11 @@ class StableBelm(_FormBase):
             if isinstance(e, tuple) and not isinstance(e, StableEntry):
                 raise MethodError(f"mode 'stable' cannot start from the entry at grid index {m} ({type(e).__name__})")
             out[m] = e if isinstance(e, StableEntry) else StableEntry(e, ctx.lincomb([1.0 / t.s[m]], [e]), None)
+        # adjacent plain arrays (solve's warm_start): v_{m+1} = (xbar_{m+1} - xbar_m) / w_{m+1}
+        for m in sorted(out, reverse=True):
+            if m + 1 in out and not isinstance(window[m], StableEntry):
+                w = t.w[m + 1]
+                out[m] = out[m]._replace(v=ctx.lincomb([1.0 / w, -1.0 / w], [out[m + 1].xbar, out[m].xbar]))
         return out
 
     def _entry(self, ctx: "StepContext", m: int, xbar: Any, v: Any) -> StableEntry:
