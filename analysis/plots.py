@@ -33,9 +33,14 @@ _MARKERS = "osD^v<>px*"
 
 
 def _panels(n: int, width: float = 4.2, height: float = 3.6, sharey: bool = True) -> tuple[Figure, list]:
-    fig = Figure(figsize=(width * n, height), layout="constrained")
-    axes = fig.subplots(1, n, sharey=sharey, squeeze=False)[0]
-    return fig, list(axes)
+    """n axes in rows of at most 3; unused cells of the last row are removed."""
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    grid = fig.subplots(rows, cols, sharey=sharey, squeeze=False).ravel()
+    for ax in grid[n:]:
+        ax.remove()
+    return fig, list(grid[:n])
 
 
 def _reference_slopes(ax, x: np.ndarray, anchors: Sequence[float], slopes: Sequence[int] = REFERENCE_SLOPES) -> None:
@@ -75,7 +80,8 @@ def error_vs_steps(result: StudyResult, attr: str = "error", x: str = "steps",
         ax.set_xlabel("number of steps N" if x == "steps" else "network evaluations (NFE)")
         ax.set_title(f"{sp} grid")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel(ylabel)
+    for ax in axes[::3]:
+        ax.set_ylabel(ylabel)
     axes[-1].legend(fontsize="small")
     fig.suptitle(f"{result.problem} (d={result.dim}), {result.schedule} schedule: {ylabel} vs "
                  + ("steps" if x == "steps" else "NFE"))
@@ -112,7 +118,7 @@ def roundtrip_vs_steps(result: StudyResult, spacing: str | None = None) -> Figur
                 ax.plot(n[bad], np.full(bad.sum(), 10.0), ls="none", marker="x", color="red",
                         label=f"{m}: failed (inf/NaN)")
         eps = float(np.finfo(np.dtype(dt)).eps)
-        ax.axhline(eps, color="0.5", ls=":", lw=1, label=f"{dt} machine epsilon")
+        ax.axhline(eps, color="0.5", ls=":", lw=1, label="machine epsilon of the dtype")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("number of steps N")
@@ -134,8 +140,9 @@ def coefficients_plot(methods: Sequence[Method], grid: Grid, title: str = "") ->
         c = coefficients_along(m, grid)
         for key in [k for k in c if k != "i"]:
             if np.any(c[key] != 0):
-                ax.plot(c["i"], c[key], marker=".", label=f"{key[0]}_{{i,{key[1:]}}}")
-        ax.set_yscale("symlog", linthresh=1.0)
+                ax.plot(c["i"], c[key], marker=".", label=f"${key[0]}_{{i,{key[1:]}}}$")
+        if max(np.abs(c[key]).max() for key in c if key != "i") > 20:  # wide range: symmetric log
+            ax.set_yscale("symlog", linthresh=1.0)
         ax.set_xlabel("grid index i (0 = data)")
         ax.set_ylabel("coefficient")
         ax.set_title(str(m.spec))
@@ -156,7 +163,8 @@ def growth_plot(methods: Sequence[Method], grids: dict[str, Grid]) -> Figure:
         ax.set_xlabel("grid index reached by the inversion")
         ax.set_title(f"{name} grid, N = {grid.N}")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("cumulative growth factor prod |1/a_{i,k}|")
+    for ax in axes[::3]:
+        ax.set_ylabel(r"cumulative growth $\prod |1/a_{i,k}|$")
     axes[-1].legend(fontsize="small")
     fig.suptitle("amplification of perturbations in the inversion direction")
     return fig
