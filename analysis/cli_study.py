@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="grid kinds; the first is the one the main table shows (default: all)")
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
                         help="methods as name or name:key=value,... (default: %(default)s)")
-    parser.add_argument("--steps", nargs="+", type=int, default=[5, 10, 20, 40, 80, 160],
+    parser.add_argument("--steps", nargs="+", type=int, default=[5, 10, 20, 40, 80, 160, 320],
                         help="numbers of steps N (default: %(default)s)")
     parser.add_argument("--fit-from", type=int, default=20, help="fit the order over N >= this (default: 20)")
     parser.add_argument("--dim", type=int, default=2, help="data dimension (default: 2)")
@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=["float64", "float32", "float16"], help="round-trip precisions")
     parser.add_argument("--plot-steps", type=int, default=20,
                         help="N of the grids shown in the coefficient and growth plots (default: 20)")
+    parser.add_argument("--dpi", type=int, default=90, help="resolution of the PNG figures (default: 90)")
     parser.add_argument("--out", default="out/study", help="output folder (default: out/study)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         "growth", plots.growth_plot(methods, grids))
     images = {}
     for caption, (stem, fig) in figures.items():
-        plots.save(fig, out / stem)
+        plots.save(fig, out / stem, dpi=args.dpi)
         images[caption] = f"{stem}.png"
     command = "linmultistep study " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["study"] else ""
     (out / "report.md").write_text(report.markdown_report(result, images, args.fit_from, primary, runtime, command.strip()))
