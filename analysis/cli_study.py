@@ -51,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        import matplotlib  # noqa: F401  (the figures)
+        import scipy  # noqa: F401  (the mixture's reference solution)
+    except ImportError as exc:
+        print(f"error: the study needs scipy and matplotlib ({exc}); "
+              "install them with: pip install 'linmultistep[analysis,plot]'", file=sys.stderr)
+        return 2
     from . import plots, report
     from .problems import make_problem
     from .study import make_grid, parse_method, run_study
