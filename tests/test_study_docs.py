@@ -21,8 +21,8 @@ def test_doc_images_exist():
         assert (DOC.parent / name).is_file(), name
 
 
-def test_import_analysis_does_not_import_matplotlib_or_scipy():
+def test_import_analysis_does_not_import_matplotlib_or_scipy(tmp_path):
     code = ("import sys, linmultistep.analysis as a; "
             "assert 'matplotlib' not in sys.modules and 'scipy' not in sys.modules, sorted(sys.modules); "
             "assert callable(a.run_study)")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)  # cwd: no source tree shadowing
