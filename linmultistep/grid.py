@@ -95,7 +95,7 @@ class Grid:
             i = _first_bad(dec) + 1
             raise GridError(
                 f"sigmabar must increase strictly from index 0 (data) to N (noise): "
-                f"sigmabar[{i}] = {sigmabar[i]!r} <= sigmabar[{i - 1}] = {sigmabar[i - 1]!r}"
+                f"sigmabar[{i}] = {float(sigmabar[i])!r} <= sigmabar[{i - 1}] = {float(sigmabar[i - 1])!r}"
             )
         if timesteps is not None:
             timesteps = _as_vector("timesteps", timesteps, n1)
