@@ -99,7 +99,7 @@ def sample(
     ``mode``: 'recurrence' (the LM recurrence), 'stable' (the well-conditioned floating form of
     a 2-step BELM) or 'bits' (its bit-exact fixed-point form), see docs/precision.md. None
     means: a method object's own mode if not 'recurrence', else the latent's, else
-    :func:`default_mode` ('stable' for 2-step BELMs, 'recurrence' otherwise).
+    :func:`default_mode` ('stable' for O-BELM and BDIA(gamma=1), 'recurrence' otherwise).
     """
     mode = _resolve_mode(method, mode, start if isinstance(start, State) else None)
     if isinstance(start, State):
