@@ -31,7 +31,8 @@ def grids(draw, n_max=40):
     n = draw(st.integers(2, n_max))
     if draw(st.booleans()):
         spacing = draw(st.sampled_from(["linspace", "leading", "trailing"]))
-        return L.Grid.from_alphas_cumprod(AC, n, spacing, final_alpha_one=draw(st.booleans()))
+        # 'linspace' without the clean point drops one step (timestep 0 becomes index 0)
+        return L.Grid.from_alphas_cumprod(AC, n + 1, spacing, final_alpha_one=draw(st.booleans()))
     steps = draw(st.lists(st.floats(0.02, 1.0), min_size=n, max_size=n))
     return L.Grid.from_sigmabar(np.concatenate([[0.0], 0.01 + np.cumsum(steps)]))
 

@@ -46,7 +46,8 @@ def grids(draw, n_max=40):
     """A random variance-preserving grid: N in [2, n_max], step sizes spread over 50x."""
     n = draw(st.integers(2, n_max))
     steps = draw(st.lists(st.floats(0.02, 1.0), min_size=n, max_size=n))
-    sb = np.concatenate([[draw(st.floats(0.0, 0.05))], draw(st.floats(0.0, 0.05)) + 0.01 + np.cumsum(steps)])
+    first = draw(st.floats(0.0, 0.05))
+    sb = np.concatenate([[first], first + np.cumsum(steps)])
     return L.Grid.from_sigmabar(sb)
 
 
@@ -94,7 +95,10 @@ def test_stable_round_trip_in_float64_and_latent_matches_recurrence(data):
     assert np.array_equal(x0, keep)
     assert lat.mode == "stable" and sorted(lat.window) == [grid.N - 1, grid.N]
     ref = L.invert(eps_fn, x0, grid, L.get_method(name, **kw), mode="recurrence")
-    assert np.allclose(lat.x, ref.x, rtol=1e-9, atol=1e-9)
+    # the recurrence's backward steps scale its rounding by up to prod 1/a_2 = (h_max/h_min)^2
+    h = grid.h[1:]
+    tol = 1e-9 + 1e-14 * (h.max() / h.min()) ** 2
+    assert np.abs(lat.x - ref.x).max() <= tol * (1 + np.abs(ref.x).max())
     rec = L.sample(eps_fn, lat, grid, L.get_method(name, **kw))  # mode follows the latent
     assert np.abs(rec - x0).max() <= 1e-9
 
