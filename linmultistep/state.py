@@ -8,6 +8,7 @@ continuing it with anything else is refused instead of silently giving garbage.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -69,6 +70,40 @@ class State:
                 out[f"x[{i}]"] = entry
         return out
 
+    @classmethod
+    def from_named_arrays(
+        cls,
+        named: Mapping[str, Any],
+        method: MethodSpec,
+        fingerprint: str,
+        mode: str = "recurrence",
+        nfe: int = 0,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> "State":
+        """The inverse of :meth:`named_arrays` (e.g. after loading a file): entries are rebuilt as
+        arrays, (x, y) tuples, or the named entries of mode 'stable' / 'bits'."""
+        parts: dict[int, dict[str, Any]] = {}
+        for key, arr in named.items():
+            m = _NAME.match(key)
+            if m is None:
+                raise ValueError(f"array name {key!r} is not of the form 'part[index]'")
+            parts.setdefault(int(m.group(2)), {})[m.group(1)] = arr
+        entry_type = _entry_type(mode)
+        window: dict[int, Any] = {}
+        for i, p in parts.items():
+            if entry_type is not None:
+                unknown = set(p) - set(entry_type._fields)
+                if unknown:
+                    raise ValueError(f"parts {sorted(unknown)} at index {i} do not belong to mode {mode!r}")
+                window[i] = entry_type(*(p.get(f) for f in entry_type._fields))
+            elif set(p) == {"x"}:
+                window[i] = p["x"]
+            elif set(p) <= set("xyzw"):
+                window[i] = tuple(p[c] for c in "xyzw" if c in p)
+            else:
+                raise ValueError(f"parts {sorted(p)} at index {i} do not belong to mode {mode!r}")
+        return cls(window, method, fingerprint, mode, nfe, dict(metadata or {}))
+
     def check_compatible(self, method: Method, fingerprint: str) -> None:
         """Raise LatentMismatchError unless this state belongs to ``method`` on this grid and mode."""
         if self.method != method.spec:
@@ -83,6 +118,22 @@ class State:
             )
         if self.mode != method.mode:
             raise LatentMismatchError(f"this latent was computed in mode {self.mode!r}, not {method.mode!r}")
+
+
+_NAME = re.compile(r"^(\w+)\[(\d+)\]$")
+
+
+def _entry_type(mode: str):
+    """The named entry type of a mode (None for the recurrence's arrays and EDICT's tuples)."""
+    if mode == "stable":
+        from .forms import StableEntry
+
+        return StableEntry
+    if mode.startswith("bits"):
+        from .fixedpoint import FixedEntry
+
+        return FixedEntry
+    return None
 
 
 #: In diffusion terms the state returned by :func:`linmultistep.invert` is the latent.

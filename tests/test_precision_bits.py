@@ -279,3 +279,20 @@ def test_backend_fixed_point_operations_are_exact(be, arr):
     back = be.dequantize(be.quantize(x, 2.0**40), 2.0**-40, x)
     assert back.dtype == x.dtype and be.equal(back, x)
     assert be.max_abs(arr(np.array([-3.0, 2.0]))) == 3.0
+
+
+def test_latents_of_every_mode_survive_named_arrays():
+    """State.from_named_arrays inverts named_arrays (what a file format stores), in every mode."""
+    grid = L.Grid.from_alphas_cumprod(AC, 12)
+    net = NumpyMLP(2, 4)
+    x0 = np.random.default_rng(3).standard_normal((2, 4)).astype(np.float32)
+    for method, mode in [(L.obelm(), "recurrence"), (L.obelm(), "stable"), (L.obelm(), "bits"), (L.edict(), "recurrence")]:
+        lat = L.invert(net, x0, grid, method, mode=mode)
+        named = {k: v.copy() for k, v in lat.named_arrays().items()}
+        back = L.State.from_named_arrays(named, lat.method, lat.fingerprint, lat.mode, lat.nfe)
+        out = L.sample(net, back, grid, method)
+        assert np.array_equal(out, L.sample(net, lat, grid, method)), mode
+        if mode == "bits":
+            assert out.tobytes() == x0.tobytes()
+    with pytest.raises(ValueError, match="do not belong to mode 'stable'"):
+        L.State.from_named_arrays({"X[3]": x0}, lat.method, lat.fingerprint, "stable")
