@@ -7,7 +7,15 @@ Paper indexing throughout: grid index 0 = data end, N = noise end.
 
 from .arrays import ArrayBackend, get_backend, register_backend
 from .diffusion import invert, sample
-from .errors import GridError, LatentMismatchError, LinmultistepError, MethodError, NonFiniteError
+from .errors import (
+    FixedPointRangeError,
+    GridError,
+    LatentMismatchError,
+    LinmultistepError,
+    MethodError,
+    NondeterministicNetworkError,
+    NonFiniteError,
+)
 from .grid import Grid, scheduled_timesteps
 from .integrator import StepInfo
 from .methods import (
@@ -38,4 +46,5 @@ __all__ = [
     "ddim", "obelm", "bdia", "edict", "belm", "adams_bashforth",
     "State", "Latent", "StepInfo",
     "LinmultistepError", "GridError", "MethodError", "LatentMismatchError", "NonFiniteError",
+    "FixedPointRangeError", "NondeterministicNetworkError",
 ]

@@ -48,6 +48,7 @@ class StepContext:
         self.describe = describe
         self.nfe = 0
         self._slopes: dict[int, Any] = {}
+        self.memo: dict[str, Any] = {}  # per-run data a method prepares in Method.begin
 
     def scale(self, m: int) -> float:
         return 1.0 if self._scale is None else float(self._scale[m])
@@ -76,7 +77,7 @@ class StepContext:
 
     def entry_finite(self, entry: Any) -> bool:
         parts = entry if isinstance(entry, tuple) else (entry,)
-        return all(self.backend.all_finite(p) for p in parts)
+        return all(self.backend.all_finite(p) for p in parts if p is not None)  # None: part not yet known
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ def integrate(
         opts = progress if isinstance(progress, dict) else {}
         bar = tqdm(total=len(targets), desc=f"{method.spec} {direction}", **opts)
     try:
+        window = method.begin(ctx, window, direction)  # end() runs even if begin() fails half-way
         for count, n in enumerate(targets, 1):
             if direction == "forward":
                 have = next(j for j in range(K + 1) if n + j + 1 not in window)
@@ -162,4 +164,5 @@ def integrate(
     finally:
         if bar is not None:
             bar.close()
+        method.end(ctx)
     return window
