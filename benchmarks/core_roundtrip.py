@@ -2,7 +2,8 @@
 
 Fixed problem: Stable Diffusion schedule ('leading', steps_offset=1, set_alpha_to_one=False, as
 SD-1.5's config), a random smooth nonlinear network eps(x, i) = tanh(x W1 + c t_i) W2 on
-x in R^(8 x 64), data from N(0, 1). Round trip: sample(invert(x0)) against x0, max relative error.
+x in R^(8 x 64), data from N(0, 1). Round trip: sample(invert(x0)) against x0, max relative error, each method in its default mode
+(`lm.default_mode`: "stable" for O-BELM and BDIA(1), the plain recurrence otherwise).
 
 Run:  python benchmarks/core_roundtrip.py
 """
@@ -34,7 +35,7 @@ def main() -> None:
     ac = lm.alphas_cumprod_for("scaled_linear")
     x0 = np.random.default_rng(1).standard_normal((8, 64))
     net = network()
-    print(f"{'method':<18}{'NFE/step':>9}" + "".join(f"{f'N={n} f64':>12}{f'N={n} f32':>12}" for n in STEPS))
+    print(f"{'method [mode]':<30}{'NFE/step':>9}" + "".join(f"{f'N={n} f64':>12}{f'N={n} f32':>12}" for n in STEPS))
     for method in METHODS:
         row, per_step = [], None
         for n in STEPS:
@@ -52,7 +53,8 @@ def main() -> None:
                     err = np.abs(back.astype(np.float64) - x0.astype(dtype)).max() / np.abs(x0).max()
                 row.append(err)
                 per_step = latent.nfe / n
-        print(f"{str(method.spec):<18}{per_step:>9.0f}" + "".join(f"{e:>12.1e}" for e in row))
+        label = f"{method.spec} [{lm.default_mode(method)}]"
+        print(f"{label:<30}{per_step:>9.0f}" + "".join(f"{e:>12.1e}" for e in row))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Paper indexing throughout: grid index 0 = data end, N = noise end.
 """
 
 from .arrays import ArrayBackend, get_backend, register_backend
-from .diffusion import invert, sample
+from .diffusion import default_mode, invert, sample
 from .errors import (
     FixedPointRangeError,
     GridError,
@@ -40,7 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArrayBackend", "get_backend", "register_backend",
-    "sample", "invert", "solve", "Solution",
+    "sample", "invert", "default_mode", "solve", "Solution",
     "Grid", "scheduled_timesteps", "alphas_cumprod_for", "betas_for",
     "Method", "LinearMultistep", "Edict", "MethodSpec", "get_method", "available_methods",
     "ddim", "obelm", "bdia", "edict", "belm", "adams_bashforth",
