@@ -3,7 +3,7 @@
 :func:`tiny_sd_pipeline` assembles a real ``StableDiffusionPipeline`` from a tiny
 UNet2DConditionModel, AutoencoderKL (downsampling factor 2), CLIPTextModel and a CLIPTokenizer
 whose vocab.json / merges.txt are written to a temporary directory (characters only).
-:func:`tiny_unet2d` builds an unconditional UNet2DModel. :func:`test_images` makes
+:func:`tiny_unet2d` builds an unconditional UNet2DModel. :func:`sample_images` makes
 deterministic smooth RGB images.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["tiny_tokenizer", "tiny_sd_pipeline", "tiny_unet2d", "test_images", "ddim_config"]
+__all__ = ["tiny_tokenizer", "tiny_sd_pipeline", "tiny_unet2d", "sample_images", "ddim_config"]
 
 
 def ddim_config(prediction_type: str = "epsilon", spacing: str = "leading", steps_offset: int = 1, **kw) -> dict:
@@ -72,7 +72,7 @@ def tiny_sd_pipeline(
         norm_num_groups=4, layers_per_block=1, sample_size=16,
     )
     with torch.no_grad():  # choose scaling_factor as SD did: unit-variance latents on (test) images
-        std = vae.encode(test_images(4, 16, seed=12345)).latent_dist.mean.std()
+        std = vae.encode(sample_images(4, 16, seed=12345)).latent_dist.mean.std()
     vae.register_to_config(scaling_factor=float(1.0 / std))
     tokenizer = tiny_tokenizer()
     text_encoder = CLIPTextModel(CLIPTextConfig(
@@ -101,7 +101,7 @@ def tiny_unet2d(channels: int = 3, size: int = 8, seed: int = 0, dtype: torch.dt
     ).to(dtype)
 
 
-def test_images(batch: int = 2, size: int = 16, seed: int = 0) -> torch.Tensor:
+def sample_images(batch: int = 2, size: int = 16, seed: int = 0) -> torch.Tensor:
     """Deterministic smooth test images in [-1, 1], shape (batch, 3, size, size): sums of low
     frequency sinusoids with random phases (a stand-in for natural images)."""
     rng = np.random.default_rng(seed)
