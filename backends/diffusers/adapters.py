@@ -121,7 +121,7 @@ class UNetEps:
 
     def _run(self, x: torch.Tensor, t: Any, hidden: torch.Tensor | None) -> torch.Tensor:
         p = next(self.unet.parameters())
-        xin = x.to(device=p.device, dtype=p.dtype)
+        xin = x.to(device=p.device, dtype=p.dtype).contiguous()  # kernels (and last bits) depend on layout
         tt = torch.tensor(t, device=p.device)
         if self.conditional:
             out = self.unet(

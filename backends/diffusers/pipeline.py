@@ -93,13 +93,15 @@ def encode_images(parts: Parts, x: torch.Tensor, generator: torch.Generator | No
     """Model-space x0: z = (E(x) - shift) * scaling_factor with E the posterior MEAN (deterministic),
     or a posterior sample drawn with ``generator``; the pixels themselves without a VAE."""
     if parts.vae is None:
-        return x.to(device=parts.device, dtype=parts.dtype)
+        return x.to(device=parts.device, dtype=parts.dtype).contiguous()
     vae = parts.vae
     p = next(vae.parameters())
     dist = vae.encode(x.to(device=p.device, dtype=p.dtype)).latent_dist
     z = dist.mean if generator is None else dist.sample(generator)
     shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return (z - shift) * float(vae.config.scaling_factor)
+    # contiguous: the VAE may return channels-last tensors, and convolution kernels (hence the
+    # last bits of eps) depend on the memory format; a saved and reloaded latent must match.
+    return ((z - shift) * float(vae.config.scaling_factor)).contiguous()
 
 
 @torch.no_grad()
