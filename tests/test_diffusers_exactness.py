@@ -176,3 +176,33 @@ def test_sampling_reaches_the_same_point_with_prompt_embeddings(pipe):
         reconstruct(pipe, b)
     _, z0 = reconstruct(pipe, b, prompt_embeds=cond.cond, negative_prompt_embeds=cond.uncond, return_latents=True)
     assert rel(z0, encode_images(parts_of(pipe), x)) <= 1e-5
+
+
+def test_importing_the_binding_package_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, linmultistep, linmultistep.backends.diffusers as d; "
+            "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules; "
+            "assert callable(d.invert) and 'torch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.gpu
+def test_round_trip_on_the_gpu_uses_the_pipeline_device():
+    import os
+
+    from linmultistep.backends.torch import use_deterministic
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    use_deterministic(True)
+    try:
+        pipe = tiny_sd_pipeline().to("cuda")
+        x = sample_images(2)
+        latent = invert(pipe, x, "a cat", num_steps=10, method="obelm", guidance_scale=3.0)
+        assert latent.x.device.type == "cuda"
+        images, z0 = reconstruct(pipe, latent, return_latents=True)
+        assert images.device.type == "cuda"
+        assert rel(z0, encode_images(parts_of(pipe), x)) <= 1e-5
+    finally:
+        use_deterministic(False)

@@ -86,7 +86,7 @@ def tiny_sd_pipeline(
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(dtype=dtype)
+    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
 
 
 def tiny_unet2d(channels: int = 3, size: int = 8, seed: int = 0, dtype: torch.dtype = torch.float32) -> Any:
@@ -94,11 +94,12 @@ def tiny_unet2d(channels: int = 3, size: int = 8, seed: int = 0, dtype: torch.dt
     from diffusers import UNet2DModel
 
     torch.manual_seed(seed)
-    return UNet2DModel(
+    unet = UNet2DModel(
         sample_size=size, in_channels=channels, out_channels=channels, layers_per_block=1,
         block_out_channels=(8, 16), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4, attention_head_dim=4,
-    ).to(dtype)
+    )
+    return unet if dtype == torch.float32 else unet.to(dtype)
 
 
 def sample_images(batch: int = 2, size: int = 16, seed: int = 0) -> torch.Tensor:
