@@ -143,8 +143,8 @@ def test_to_epsilon_closed_forms():
 
 
 def test_v_prediction_sd2_layout_inverts_exactly():
-    pipe = tiny_sd_pipeline(prediction_type="v_prediction", text_width=24, seed=1)
-    assert pipe.text_encoder.config.hidden_size == 24
+    pipe = tiny_sd_pipeline(prediction_type="v_prediction", text_width=24, seed=1, layout="sd2")
+    assert pipe.text_encoder.config.hidden_size == 24 and pipe.unet.config.use_linear_projection
     x = sample_images(1)
     latent = invert(pipe, x, "a cat", num_steps=10, method="obelm", guidance_scale=2.0)
     assert latent.metadata["prediction_type"] == "v_prediction"

@@ -53,10 +53,14 @@ def tiny_sd_pipeline(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     scheduler_config: dict | None = None,
+    layout: str = "sd1",
 ) -> Any:
-    """A StableDiffusionPipeline with random tiny components (SD 1.x layout; SD 2.x layout with
-    ``prediction_type='v_prediction'`` and another ``text_width``). Latents have 4 channels at
-    half the image size (VAE factor 2)."""
+    """A StableDiffusionPipeline with random tiny components. ``layout='sd1'``: SD 1.x style
+    (convolutional projections in the transformer blocks); ``'sd2'``: SD 2.x style (linear
+    projections, per-block head dims; use with ``prediction_type='v_prediction'`` and another
+    ``text_width``). Latents have 4 channels at half the image size (VAE factor 2)."""
+    if layout not in ("sd1", "sd2"):
+        raise ValueError(f"layout must be 'sd1' or 'sd2', got {layout!r}")
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -64,7 +68,8 @@ def tiny_sd_pipeline(
     unet = UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=text_width, attention_head_dim=2, norm_num_groups=4,
+        cross_attention_dim=text_width, norm_num_groups=4,
+        attention_head_dim=2 if layout == "sd1" else (2, 4), use_linear_projection=layout == "sd2",
     )
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
