@@ -27,3 +27,7 @@ class NumpyBackend:
 
     def all_finite(self, x: np.ndarray) -> bool:
         return bool(np.isfinite(x).all())
+
+    def cast_like(self, x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        return x if x.dtype == ref.dtype else x.astype(ref.dtype)

@@ -30,6 +30,9 @@ class TorchBackend:
     def all_finite(self, x: torch.Tensor) -> bool:
         return bool(torch.isfinite(x).all())
 
+    def cast_like(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        return x.to(device=ref.device, dtype=ref.dtype)
+
 
 def use_deterministic(enabled: bool = True) -> None:
     """Ask torch for deterministic kernels (needed for bit-identical network calls on GPUs).

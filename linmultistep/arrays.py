@@ -30,6 +30,14 @@ class ArrayBackend(Protocol):
         """True when every entry of x is finite."""
         ...
 
+    def cast_like(self, x: Any, ref: Any) -> Any:
+        """x with ref's dtype (and device); x itself when they already agree.
+
+        The integrator casts every vector-field output to the state's dtype, so a network
+        that answers in another precision never silently changes the state's precision.
+        """
+        ...
+
 
 # module prefix of an array type -> "module:attribute" of its backend, imported on first use
 # so that the core never imports torch itself.

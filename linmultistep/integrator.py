@@ -53,12 +53,12 @@ class StepContext:
         return 1.0 if self._scale is None else float(self._scale[m])
 
     def evaluate(self, x: Any, m: int) -> Any:
-        out = self._field(x, m)
+        out = self.backend.cast_like(self._field(x, m), x)
         self.nfe += 1
         if self.check_finite and not self.backend.all_finite(out):
             raise NonFiniteError(
-                f"the vector field returned NaN or infinity at grid index {m} ({self.describe(m)}); "
-                "no state was changed"
+                f"the vector field returned NaN or infinity at grid index {m} ({self.describe(m)}) "
+                "for a finite input; the run stopped and nothing you passed in was changed"
             )
         return out
 
@@ -73,6 +73,10 @@ class StepContext:
 
     def lincomb(self, coeffs: Sequence[float], arrays: Sequence[Any]) -> Any:
         return self.backend.lincomb([float(c) for c in coeffs], arrays)
+
+    def entry_finite(self, entry: Any) -> bool:
+        parts = entry if isinstance(entry, tuple) else (entry,)
+        return all(self.backend.all_finite(p) for p in parts)
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,12 @@ def integrate(
                 entry = m.backward(ctx, n, window)
                 window[n] = entry
                 keep = (n - K + 1, n)
+            if ctx.check_finite and not ctx.entry_finite(entry):
+                raise NonFiniteError(
+                    f"the state became NaN or infinite at grid index {n} ({ctx.describe(n)}) in a {direction} "
+                    f"step of {m.spec}: rounding errors grew past the floating-point range "
+                    "(see docs/custom-integrators.md on rounding in the reverse direction)"
+                )
             for j in [j for j in window if not keep[0] <= j <= keep[1]]:
                 del window[j]
             ctx.forget_outside(*keep)
