@@ -32,12 +32,12 @@ def rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
-@pytest.mark.parametrize("direct", [True, False])
-def test_edit_to_the_same_prompt_reproduces_the_input(pipe, direct):
+@pytest.mark.parametrize("direct,method", [(True, "obelm"), (False, "obelm"), (True, "edict")])
+def test_edit_to_the_same_prompt_reproduces_the_input(pipe, direct, method):
     x = sample_images(2)
     z = encode_images(parts_of(pipe), x)
     for strength in (1.0, 0.5):
-        _, z0 = edit(pipe, x, "a cat", "a cat", num_steps=6, strength=strength, guidance_scale=2.0,
+        _, z0 = edit(pipe, x, "a cat", "a cat", num_steps=6, method=method, strength=strength, guidance_scale=2.0,
                      source_guidance_scale=2.0, direct_inversion=direct, self_attention_steps=1.0, return_latents=True)
         assert rel(z0, z) < 1e-5
 

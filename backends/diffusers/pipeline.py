@@ -286,14 +286,16 @@ def edit(
 
     1. Invert with the source prompt at ``source_guidance_scale`` to grid index
        n_s = round(strength * N) (``strength`` < 1 skips the noise-most steps, keeping more of the
-       image), recording the trajectory x_0..x_{n_s}.
+       image), recording the network inputs of every call.
     2. Sample the target branch from the exact latent at n_s down to 0 with the target prompt at
        ``guidance_scale``; the last ``freeze_last`` steps (grid indices freeze_last..1, the data
        end) use the source prompt instead (keeps fine texture).
     3. With ``direct_inversion`` (O-BELM + Direct Inversion, Ju et al. ICLR 2024; seed sec. 4.4):
-       a source branch runs alongside in the same UNet batch, PINNED to the recorded inversion
-       trajectory (the source latents are the inverted ones at every step, so it cannot drift
-       whatever the guidance), and while grid index i > (1 - self_attention_steps) * n_s the
+       a source branch runs alongside in the same UNet batch, PINNED to the inversion: at every
+       network call its latent is the network input the inversion used at that grid index
+       (mirrored call order; for O-BELM/BDIA exactly the inverted x_i, for EDICT the matching
+       coupled state), so it cannot drift whatever the guidance; and while grid index
+       i > (1 - self_attention_steps) * n_s the
        target branch's self-attention maps are replaced by the source branch's
        (softmax(Q_src K_src^T / sqrt(d)) V_tgt; Prompt-to-Prompt / PnP-style structure injection).
        Cross-attention is left to the target prompt.
@@ -320,15 +322,16 @@ def edit(
     tgt = encode_prompts(parts.pipe, target_prompt, batch, guidance_scale, negative_prompt, device=parts.device)
 
     x0 = encode_images(parts, x, generator).to(dtype=state_dtype or parts.dtype)
-    trajectory: dict[int, torch.Tensor] = {0: x0}
-
-    def record(info: lms.StepInfo) -> None:
-        entry = info.entry[0] if isinstance(info.entry, tuple) else info.entry
-        trajectory[info.index] = entry
-
     inverter = UNetEps(parts.unet, grid, parts.prediction_type, src)
-    latent = lms.invert(inverter, x0, grid, method_obj, stop=n_s, mode=mode, progress=progress,
-                        callback=record if direct_inversion else None)
+    # the network inputs of the inversion, per grid index, in call order (the source branch)
+    inputs: dict[int, list[torch.Tensor]] = {}
+
+    def recording(xt: torch.Tensor, i: int) -> torch.Tensor:
+        inputs.setdefault(i, []).append(xt)
+        return inverter(xt, i)
+
+    latent = lms.invert(recording if direct_inversion else inverter, x0, grid, method_obj, stop=n_s, mode=mode,
+                        progress=progress)
 
     predictor = UNetEps(parts.unet, grid, parts.prediction_type, tgt)
     inject_from = (1.0 - float(self_attention_steps)) * n_s
@@ -337,11 +340,17 @@ def edit(
         sharing = SharedSelfAttention(parts.unet, batch)
         both_tgt = Conditioning.concat([src_edit, tgt], float(guidance_scale))
         both_src = Conditioning.concat([src_edit, src_edit], float(guidance_scale))
+        used: dict[int, int] = {}
 
         def eps_fn(xt: torch.Tensor, i: int) -> torch.Tensor:
+            # sampling retraces the inversion's network calls in mirrored order: its k-th call at
+            # index i pairs with the inversion's k-th call from the end at that index
+            k = used.get(i, 0)
+            used[i] = k + 1
+            recorded = inputs.get(i) or [xt]
+            pinned = recorded[max(0, len(recorded) - 1 - k)].to(xt.dtype)
             sharing.active = i > inject_from
             cond = both_src if i <= freeze_last else both_tgt
-            pinned = trajectory[i].to(xt.dtype)
             return predictor.eps(torch.cat([pinned, xt]), i, cond)[batch:]
 
         try:
