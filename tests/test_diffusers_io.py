@@ -141,3 +141,16 @@ def test_cli_round_trip_with_a_saved_pipeline(pipe, tmp_path, capsys):
         main(["invert", "--model", str(tmp_path / "nope"), str(tmp_path / "in.png"), "-o", str(lat)])
     with pytest.raises(SystemExit, match="no model_index.json"):
         main(["reconstruct", "--model", str(tmp_path), str(lat), "-o", str(tmp_path / "r.png")])
+
+
+def test_docs_python_blocks_run():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "diffusers.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 4
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/diffusers.md", "exec"), namespace)
+    assert namespace["image"].size == (16, 16)
