@@ -109,7 +109,6 @@ def test_add_noise_matches_forward_process(pipe):
     x0 = torch.randn(3, 4, 2, 2, dtype=torch.float64)
     noise = torch.randn(3, 4, 2, 2, dtype=torch.float64)
     t = torch.tensor([0, 500, 999])
-    ac = grid_from_config(sched, 1)  # noqa: F841  (grid built from the same config)
     from linmultistep.backends.diffusers.grid import alphas_cumprod_from_config
 
     a = torch.from_numpy(alphas_cumprod_from_config(sched.config))[t].reshape(-1, 1, 1, 1)

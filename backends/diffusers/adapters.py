@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -64,16 +64,9 @@ class Conditioning:
     def guided(self) -> bool:
         return self.uncond is not None and self.guidance_scale != 1.0
 
-    def select(self, index: Any) -> "Conditioning":
-        """The conditioning of a sub-batch."""
-        return Conditioning(
-            None if self.cond is None else self.cond[index],
-            None if self.uncond is None else self.uncond[index],
-            self.guidance_scale,
-        )
-
     @staticmethod
     def concat(parts: Sequence["Conditioning"], guidance_scale: float) -> "Conditioning":
+        """The conditioning of the stacked batches (e.g. [source branch, target branch])."""
         conds = [p.cond for p in parts]
         unconds = [p.uncond for p in parts]
         return Conditioning(

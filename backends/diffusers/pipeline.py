@@ -78,7 +78,8 @@ def parts_of(pipe: Any) -> Parts:
     for attr in ("unet", "scheduler"):
         if getattr(pipe, attr, None) is None:
             raise TypeError(f"{type(pipe).__name__} has no {attr}; give a diffusers pipeline or a (unet, scheduler) pair")
-    name = str(getattr(getattr(pipe, "config", {}), "get", lambda *_: "")("_name_or_path", "") or "")
+    config = getattr(pipe, "config", None) or {}
+    name = str(config.get("_name_or_path", "") or "")  # set by from_pretrained: the model id or local path
     return Parts(pipe.unet, pipe.scheduler, getattr(pipe, "vae", None), pipe, name)
 
 

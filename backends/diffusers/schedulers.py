@@ -23,7 +23,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 
-from linmultistep import Grid, LatentMismatchError, LinearMultistep, MethodError, State, get_method
+from linmultistep import Grid, LinearMultistep, MethodError, State, get_method
 from linmultistep.integrator import StepContext
 
 from ..torch import TorchBackend
