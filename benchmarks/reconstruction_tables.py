@@ -58,7 +58,6 @@ def main() -> None:
     ap.add_argument("--vae-steps", type=int, default=200)
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100])
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.time()
     pipe = tiny_sd_pipeline()
     pipe.unet.requires_grad_(False)
