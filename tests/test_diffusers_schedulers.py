@@ -114,3 +114,27 @@ def test_add_noise_matches_forward_process(pipe):
     a = torch.from_numpy(alphas_cumprod_from_config(sched.config))[t].reshape(-1, 1, 1, 1)
     torch.testing.assert_close(sched.add_noise(x0, noise, t), a.sqrt() * x0 + (1 - a).sqrt() * noise)
     assert torch.equal(sched.scale_model_input(x0, 10), x0)
+
+
+def test_inverse_scheduler_in_diffedit_pipeline_equals_core_invert(pipe):
+    diffusers = pytest.importorskip("diffusers")
+    if not hasattr(diffusers, "StableDiffusionDiffEditPipeline"):
+        pytest.skip("this diffusers has no StableDiffusionDiffEditPipeline")
+    inv = BELMInverseScheduler.from_config(pipe.scheduler.config)
+    de = diffusers.StableDiffusionDiffEditPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+        scheduler=BELMScheduler.from_config(pipe.scheduler.config), inverse_scheduler=inv,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    de.set_progress_bar_config(disable=True)
+    x = sample_images(1)
+    out = de.invert(prompt="a cat", image=(x + 1) / 2, num_inference_steps=7, inpaint_strength=1.0,
+                    guidance_scale=1.0, generator=torch.Generator().manual_seed(3)).latents
+    # the same posterior sample DiffEdit drew, inverted by the core
+    with torch.no_grad():
+        img = de.image_processor.preprocess((x + 1) / 2)
+        z0 = pipe.vae.encode(img).latent_dist.sample(torch.Generator().manual_seed(3)) * pipe.vae.config.scaling_factor
+    grid = grid_from_config(inv, 7)
+    core = lms.invert(UNetEps(pipe.unet, grid, "epsilon", encode_prompts(pipe, "a cat", 1)), z0.contiguous(), grid, "obelm")
+    assert torch.equal(out[0, 0], core.x[0])  # DiffEdit stacks its latents noise-most first
+    assert torch.equal(inv.state.window[6], core.window[6])
