@@ -15,6 +15,9 @@ from typing import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("linmultistep.demo", "round trip and accuracy of every sampler on a closed-form Gaussian problem"),
     "study": ("linmultistep.analysis.cli_study", "convergence orders, distribution error and round trips against exact solutions; plots and report"),
+    "invert": ("linmultistep.backends.diffusers.cli_invert", "invert images to an exact latent with a local diffusers model"),
+    "reconstruct": ("linmultistep.backends.diffusers.cli_reconstruct", "images from a latent file (exact reconstruction)"),
+    "edit": ("linmultistep.backends.diffusers.cli_edit", "edit images through exact inversion (O-BELM + Direct Inversion)"),
 }
 
 
