@@ -1,7 +1,8 @@
 """Inverted latents on disk: one safetensors file with the whole window and its identity.
 
-Tensors: ``x[i]`` for every grid index i of the window (and ``y[i]`` for EDICT's coupled
-entries), e.g. ``x[50]`` and ``x[49]`` for O-BELM at 50 steps. String metadata (safetensors
+Tensors: ``State.named_arrays()``: ``x[i]`` for every grid index i of the window, ``y[i]`` for EDICT's coupled
+entries, and the form's own variables in modes "stable" (``xbar[i]``, ``v[i]``) and "bits"; e.g.
+``x[50]``, ``x[49]`` for O-BELM at 50 steps in mode "recurrence". String metadata (safetensors
 header ``__metadata__``):
 
 - ``format``: ``linmultistep-latent/1``
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,6 @@ from linmultistep import MethodSpec, State
 __all__ = ["save_latent", "load_latent", "FORMAT"]
 
 FORMAT = "linmultistep-latent/1"
-_NAME = re.compile(r"^([xyzw])\[(\d+)\]$")
 
 
 def save_latent(state: State, path: "str | os.PathLike") -> Path:
@@ -79,14 +78,12 @@ def load_latent(path: "str | os.PathLike", device: "str | torch.device | None" =
         raise ValueError(f"{path} is not a readable safetensors file: {exc}") from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a linmultistep latent (format {meta.get('format')!r}, expected {FORMAT!r})")
-    entries: dict[int, dict[str, torch.Tensor]] = {}
-    for name, t in tensors.items():
-        match = _NAME.match(name)
-        if not match:
-            raise ValueError(f"{path}: unexpected tensor {name!r}")
-        entries.setdefault(int(match.group(2)), {})[match.group(1)] = t.to(device) if device is not None else t
-    window: dict[int, Any] = {}
-    for i, parts in entries.items():
-        window[i] = tuple(parts[c] for c in "xyzw" if c in parts) if len(parts) > 1 else parts["x"]
+    if device is not None:
+        tensors = {name: t.to(device) for name, t in tensors.items()}
     spec = MethodSpec(meta["method"], tuple((k, v) for k, v in json.loads(meta["params"])))
-    return State(window, spec, meta["fingerprint"], meta["mode"], int(meta["nfe"]), json.loads(meta["info"]))
+    try:
+        return State.from_named_arrays(
+            tensors, spec, meta["fingerprint"], meta["mode"], int(meta["nfe"]), json.loads(meta["info"])
+        )
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
