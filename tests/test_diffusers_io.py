@@ -12,7 +12,7 @@ from PIL import Image  # noqa: E402
 from linmultistep import LatentMismatchError  # noqa: E402
 from linmultistep.backends.diffusers import invert, load_latent, reconstruct, save_latent  # noqa: E402
 from linmultistep.backends.diffusers.images import ImageSizeError, load_image, to_rgb, to_tensor  # noqa: E402
-from linmultistep.backends.diffusers.testing import sample_images, tiny_sd_pipeline  # noqa: E402
+from linmultistep.backends.diffusers.testing import same_entry, sample_images, tiny_sd_pipeline  # noqa: E402
 from linmultistep.cli import main  # noqa: E402
 
 
@@ -100,8 +100,7 @@ def test_latent_file_round_trip_and_mismatch(pipe, tmp_path):
         assert back.method == latent.method and back.fingerprint == latent.fingerprint
         assert back.metadata == latent.metadata and set(back.window) == set(latent.window)
         for i, e in latent.window.items():
-            pairs = zip(e, back.window[i]) if isinstance(e, tuple) else [(e, back.window[i])]
-            assert all(torch.equal(a, b) for a, b in pairs)
+            assert same_entry(e, back.window[i])
         assert torch.equal(reconstruct(pipe, back), reconstruct(pipe, latent))
     bdia = invert(pipe, x, "a cat", num_steps=5, method="bdia")
     with pytest.raises(LatentMismatchError, match="bdia"):

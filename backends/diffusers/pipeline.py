@@ -23,7 +23,8 @@ from .attention import SharedSelfAttention
 from .grid import grid_from_config, scheduler_config
 from .images import to_pil, to_tensor
 
-__all__ = ["Parts", "parts_of", "invert", "reconstruct", "edit", "encode_images", "decode_latents", "method_of"]
+__all__ = ["Parts", "parts_of", "invert", "reconstruct", "edit", "encode_images", "decode_latents", "method_of",
+           "method_in_mode"]
 
 
 @dataclass
@@ -86,6 +87,18 @@ def parts_of(pipe: Any) -> Parts:
 def method_of(spec: lms.MethodSpec) -> Method:
     """The method object a latent's recorded spec names."""
     return get_method(spec.name, **dict(spec.params))
+
+
+def method_in_mode(method: "str | Method", mode: str | None, mode_options: dict | None = None) -> Method:
+    """``method`` computed in ``mode`` with the mode's keyword options (e.g. ``{"eps_bound": 256}``
+    for 'bits'); mode None: the method object's own mode if not 'recurrence', else the core's
+    :func:`linmultistep.default_mode`."""
+    m = get_method(method)
+    if mode is None and m.mode != "recurrence" and not mode_options:
+        return m
+    if mode_options is not None and not isinstance(mode_options, dict):
+        raise TypeError(f"mode_options must be a dict such as {{'eps_bound': 256}}, got {type(mode_options).__name__}")
+    return m.with_mode(lms.default_mode(m) if mode is None else mode, **dict(mode_options or {}))
 
 
 # --- VAE ----------------------------------------------------------------------------------
@@ -151,7 +164,8 @@ def invert(
     state_dtype: torch.dtype | None = None,
     resize: str | None = None,
     stop: int | None = None,
-    mode: str = "recurrence",
+    mode: str | None = None,
+    mode_options: dict | None = None,
     progress: bool | dict = False,
     callback: Any = None,
 ) -> State:
@@ -164,16 +178,21 @@ def invert(
     network always runs in its own dtype. Returns the core :class:`~linmultistep.State` (for a
     2-step method the pair (x_N, x_{N-1}); EDICT the pair (x_N, y_N)) whose ``metadata`` holds
     what :func:`reconstruct` needs (model, prompt, guidance, num_steps, method, input kind).
+
+    ``mode`` (None: the core's default, 'stable' for O-BELM and BDIA(gamma=1), 'recurrence'
+    otherwise; or 'recurrence', 'stable', 'bits') and ``mode_options`` (the mode's keyword
+    options, e.g. ``{"eps_bound": 256}`` for 'bits' when classifier-free guidance pushes |eps|
+    beyond the default bound of 64) select the form, see docs/precision.md; the latent records it.
     """
     parts = parts_of(pipe)
     x, kind = to_tensor(images, parts.size_multiple, resize)
     batch = x.shape[0]
     grid = grid_from_config(parts.scheduler, num_steps)
-    method_obj = get_method(method)
+    method_obj = method_in_mode(method, mode, mode_options)
     cond = _conditioning(parts, batch, prompt, guidance_scale, negative_prompt, prompt_embeds, negative_prompt_embeds)
     x0 = encode_images(parts, x, generator).to(dtype=state_dtype or parts.dtype)
     eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond)
-    state = lms.invert(eps_fn, x0, grid, method_obj, stop=stop, mode=mode, progress=progress, callback=callback)
+    state = lms.invert(eps_fn, x0, grid, method_obj, stop=stop, mode=method_obj.mode, progress=progress, callback=callback)
     cfg = parts.config
     metadata = {
         "model": parts.name,
@@ -230,6 +249,7 @@ def reconstruct(
     output_type: str | None = None,
     return_latents: bool = False,
     mode: str | None = None,
+    mode_options: dict | None = None,
     progress: bool | dict = False,
 ) -> Any:
     """Sample back from an inverted latent to images with the same method and grid.
@@ -238,6 +258,8 @@ def reconstruct(
     records; give other values to edit (a different prompt) instead of reconstruct. Returns the
     kind of images :func:`invert` was given (PIL list or tensor in [-1, 1]) unless
     ``output_type`` says otherwise; with ``return_latents`` the pair (images, model-space x0).
+    The mode is the latent's (with its options, e.g. 'bits(data_bound=64.0, eps_bound=256.0)');
+    another ``mode`` / ``mode_options`` is refused (LatentMismatchError).
     """
     if not isinstance(latent, State):
         raise TypeError(f"latent must be the State returned by invert (or load_latent), got {type(latent).__name__}")
@@ -245,6 +267,7 @@ def reconstruct(
     meta = dict(latent.metadata)
     grid = _grid_for(parts, latent, num_steps)
     method_obj = get_method(method) if method is not None else method_of(latent.method)
+    method_obj = method_in_mode(method_obj, latent.mode if mode is None and not mode_options else mode, mode_options)
     if prompt is None and prompt_embeds is None:
         prompt = meta.get("prompt")
         if prompt is None and is_conditional(parts.unet):
@@ -254,7 +277,7 @@ def reconstruct(
     batch = latent.x.shape[0]
     cond = _conditioning(parts, batch, prompt, guidance, negative_prompt, prompt_embeds, negative_prompt_embeds)
     eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond)
-    z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=mode or latent.mode, progress=progress)
+    z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=progress)
     x = decode_latents(parts, z0)
     images = _output(x, meta.get("image_kind", "pt"), output_type)
     return (images, z0) if return_latents else images
@@ -280,7 +303,8 @@ def edit(
     generator: torch.Generator | None = None,
     output_type: str | None = None,
     return_latents: bool = False,
-    mode: str = "recurrence",
+    mode: str | None = None,
+    mode_options: dict | None = None,
     progress: bool | dict = False,
 ) -> Any:
     """Edit images from ``source_prompt`` to ``target_prompt`` through exact inversion.
@@ -302,13 +326,14 @@ def edit(
        Cross-attention is left to the target prompt.
 
     With target = source prompt and equal guidance every variant reproduces the input (exactness).
+    ``mode`` / ``mode_options`` as in :func:`invert` (None: the core's default).
     Returns images of the input kind; with ``return_latents`` also the model-space edited x0.
     """
     parts = parts_of(pipe)
     x, kind = to_tensor(images, parts.size_multiple, resize)
     batch = x.shape[0]
     grid = grid_from_config(parts.scheduler, num_steps)
-    method_obj = get_method(method)
+    method_obj = method_in_mode(method, mode, mode_options)
     if not 0.0 < float(strength) <= 1.0:
         raise ValueError(f"strength must be in (0, 1], got {strength!r}")
     n_s = max(method_obj.k, int(round(float(strength) * grid.N)))
@@ -331,7 +356,7 @@ def edit(
         inputs.setdefault(i, []).append(xt)
         return inverter(xt, i)
 
-    latent = lms.invert(recording if direct_inversion else inverter, x0, grid, method_obj, stop=n_s, mode=mode,
+    latent = lms.invert(recording if direct_inversion else inverter, x0, grid, method_obj, stop=n_s, mode=method_obj.mode,
                         progress=progress)
 
     predictor = UNetEps(parts.unet, grid, parts.prediction_type, tgt)
@@ -356,13 +381,13 @@ def edit(
 
         try:
             with sharing:
-                z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=mode, progress=progress)
+                z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=progress)
         finally:
             sharing.active = False
     else:
         def eps_fn(xt: torch.Tensor, i: int) -> torch.Tensor:
             return predictor.eps(xt, i, src_edit if i <= freeze_last else tgt)
 
-        z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=mode, progress=progress)
+        z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=progress)
     out = _output(decode_latents(parts, z0), kind, output_type)
     return (out, z0) if return_latents else out
