@@ -9,6 +9,7 @@ stepping is done by the core integrator (:func:`linmultistep.invert` / :func:`li
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -16,7 +17,7 @@ from typing import Any, Sequence
 import torch
 
 import linmultistep as lms
-from linmultistep import Grid, LatentMismatchError, Method, State, get_method
+from linmultistep import FixedPointRangeError, Grid, LatentMismatchError, Method, State, get_method
 
 from .adapters import Conditioning, UNetEps, encode_prompts, is_conditional
 from .attention import SharedSelfAttention
@@ -140,6 +141,18 @@ def _conditioning(parts: Parts, batch: int, prompt, guidance_scale, negative_pro
                           negative_prompt_embeds, device=parts.device)
 
 
+@contextlib.contextmanager
+def _bound_hint():
+    """Say how to raise the bounds of mode 'bits' in this API (guidance can push |eps| past 64)."""
+    try:
+        yield
+    except FixedPointRangeError as exc:
+        raise FixedPointRangeError(
+            f"{exc}. Here: mode='bits', mode_options={{'eps_bound': ...}} (or 'data_bound'); classifier-free "
+            "guidance scales eps differences by the guidance scale"
+        ) from None
+
+
 def _jsonable_prompt(prompt: Any) -> Any:
     if prompt is None or isinstance(prompt, str):
         return prompt
@@ -192,7 +205,9 @@ def invert(
     cond = _conditioning(parts, batch, prompt, guidance_scale, negative_prompt, prompt_embeds, negative_prompt_embeds)
     x0 = encode_images(parts, x, generator).to(dtype=state_dtype or parts.dtype)
     eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond)
-    state = lms.invert(eps_fn, x0, grid, method_obj, stop=stop, mode=method_obj.mode, progress=progress, callback=callback)
+    with _bound_hint():
+        state = lms.invert(eps_fn, x0, grid, method_obj, stop=stop, mode=method_obj.mode, progress=progress,
+                           callback=callback)
     cfg = parts.config
     metadata = {
         "model": parts.name,
@@ -356,8 +371,9 @@ def edit(
         inputs.setdefault(i, []).append(xt)
         return inverter(xt, i)
 
-    latent = lms.invert(recording if direct_inversion else inverter, x0, grid, method_obj, stop=n_s, mode=method_obj.mode,
-                        progress=progress)
+    with _bound_hint():
+        latent = lms.invert(recording if direct_inversion else inverter, x0, grid, method_obj, stop=n_s, mode=method_obj.mode,
+                            progress=progress)
 
     predictor = UNetEps(parts.unet, grid, parts.prediction_type, tgt)
     inject_from = (1.0 - float(self_attention_steps)) * n_s
