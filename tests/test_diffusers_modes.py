@@ -113,3 +113,17 @@ def test_scheduler_started_mid_way_reads_the_form_state_off_a_ddim_step(pipe, mo
     assert torch.equal(out["recurrence"], ref)
     assert float((out["stable"] - ref).norm() / ref.norm()) < 1e-5
     assert float((out[mode] - ref).norm() / ref.norm()) < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["recurrence", "stable", "bits"])
+def test_inverse_scheduler_refuses_a_latent_changed_between_steps(pipe, mode):
+    from linmultistep.backends.diffusers import BELMInverseScheduler
+
+    inv = BELMInverseScheduler.from_config(pipe.scheduler.config, mode=mode)
+    inv.set_timesteps(5)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 8, 8, generator=g)
+    t1, t2 = inv.timesteps[:2]
+    x1 = inv.step(torch.randn(1, 4, 8, 8, generator=g), t1, x).prev_sample
+    with pytest.raises(ValueError, match="not the x_1 this scheduler returned"):
+        inv.step(torch.randn(1, 4, 8, 8, generator=g), t2, x1 + 1e-3)

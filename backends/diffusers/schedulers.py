@@ -354,15 +354,14 @@ class BELMInverseScheduler(_GridSchedulerBase):
             raise ValueError(f"inversion step {n} needs the model output at timestep "
                              f"{int(self.grid.timesteps[model_index])}, got {t} (iterate over scheduler.timesteps)")
         eps = self._eps(model_output, sample, model_index)
-        if n == 1 or not _same(sample, self._expected):
-            # a fresh start from sample as point n-1 (the core's starter, exact only at the data end)
-            if n > 1 and self.method.mode != "recurrence":
-                raise ValueError(
-                    f"inversion step {n} got a sample that is not the x_{n - 1} this scheduler returned; mode "
-                    f"{self.method.mode!r} continues only its own output (the pipeline changed the latent)")
-            self._window = self._run(None, {n - 1: sample}, "backward", lambda ctx, w: w)
-            # mode 'bits' moved x_{n-1} onto the fixed-point grid: this output stands for that point
-            self._known = [(model_index, self.method.array_from_entry(self._window[n - 1]), eps)]
+        if n > 1 and not _same(sample, self._expected):
+            raise ValueError(
+                f"inversion step {n} got a sample that is not the x_{n - 1} this scheduler returned (the pipeline "
+                "changed the latent between steps); an exact inversion continues only its own output")
+        if n == 1:
+            self._window = self._run(None, {0: sample}, "backward", lambda ctx, w: w)
+            # mode 'bits' moved x_0 onto the fixed-point grid: this output stands for that point
+            self._known = [(model_index, self.method.array_from_entry(self._window[0]), eps)]
         else:
             self._known = self._known[-3:] + [(model_index, sample, eps)]
         new = self._advance(n)
@@ -389,7 +388,7 @@ class BELMInverseScheduler(_GridSchedulerBase):
                 try:
                     w[j] = _pick(self.method, have).backward(ctx, j, w)
                 except _NeedsModel as need:
-                    if j != n or need.m != n:
+                    if j != n or need.m != n or self.method.mode == "recurrence":
                         raise MethodError(f"{self.method.spec} asked for a model output at grid index {need.m} "
                                           f"that the pipeline did not give (step {j})") from None
                     return need.x
