@@ -153,6 +153,14 @@ def _bound_hint():
         ) from None
 
 
+def _as_edit(latent: State) -> State:
+    """The latent without mode 'bits'' reconstruction check (the increment dV its first sampling step
+    must recompute bit for bit): sampling it with another prompt or guidance is an edit, whose
+    network outputs differ from the inversion's by design."""
+    window = {i: (e._replace(dV=None) if hasattr(e, "dV") else e) for i, e in latent.window.items()}
+    return dataclasses.replace(latent, window=window)
+
+
 def _jsonable_prompt(prompt: Any) -> Any:
     if prompt is None or isinstance(prompt, str):
         return prompt
@@ -288,7 +296,11 @@ def reconstruct(
         if prompt is None and is_conditional(parts.unet):
             raise ValueError("the latent records no prompt (it was inverted from embeddings): pass prompt or prompt_embeds")
         negative_prompt = negative_prompt if negative_prompt is not None else meta.get("negative_prompt")
+    elif prompt is not None and _jsonable_prompt(prompt) != meta.get("prompt"):
+        latent = _as_edit(latent)
     guidance = float(meta.get("guidance_scale", 1.0) if guidance_scale is None else guidance_scale)
+    if guidance != float(meta.get("guidance_scale", 1.0)):
+        latent = _as_edit(latent)
     batch = latent.x.shape[0]
     cond = _conditioning(parts, batch, prompt, guidance, negative_prompt, prompt_embeds, negative_prompt_embeds)
     eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond)
@@ -375,6 +387,7 @@ def edit(
         latent = lms.invert(recording if direct_inversion else inverter, x0, grid, method_obj, stop=n_s, mode=method_obj.mode,
                             progress=progress)
 
+    latent = _as_edit(latent)  # the target branch's outputs differ from the inversion's by design
     predictor = UNetEps(parts.unet, grid, parts.prediction_type, tgt)
     inject_from = (1.0 - float(self_attention_steps)) * n_s
 
