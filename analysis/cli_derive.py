@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import sympy as sp
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
