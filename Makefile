@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/linmultistep demo
+	$(BIN)/linmultistep study --out $(OUT)/study
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -26,4 +27,45 @@ class NumpyBackend:
         return out
 
     def all_finite(self, x: np.ndarray) -> bool:
+        if np.asarray(x).dtype.kind in "iub":  # integers (the fixed-point state) are always finite
+            return True
         return bool(np.isfinite(x).all())
+
+    def cast_like(self, x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        return x if x.dtype == ref.dtype else x.astype(ref.dtype)
+
+    # --- fixed point (bit-exact mode) -------------------------------------------------
+    def max_abs(self, x: np.ndarray) -> float:
+        x = np.asarray(x)
+        return float(np.max(np.abs(x))) if x.size else 0.0
+
+    def quantize(self, x: np.ndarray, factor: float) -> np.ndarray:
+        y = np.multiply(np.asarray(x), np.float64(factor), dtype=np.float64)
+        return np.rint(y, out=y).astype(np.int64)
+
+    def dequantize(self, q: np.ndarray, factor: float, like: np.ndarray) -> np.ndarray:
+        y = np.multiply(q, np.float64(factor), dtype=np.float64)
+        return y.astype(np.asarray(like).dtype, copy=False)
+
+    def int_lincomb(self, coeffs: Sequence[int], arrays: Sequence[np.ndarray]) -> np.ndarray:
+        if len(coeffs) != len(arrays) or not arrays:
+            raise ValueError(f"int_lincomb needs as many coefficients as arrays, got {len(coeffs)} and {len(arrays)}")
+        c = [int(v) for v in coeffs]
+        if c == [-1, 1]:  # the shear V <- -V + dV in one pass
+            return np.subtract(arrays[1], arrays[0], dtype=np.int64)
+        if len(c) > 1 and c[0] == 1 and abs(c[1]) == 1:
+            out, rest = (np.add if c[1] == 1 else np.subtract)(arrays[0], arrays[1], dtype=np.int64), 2
+        else:
+            out, rest = np.multiply(arrays[0], np.int64(c[0]), dtype=np.int64), 1
+        for cj, x in zip(c[rest:], arrays[rest:]):
+            out += np.multiply(x, np.int64(cj), dtype=np.int64)
+        return out
+
+    def equal(self, a: np.ndarray, b: np.ndarray) -> bool:
+        return bool(np.array_equal(a, b))
+
+    @contextlib.contextmanager
+    def deterministic(self) -> Iterator[None]:
+        """NumPy's kernels are deterministic for a given array and build: nothing to switch."""
+        yield

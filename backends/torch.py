@@ -7,11 +7,12 @@ one output buffer with in-place fused multiply-adds, so a step allocates one new
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 
-__all__ = ["TorchBackend", "use_deterministic"]
+__all__ = ["TorchBackend", "use_deterministic", "deterministic"]
 
 
 class TorchBackend:
@@ -28,7 +29,52 @@ class TorchBackend:
 
     @torch.no_grad()
     def all_finite(self, x: torch.Tensor) -> bool:
+        if not (x.is_floating_point() or x.is_complex()):  # integers (the fixed-point state) are always finite
+            return True
         return bool(torch.isfinite(x).all())
+
+    def cast_like(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        return x.to(device=ref.device, dtype=ref.dtype)
+
+    # --- fixed point (bit-exact mode) -------------------------------------------------
+    @torch.no_grad()
+    def max_abs(self, x: torch.Tensor) -> float:
+        return float(x.detach().abs().max()) if x.numel() else 0.0
+
+    @torch.no_grad()
+    def quantize(self, x: torch.Tensor, factor: float) -> torch.Tensor:
+        # float64 product: a deterministic function of x on every device (MPS lacks float64)
+        return torch.round(x.to(torch.float64) * float(factor)).to(torch.int64)
+
+    @torch.no_grad()
+    def dequantize(self, q: torch.Tensor, factor: float, like: torch.Tensor) -> torch.Tensor:
+        return (q.to(torch.float64) * float(factor)).to(device=like.device, dtype=like.dtype)
+
+    @torch.no_grad()
+    def int_lincomb(self, coeffs: Sequence[int], arrays: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(coeffs) != len(arrays) or not arrays:
+            raise ValueError(f"int_lincomb needs as many coefficients as arrays, got {len(coeffs)} and {len(arrays)}")
+        c = [int(v) for v in coeffs]
+        if c == [-1, 1]:  # the shear V <- -V + dV in one pass
+            return torch.sub(arrays[1], arrays[0])
+        if len(c) > 1 and c[0] == 1:
+            out, rest = torch.add(arrays[0], arrays[1], alpha=c[1]), 2
+        else:
+            out, rest = torch.mul(arrays[0], c[0]), 1
+        for cj, x in zip(c[rest:], arrays[rest:]):
+            out.add_(x, alpha=cj)
+        return out if len(c) > 1 else arrays[0].clone()
+        out = torch.mul(arrays[0], c[0])
+        for cj, x in zip(c[1:], arrays[1:]):
+            out.add_(x, alpha=cj)
+        return out
+
+    @torch.no_grad()
+    def equal(self, a: torch.Tensor, b: torch.Tensor) -> bool:
+        return bool(torch.equal(a, b))
+
+    def deterministic(self):
+        return deterministic()
 
 
 def use_deterministic(enabled: bool = True) -> None:
@@ -41,3 +87,20 @@ def use_deterministic(enabled: bool = True) -> None:
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = not enabled
         torch.backends.cudnn.deterministic = enabled
+
+
+@contextlib.contextmanager
+def deterministic() -> Iterator[None]:
+    """Deterministic kernels for the duration of the block; the previous settings are restored after."""
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
+    use_deterministic(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2], before[3]

@@ -6,8 +6,16 @@ Paper indexing throughout: grid index 0 = data end, N = noise end.
 """
 
 from .arrays import ArrayBackend, get_backend, register_backend
-from .diffusion import invert, sample
-from .errors import GridError, LatentMismatchError, LinmultistepError, MethodError, NonFiniteError
+from .diffusion import default_mode, invert, sample
+from .errors import (
+    FixedPointRangeError,
+    GridError,
+    LatentMismatchError,
+    LinmultistepError,
+    MethodError,
+    NondeterministicNetworkError,
+    NonFiniteError,
+)
 from .grid import Grid, scheduled_timesteps
 from .integrator import StepInfo
 from .methods import (
@@ -32,10 +40,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArrayBackend", "get_backend", "register_backend",
-    "sample", "invert", "solve", "Solution",
+    "sample", "invert", "default_mode", "solve", "Solution",
     "Grid", "scheduled_timesteps", "alphas_cumprod_for", "betas_for",
     "Method", "LinearMultistep", "Edict", "MethodSpec", "get_method", "available_methods",
     "ddim", "obelm", "bdia", "edict", "belm", "adams_bashforth",
     "State", "Latent", "StepInfo",
     "LinmultistepError", "GridError", "MethodError", "LatentMismatchError", "NonFiniteError",
+    "FixedPointRangeError", "NondeterministicNetworkError",
 ]

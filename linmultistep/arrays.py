@@ -1,13 +1,16 @@
 """The array-backend protocol: the integrator's only contact with array libraries.
 
 A step of any method is a linear combination of stored arrays with float64 host
-coefficients, so that is the one hot operation a backend supplies.
+coefficients, so that is the one hot operation a backend supplies. The bit-exact mode
+(:mod:`linmultistep.fixedpoint`) also needs a few integer operations: rounding onto a
+binary fixed-point grid (int64), exact integer sums, converting back to the network's
+dtype, and a switch to deterministic kernels.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, ContextManager, Protocol, Sequence, runtime_checkable
 
 __all__ = ["ArrayBackend", "get_backend", "register_backend"]
 
@@ -28,6 +31,43 @@ class ArrayBackend(Protocol):
 
     def all_finite(self, x: Any) -> bool:
         """True when every entry of x is finite."""
+        ...
+
+    def cast_like(self, x: Any, ref: Any) -> Any:
+        """x with ref's dtype (and device); x itself when they already agree.
+
+        The integrator casts every vector-field output to the state's dtype, so a network
+        that answers in another precision never silently changes the state's precision.
+        """
+        ...
+
+    # --- fixed point (bit-exact mode) -------------------------------------------------
+    def max_abs(self, x: Any) -> float:
+        """max |x| as a Python float (0.0 for an empty array); used to bound the fixed-point range."""
+        ...
+
+    def quantize(self, x: Any, factor: float) -> Any:
+        """int64 array round(float64(x) * factor), ties to even; x is a float or int64 array.
+
+        The product is formed in float64 so that the result is a deterministic function of x
+        on every device; the caller guarantees |x * factor| < 2**62 (no overflow check here).
+        """
+        ...
+
+    def dequantize(self, q: Any, factor: float, like: Any) -> Any:
+        """float64(q) * factor cast to the dtype (and device) of ``like``: the network's view of q."""
+        ...
+
+    def int_lincomb(self, coeffs: Sequence[int], arrays: Sequence[Any]) -> Any:
+        """sum_j coeffs[j] * arrays[j] exactly in int64 (small integer coefficients, no overflow)."""
+        ...
+
+    def equal(self, a: Any, b: Any) -> bool:
+        """True when a and b have the same shape and identical values."""
+        ...
+
+    def deterministic(self) -> ContextManager[None]:
+        """A context in which the array library uses deterministic kernels (no-op where always so)."""
         ...
 
 

@@ -19,3 +19,11 @@ class LatentMismatchError(LinmultistepError, ValueError):
 
 class NonFiniteError(LinmultistepError, FloatingPointError):
     """The vector field (the network) returned NaN or infinity."""
+
+
+class FixedPointRangeError(LinmultistepError, OverflowError):
+    """The bit-exact mode cannot hold a run in int64 (data, network output or grid out of range)."""
+
+
+class NondeterministicNetworkError(LinmultistepError, RuntimeError):
+    """The network gave different outputs for identical inputs, so a bit-exact inversion would be wrong."""

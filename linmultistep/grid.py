@@ -46,8 +46,6 @@ def scheduled_timesteps(
     T, n = int(num_train_timesteps), int(num_steps)
     if n < 1:
         raise GridError(f"num_steps must be at least 1, got {num_steps}")
-    if n > T:
-        raise GridError(f"num_steps={n} exceeds num_train_timesteps={T}")
     if spacing == "linspace":
         ts = np.linspace(0, T - 1, n).round()
     elif spacing == "leading":
@@ -97,7 +95,7 @@ class Grid:
             i = _first_bad(dec) + 1
             raise GridError(
                 f"sigmabar must increase strictly from index 0 (data) to N (noise): "
-                f"sigmabar[{i}] = {sigmabar[i]!r} <= sigmabar[{i - 1}] = {sigmabar[i - 1]!r}"
+                f"sigmabar[{i}] = {float(sigmabar[i])!r} <= sigmabar[{i - 1}] = {float(sigmabar[i - 1])!r}"
             )
         if timesteps is not None:
             timesteps = _as_vector("timesteps", timesteps, n1)

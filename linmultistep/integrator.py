@@ -48,17 +48,18 @@ class StepContext:
         self.describe = describe
         self.nfe = 0
         self._slopes: dict[int, Any] = {}
+        self.memo: dict[str, Any] = {}  # per-run data a method prepares in Method.begin
 
     def scale(self, m: int) -> float:
         return 1.0 if self._scale is None else float(self._scale[m])
 
     def evaluate(self, x: Any, m: int) -> Any:
-        out = self._field(x, m)
+        out = self.backend.cast_like(self._field(x, m), x)
         self.nfe += 1
         if self.check_finite and not self.backend.all_finite(out):
             raise NonFiniteError(
-                f"the vector field returned NaN or infinity at grid index {m} ({self.describe(m)}); "
-                "no state was changed"
+                f"the vector field returned NaN or infinity at grid index {m} ({self.describe(m)}) "
+                "for a finite input; the run stopped and nothing you passed in was changed"
             )
         return out
 
@@ -73,6 +74,10 @@ class StepContext:
 
     def lincomb(self, coeffs: Sequence[float], arrays: Sequence[Any]) -> Any:
         return self.backend.lincomb([float(c) for c in coeffs], arrays)
+
+    def entry_finite(self, entry: Any) -> bool:
+        parts = entry if isinstance(entry, tuple) else (entry,)
+        return all(self.backend.all_finite(p) for p in parts if p is not None)  # None: part not yet known
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,7 @@ def integrate(
         opts = progress if isinstance(progress, dict) else {}
         bar = tqdm(total=len(targets), desc=f"{method.spec} {direction}", **opts)
     try:
+        window = method.begin(ctx, window, direction)  # end() runs even if begin() fails half-way
         for count, n in enumerate(targets, 1):
             if direction == "forward":
                 have = next(j for j in range(K + 1) if n + j + 1 not in window)
@@ -142,6 +148,12 @@ def integrate(
                 entry = m.backward(ctx, n, window)
                 window[n] = entry
                 keep = (n - K + 1, n)
+            if ctx.check_finite and not ctx.entry_finite(entry):
+                raise NonFiniteError(
+                    f"the state became NaN or infinite at grid index {n} ({ctx.describe(n)}) in a {direction} "
+                    f"step of {m.spec}: rounding errors grew past the floating-point range "
+                    "(see docs/custom-integrators.md on rounding in the reverse direction)"
+                )
             for j in [j for j in window if not keep[0] <= j <= keep[1]]:
                 del window[j]
             ctx.forget_outside(*keep)
@@ -152,4 +164,5 @@ def integrate(
     finally:
         if bar is not None:
             bar.close()
+        method.end(ctx)
     return window

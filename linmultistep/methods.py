@@ -92,6 +92,14 @@ class Method:
     def array_from_entry(self, entry: Any) -> Any:
         return entry
 
+    # hooks around one run of the integrator (the starters' own hooks are not called)
+    def begin(self, ctx: "StepContext", window: dict[int, Any], direction: str) -> dict[int, Any]:
+        """Prepare per-run data in ``ctx.memo`` and convert the start window; returns the window."""
+        return window
+
+    def end(self, ctx: "StepContext") -> None:
+        """Called once when the run ends, also on error."""
+
     def exact_backward(self, ctx: "StepContext", n: int) -> bool:
         raise NotImplementedError
 
@@ -101,9 +109,11 @@ class Method:
     def backward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
         raise NotImplementedError
 
-    def with_mode(self, mode: str) -> "Method":
-        """The same method computed in another floating form; only 'recurrence' in the core."""
-        if mode == self.mode:
+    def with_mode(self, mode: str, **options: Any) -> "Method":
+        """The same method computed in another form: 'recurrence' (the LM recurrence itself),
+        'stable' or 'bits' (2-step BELMs only, see :mod:`linmultistep.forms` and
+        :mod:`linmultistep.fixedpoint`)."""
+        if mode == self.mode and not options:
             return self
         raise MethodError(f"method {self.spec} has no mode {mode!r}; available: {self.mode!r}")
 
@@ -184,6 +194,21 @@ class LinearMultistep(Method):
         a, b = self._local(ctx, n - self.k + 1)
         return b[-1] == 0 and a[-1] != 0
 
+    def with_mode(self, mode: str, **options: Any) -> Method:
+        """'recurrence' (this object), or for a 2-step BELM the well-conditioned floating
+        form 'stable' or the fixed-point form 'bits' (options: data_bound, eps_bound)."""
+        if mode == "recurrence" and not options:
+            return self
+        if mode == "stable":
+            from .forms import StableBelm
+
+            return StableBelm(self, **options)
+        if isinstance(mode, str) and mode.startswith("bits"):
+            from .fixedpoint import FixedPointBelm
+
+            return FixedPointBelm.from_mode(self, mode, **options)
+        raise MethodError(f"unknown mode {mode!r} for {self.spec}; available: 'recurrence', 'stable', 'bits'")
+
     # --- steps ------------------------------------------------------------------------
     def forward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
         """x_{i-1} = s_{i-1} [sum_j a_{i,j} x_{i-1+j}/s_{i-1+j} + sum_j b_{i,j} h_{i-1+j} f_{i-1+j}], i = n+1."""
@@ -258,6 +283,18 @@ class Edict(Method):
 
     def entry_from_array(self, x: Any) -> Any:
         return (x, x)
+
+    def with_mode(self, mode: str, **options: Any) -> Method:
+        """Only 'recurrence': EDICT's mixing by p is no shear, see docs/precision.md."""
+        if mode == "recurrence" and not options:
+            return self
+        if mode in ("stable", "bits") or str(mode).startswith("bits"):
+            raise MethodError(
+                f"EDICT has no {mode!r} mode: its mixing step x <- p x' + (1-p) y' contracts by p, so its "
+                "inverse amplifies rounding by about 1/p^2 per step in any floating form, and a bit-exact "
+                "form would need about N log2(1/p) extra bits per state (docs/precision.md); use O-BELM or BDIA(gamma=1)"
+            )
+        raise MethodError(f"unknown mode {mode!r} for EDICT; available: 'recurrence'")
 
     def array_from_entry(self, entry: Any) -> Any:
         return entry[0]

@@ -47,7 +47,7 @@ def time_grid(ts) -> tuple[np.ndarray, str]:
     bad = np.flatnonzero(np.sign(d) != sign) if sign != 0 else np.array([0])
     if bad.size:
         i = int(bad[0]) + 1
-        raise GridError(f"ts must be strictly monotone: ts[{i}] = {t[i]!r} after ts[{i - 1}] = {t[i - 1]!r}")
+        raise GridError(f"ts must be strictly monotone: ts[{i}] = {float(t[i])!r} after ts[{i - 1}] = {float(t[i - 1])!r}")
     t.setflags(write=False)
     return t, hashlib.sha256(t.astype("<f8").tobytes()).hexdigest()[:16]
 

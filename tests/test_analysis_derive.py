@@ -120,3 +120,12 @@ def test_generated_module_is_up_to_date():
     from linmultistep.analysis import codegen
 
     assert codegen.TARGET.read_text() == codegen.generate(), "run: python -m linmultistep.analysis.codegen"
+
+
+def test_core_and_generated_rules_never_import_sympy():
+    import subprocess
+    import sys
+
+    code = ("import sys, linmultistep, linmultistep.analysis; m = linmultistep.get_method('belm', k=3); "
+            "m.coefficients([1.0, 2.0, 3.0]); assert 'sympy' not in sys.modules, 'sympy imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

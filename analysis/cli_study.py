@@ -1,0 +1,115 @@
+"""`linmultistep study`: convergence orders, distribution error and round trips against exact solutions.
+
+Default: a 2-D three-component Gaussian mixture under the Stable Diffusion (scaled-linear)
+schedule; DDIM, EDICT(0.93), BDIA(1) and O-BELM on diffusers' 'trailing', 'linspace' and
+'leading' grids and on the sigmabar-smooth 'karras' and 'uniform' grids. Prints the tables and
+writes report.md, results.json and the figures (PNG and SVG) into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from linmultistep.schedules import SCHEDULES
+
+from .problems import PROBLEMS
+
+DEFAULT_METHODS = ["ddim", "edict:p=0.93", "bdia:gamma=1", "obelm"]
+DEFAULT_SPACINGS = ["trailing", "linspace", "leading", "karras", "uniform"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .study import SPACINGS
+
+    parser.add_argument("--problem", choices=sorted(PROBLEMS), default="mixture",
+                        help="ground-truth data distribution (default: mixture)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="scaled_linear",
+                        help="noise schedule (default: scaled_linear = Stable Diffusion)")
+    parser.add_argument("--spacing", nargs="+", choices=SPACINGS, default=DEFAULT_SPACINGS,
+                        help="grid kinds; the first is the one the main table shows (default: all)")
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
+                        help="methods as name or name:key=value,... (default: %(default)s)")
+    parser.add_argument("--steps", nargs="+", type=int, default=[5, 10, 20, 40, 80, 160, 320],
+                        help="numbers of steps N (default: %(default)s)")
+    parser.add_argument("--fit-from", type=int, default=20, help="fit the order over N >= this (default: 20)")
+    parser.add_argument("--dim", type=int, default=2, help="data dimension (default: 2)")
+    parser.add_argument("--samples", type=int, default=256, help="samples per run (default: 256)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtypes", nargs="+", default=["float64", "float32", "float16"],
+                        choices=["float64", "float32", "float16"], help="round-trip precisions")
+    parser.add_argument("--plot-steps", type=int, default=20,
+                        help="N of the grids shown in the coefficient and growth plots (default: 20)")
+    parser.add_argument("--dpi", type=int, default=90, help="resolution of the PNG figures (default: 90)")
+    parser.add_argument("--out", default="out/study", help="output folder (default: out/study)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import matplotlib  # noqa: F401  (the figures)
+        import scipy  # noqa: F401  (the mixture's reference solution)
+    except ImportError as exc:
+        print(f"error: the study needs scipy and matplotlib ({exc}); "
+              "install them with: pip install 'linmultistep[analysis,plot]'", file=sys.stderr)
+        return 2
+    from . import plots, report
+    from .problems import make_problem
+    from .study import make_grid, parse_method, run_study
+
+    if min(args.steps) < 2:
+        print("error: --steps must all be at least 2 (two-step methods need two steps)", file=sys.stderr)
+        return 2
+    try:
+        methods = [parse_method(m) for m in args.methods]
+        problem = make_problem(args.problem, dim=args.dim, seed=args.seed)
+    except Exception as exc:  # bad method name/parameter or dimension: say which
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result = run_study(problem, methods, args.steps, args.spacing, schedule=args.schedule,
+                       samples=args.samples, seed=args.seed, dtypes=args.dtypes, progress=not args.no_progress)
+    runtime = time.perf_counter() - t0
+    primary = args.spacing[0]
+
+    print(f"\n{problem.name} (d={problem.dim}), {args.schedule} schedule, {args.samples} samples; "
+          f"error = RMS of x0 - exact flow solution; rt = relative round-trip error sample(invert(x0)) - x0")
+    print(f"\n[{primary} grid] fitted order over N >= {args.fit_from}")
+    print(report.text_table(*report.error_rows(result, primary, args.fit_from)))
+    print(f"\nfitted order (± standard error) per grid kind, N >= {args.fit_from}")
+    print(report.text_table(*report.order_rows(result, args.fit_from)))
+    hr, rr = report.ratio_rows(result)
+    if rr:
+        print("\nerror(DDIM) / error(O-BELM)")
+        print(report.text_table(hr, rr))
+
+    figures = {
+        "Error vs steps": ("error_vs_steps", plots.error_vs_steps(result)),
+        "Error vs network evaluations": ("error_vs_nfe", plots.error_vs_steps(result, x="nfe")),
+        "Distribution error (sliced Wasserstein-2) vs steps": ("distribution_vs_steps", plots.distribution_vs_steps(result)),
+        f"Round-trip error vs steps per dtype ({primary} grid)": ("roundtrip", plots.roundtrip_vs_steps(result, primary)),
+    }
+    grids = {sp: make_grid(args.plot_steps, args.schedule, sp) for sp in args.spacing}
+    figures[f"Coefficients along the {primary} grid (N = {args.plot_steps})"] = (
+        "coefficients", plots.coefficients_plot(methods, grids[primary]))
+    figures[f"Growth factors of the inversion direction (N = {args.plot_steps})"] = (
+        "growth", plots.growth_plot(methods, grids))
+    images = {}
+    for caption, (stem, fig) in figures.items():
+        plots.save(fig, out / stem, dpi=args.dpi)
+        images[caption] = f"{stem}.png"
+    command = "linmultistep study " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["study"] else ""
+    (out / "report.md").write_text(report.markdown_report(result, images, args.fit_from, primary, runtime, command.strip()))
+    payload = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "method_objects"}
+    payload["records"] = [dataclasses.asdict(r) for r in result.records]
+    (out / "results.json").write_text(json.dumps(payload, indent=1, default=float))
+    print(f"\nwrote {out / 'report.md'}, results.json and {len(figures)} figures (PNG, SVG) in {out}/"
+          f" (study {runtime:.1f} s)")
+    return 0

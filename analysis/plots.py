@@ -1,0 +1,182 @@
+"""Figures of the convergence study (matplotlib, object API: no pyplot state, no display).
+
+Every function returns a :class:`matplotlib.figure.Figure`; :func:`save` writes it as PNG and
+SVG. Axes carry labels and log scales; convergence plots carry dashed reference slopes
+N^-1 and N^-2 anchored at the first point of the slowest and fastest series.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from linmultistep.grid import Grid
+from linmultistep.methods import LinearMultistep, Method
+
+from .study import StudyResult, coefficients_along, inversion_growth
+
+__all__ = [
+    "error_vs_steps",
+    "distribution_vs_steps",
+    "roundtrip_vs_steps",
+    "coefficients_plot",
+    "growth_plot",
+    "save",
+    "REFERENCE_SLOPES",
+]
+
+REFERENCE_SLOPES = (1, 2)
+_MARKERS = "osD^v<>px*"
+
+
+def _panels(n: int, width: float = 4.2, height: float = 3.6, sharey: bool = True) -> tuple[Figure, list]:
+    """n axes in rows of at most 3; unused cells of the last row are removed."""
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    grid = fig.subplots(rows, cols, sharey=sharey, squeeze=False).ravel()
+    for ax in grid[n:]:
+        ax.remove()
+    return fig, list(grid[:n])
+
+
+def _reference_slopes(ax, x: np.ndarray, anchors: Sequence[float], slopes: Sequence[int] = REFERENCE_SLOPES) -> None:
+    """Dashed lines C x^-p through (x[0], anchor) for each reference order p."""
+    x = np.asarray(x, dtype=np.float64)
+    for p, y0 in zip(slopes, anchors):
+        if np.isfinite(y0) and y0 > 0:
+            ax.plot(x, y0 * (x / x[0]) ** (-p), ls="--", color="0.5" if p == 1 else "0.25", lw=1,
+                    label=f"slope -{p} (reference)")
+
+
+def _anchor_values(series: list[np.ndarray]) -> tuple[float, float]:
+    first = [s[0] for s in series if s.size and np.isfinite(s[0]) and s[0] > 0]
+    if not first:
+        return np.nan, np.nan
+    return max(first) * 1.5, min(first) / 1.5
+
+
+def error_vs_steps(result: StudyResult, attr: str = "error", x: str = "steps",
+                   spacings: Sequence[str] | None = None) -> Figure:
+    """Global error at the data end versus steps (``x='steps'``) or network evaluations
+    (``x='nfe'``), one log-log panel per grid kind, one line per method, reference slopes."""
+    spacings = list(spacings or result.spacings)
+    fig, axes = _panels(len(spacings))
+    ylabel = {"error": "RMS error at the data end", "sw": "sliced Wasserstein-2 to the exact flow"}.get(attr, attr)
+    for ax, sp in zip(axes, spacings):
+        ys = []
+        for j, m in enumerate(result.methods):
+            n, e = result.series(sp, m, attr)
+            xs = n if x == "steps" else result.series(sp, m, "nfe")[1]
+            ax.plot(xs, e, marker=_MARKERS[j % len(_MARKERS)], label=m)
+            ys.append(e)
+        n = np.array(result.steps, dtype=np.float64)
+        _reference_slopes(ax, n if x == "steps" else n * _min_nfe_ratio(result, sp), _anchor_values(ys))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("number of steps N" if x == "steps" else "network evaluations (NFE)")
+        ax.set_title(f"{sp} grid")
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in axes[::3]:
+        ax.set_ylabel(ylabel)
+    axes[-1].legend(fontsize="small")
+    fig.suptitle(f"{result.problem} (d={result.dim}), {result.schedule} schedule: {ylabel} vs "
+                 + ("steps" if x == "steps" else "NFE"))
+    return fig
+
+
+def _min_nfe_ratio(result: StudyResult, spacing: str) -> float:
+    ratios = []
+    for m in result.methods:
+        n, nfe = result.series(spacing, m, "nfe")
+        if n.size:
+            ratios.append(float(nfe[0] / n[0]))
+    return min(ratios) if ratios else 1.0
+
+
+def distribution_vs_steps(result: StudyResult, spacings: Sequence[str] | None = None) -> Figure:
+    """Sliced Wasserstein-2 distance of the sampled set to the exact flow of the same noise."""
+    return error_vs_steps(result, attr="sw", spacings=spacings)
+
+
+def roundtrip_vs_steps(result: StudyResult, spacing: str | None = None) -> Figure:
+    """Relative round-trip error sample(invert(x0)) - x0 versus steps, one panel per dtype.
+
+    Failed round trips (NaN or overflow on the way) are drawn as an 'x' at the top edge.
+    """
+    spacing = spacing or next(sp for sp in result.spacings if any(r.roundtrip for r in result.select(sp, result.methods[0])))
+    fig, axes = _panels(len(result.dtypes))
+    for ax, dt in zip(axes, result.dtypes):
+        for j, m in enumerate(result.methods):
+            n, e = result.series(spacing, m, f"roundtrip:{dt}")
+            ax.plot(n, np.where(np.isfinite(e), e, np.nan), marker=_MARKERS[j % len(_MARKERS)], label=m)
+            bad = ~np.isfinite(e)
+            if bad.any():
+                ax.plot(n[bad], np.full(bad.sum(), 10.0), ls="none", marker="x", color="red",
+                        label=f"{m}: failed (inf/NaN)")
+        eps = float(np.finfo(np.dtype(dt)).eps)
+        ax.axhline(eps, color="0.5", ls=":", lw=1, label="machine epsilon of the dtype")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("number of steps N")
+        ax.set_title(f"{dt}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("relative round-trip error")
+    axes[-1].legend(fontsize="small")
+    fig.suptitle(f"round trip invert -> sample on the {spacing} grid ({result.schedule})")
+    return fig
+
+
+def coefficients_plot(methods: Sequence[Method], grid: Grid, title: str = "") -> Figure:
+    """a_{i,j} and b_{i,j} of each linear multistep method along ``grid`` (symlog y axis)."""
+    lms = [m for m in methods if isinstance(m, LinearMultistep)]
+    if not lms:
+        raise ValueError("no linear multistep method to plot coefficients for")
+    fig, axes = _panels(len(lms), sharey=False)
+    for ax, m in zip(axes, lms):
+        c = coefficients_along(m, grid)
+        for key in [k for k in c if k != "i"]:
+            if np.any(c[key] != 0):
+                ax.plot(c["i"], c[key], marker=".", label=f"${key[0]}_{{i,{key[1:]}}}$")
+        if max(np.abs(c[key]).max() for key in c if key != "i") > 20:  # wide range: symmetric log
+            ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_xlabel("grid index i (0 = data)")
+        ax.set_ylabel("coefficient")
+        ax.set_title(str(m.spec))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(title or f"coefficients along a grid of N = {grid.N} steps")
+    return fig
+
+
+def growth_plot(methods: Sequence[Method], grids: dict[str, Grid]) -> Figure:
+    """Cumulative growth prod |1/a_{i,k}| of the inversion direction, one panel per grid."""
+    fig, axes = _panels(len(grids))
+    for ax, (name, grid) in zip(axes, grids.items()):
+        for j, m in enumerate(methods):
+            idx, g = inversion_growth(m, grid)
+            ax.plot(idx, g, marker=_MARKERS[j % len(_MARKERS)], ms=3, label=str(m.spec))
+        ax.set_yscale("log")
+        ax.set_xlabel("grid index reached by the inversion")
+        ax.set_title(f"{name} grid, N = {grid.N}")
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in axes[::3]:
+        ax.set_ylabel(r"cumulative growth $\prod |1/a_{i,k}|$")
+    axes[-1].legend(fontsize="small")
+    fig.suptitle("amplification of perturbations in the inversion direction")
+    return fig
+
+
+def save(fig: Figure, path: str | Path, dpi: int = 90) -> list[Path]:
+    """Write ``path`` with suffixes .png and .svg; returns the files written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for ext in (".png", ".svg"):
+        target = path.with_suffix(ext)
+        fig.savefig(target, dpi=dpi)
+        out.append(target)
+    return out

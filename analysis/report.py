@@ -1,0 +1,114 @@
+"""Tables of a convergence study, as plain text (terminal) and markdown (report.md)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from .study import SMOOTH_SPACINGS, StudyResult
+
+__all__ = ["error_rows", "order_rows", "ratio_rows", "text_table", "markdown_table", "markdown_report"]
+
+
+def _e(x: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if math.isinf(x):
+        return "failed"
+    return f"{x:.2e}"
+
+
+def _order(p: float, se: float) -> str:
+    if math.isnan(p):
+        return "-"
+    return f"{p:.2f} ± {se:.2f}" if not math.isnan(se) else f"{p:.2f}"
+
+
+def error_rows(result: StudyResult, spacing: str, min_steps: int = 20) -> tuple[list[str], list[list[str]]]:
+    """Method x steps: NFE, error, sliced W2, round trips; fitted order on each method's first row."""
+    headers = ["method", "N", "NFE", "error", "order", "SW2"] + [f"rt {dt}" for dt in result.dtypes]
+    rows = []
+    for m in result.methods:
+        p, se = result.order(spacing, m, min_steps)
+        for j, r in enumerate(result.select(spacing, m)):
+            rows.append(
+                [m if j == 0 else "", str(r.steps), str(r.nfe), _e(r.error), _order(p, se) if j == 0 else "", _e(r.sw)]
+                + [_e(r.roundtrip.get(dt, math.nan)) for dt in result.dtypes]
+            )
+    return headers, rows
+
+
+def order_rows(result: StudyResult, min_steps: int = 20, attr: str = "error") -> tuple[list[str], list[list[str]]]:
+    """Fitted order (± standard error) per method and grid kind, with the method's claimed order."""
+    headers = ["method", "claimed"] + [sp + (" (smooth)" if sp in SMOOTH_SPACINGS else "") for sp in result.spacings]
+    rows = []
+    for m in result.methods:
+        th = result.theory.get(m)
+        rows.append([m, "-" if th is None else str(th)]
+                    + [_order(*result.order(sp, m, min_steps, attr)) for sp in result.spacings])
+    return headers, rows
+
+
+def ratio_rows(result: StudyResult, num: str = "ddim", den: str = "obelm",
+               steps: Sequence[int] = (10, 20)) -> tuple[list[str], list[list[str]]]:
+    """error(num) / error(den) at the given steps on every grid kind (empty if a method is missing)."""
+    if num not in result.methods or den not in result.methods:
+        return [], []
+    headers = ["grid"] + [f"N = {n}" for n in steps]
+    rows = []
+    for sp in result.spacings:
+        vals = [result.value(sp, num, n) / result.value(sp, den, n) for n in steps]
+        rows.append([sp] + ["-" if math.isnan(v) else f"{v:.2f}" for v in vals])
+    return headers, rows
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Column-aligned plain text."""
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def markdown_report(result: StudyResult, images: dict[str, str], min_steps: int = 20,
+                    primary: str | None = None, runtime: float | None = None, command: str = "") -> str:
+    """The study as markdown: settings, fitted orders, ratios, error tables and the figures.
+
+    ``images`` maps a caption to a relative image path (e.g. the PNGs next to report.md).
+    """
+    primary = primary or result.spacings[0]
+    parts = [
+        "# Convergence study",
+        "",
+        f"Problem: **{result.problem}** in d = {result.dim}, schedule **{result.schedule}**, "
+        f"{result.samples} samples, seed {result.seed}; steps {', '.join(map(str, result.steps))}.",
+        "The error is the RMS over samples and coordinates of the sampler's data-end point minus the "
+        "exact probability-flow solution from the same noise (closed form for one Gaussian, "
+        "scipy DOP853 at rtol 1e-12 for a mixture). SW2 is the sliced Wasserstein-2 distance between "
+        "the sampled set and the exactly transported set. Round trip: relative RMS of "
+        "sample(invert(x0)) - x0 with states and network outputs in the given dtype.",
+        "",
+    ]
+    if command:
+        parts += [f"Command: `{command}`" + (f" ({runtime:.1f} s)" if runtime is not None else ""), ""]
+    parts += [f"## Fitted order (least squares on log-log over N >= {min_steps}, ± standard error)", "",
+              markdown_table(*order_rows(result, min_steps)), "",
+              "Grids marked smooth are smooth functions of i/N in sigmabar and show the full order; "
+              "on diffusers' uniform-timestep grids sigmabar ~ sqrt(t) near the data end, so the "
+              "last step shrinks like N^-1/2 and the observed order drops.", ""]
+    hr, rr = ratio_rows(result)
+    if rr:
+        parts += ["## Error of DDIM divided by error of O-BELM", "", markdown_table(hr, rr), ""]
+    parts += [f"## Fitted order of the sliced Wasserstein-2 distance (N >= {min_steps})", "",
+              markdown_table(*order_rows(result, min_steps, "sw")), ""]
+    for sp in result.spacings:
+        parts += [f"## Errors on the {sp} grid", "", markdown_table(*error_rows(result, sp, min_steps)), ""]
+    for caption, path in images.items():
+        parts += [f"### {caption}", "", f"![{caption}]({path})", ""]
+    return "\n".join(parts)

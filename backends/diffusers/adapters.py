@@ -1,0 +1,205 @@
+"""diffusers UNets as the core's ``eps_fn(x, i)``.
+
+The core integrator calls ``eps_fn(x, i)`` with the stored state x (model coordinates) at grid
+index i; the network is run at model timestep ``grid.timesteps[i]`` and its output converted to
+a noise prediction with the grid's alpha_i, sigma_i (x = alpha x0 + sigma eps, alpha^2 + sigma^2 = 1):
+
+- ``epsilon``:      eps = out
+- ``v_prediction``: v = alpha eps - sigma x0 (Salimans & Ho 2022)  =>  eps = alpha v + sigma x
+- ``sample``:       x0 = out                                       =>  eps = (x - alpha x0) / sigma
+
+Classifier-free guidance (Ho & Salimans 2022): eps = eps_u + w (eps_c - eps_u), with the
+unconditional and conditional halves evaluated in ONE batched call (as diffusers pipelines do),
+so a given (x, i) always gives the same bits: the property exact inversion relies on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from linmultistep import Grid
+
+__all__ = ["PREDICTION_TYPES", "to_epsilon", "Conditioning", "UNetEps", "encode_prompts", "model_timestep"]
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def to_epsilon(output: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float, prediction_type: str) -> torch.Tensor:
+    """Convert a network output at x = alpha x0 + sigma eps to the noise prediction (formulas above).
+
+    alpha and sigma are float64 host scalars; the result has x's dtype and device.
+    """
+    if prediction_type == "epsilon":
+        return output
+    if prediction_type == "v_prediction":
+        return torch.add(output * float(alpha), x, alpha=float(sigma))
+    if prediction_type == "sample":
+        if sigma == 0:
+            raise ValueError("a 'sample' prediction cannot be converted to noise at sigma = 0")
+        return torch.add(x, output, alpha=-float(alpha)) * (1.0 / float(sigma))
+    raise ValueError(f"unknown prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
+
+
+def model_timestep(grid: Grid, i: int) -> float | int:
+    """The network's timestep at grid index i (an int when the grid's timestep is integral)."""
+    t = grid.timestep(i)
+    if math.isnan(t):
+        raise ValueError(f"grid index {i} is the clean point; the network is never evaluated there")
+    return int(t) if float(t).is_integer() else t
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Text conditioning of a batch: ``cond`` (B, L, D) and, with guidance, ``uncond`` (B, L, D)."""
+
+    cond: torch.Tensor | None = None
+    uncond: torch.Tensor | None = None
+    guidance_scale: float = 1.0
+
+    @property
+    def guided(self) -> bool:
+        return self.uncond is not None and self.guidance_scale != 1.0
+
+    @staticmethod
+    def concat(parts: Sequence["Conditioning"], guidance_scale: float) -> "Conditioning":
+        """The conditioning of the stacked batches (e.g. [source branch, target branch])."""
+        conds = [p.cond for p in parts]
+        unconds = [p.uncond for p in parts]
+        return Conditioning(
+            None if any(c is None for c in conds) else torch.cat(conds),
+            None if any(u is None for u in unconds) else torch.cat(unconds),
+            guidance_scale,
+        )
+
+
+def is_conditional(unet: Any) -> bool:
+    """True for a UNet2DConditionModel-like network (it takes encoder_hidden_states)."""
+    return getattr(unet.config, "cross_attention_dim", None) is not None
+
+
+class UNetEps:
+    """A diffusers UNet (``UNet2DModel`` or ``UNet2DConditionModel``) as a noise predictor on a grid.
+
+    ``eps(x, i, conditioning)`` returns the (guided) noise prediction for the batch x at grid index
+    i, in x's dtype; the network runs in its own dtype and device. ``self(x, i)`` uses the
+    conditioning given at construction, so an instance is directly an ``eps_fn`` for the core.
+    """
+
+    def __init__(
+        self,
+        unet: Any,
+        grid: Grid,
+        prediction_type: str = "epsilon",
+        conditioning: Conditioning | None = None,
+        cross_attention_kwargs: dict | None = None,
+    ) -> None:
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"unknown prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
+        self.unet = unet
+        self.grid = grid
+        self.prediction_type = prediction_type
+        self.conditioning = conditioning or Conditioning()
+        self.cross_attention_kwargs = cross_attention_kwargs
+        self.conditional = is_conditional(unet)
+        if self.conditional and self.conditioning.cond is None:
+            raise ValueError("this UNet is text-conditioned: give prompt embeddings (Conditioning.cond)")
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        return self.eps(x, i, self.conditioning)
+
+    def _run(self, x: torch.Tensor, t: Any, hidden: torch.Tensor | None) -> torch.Tensor:
+        p = next(self.unet.parameters())
+        xin = x.to(device=p.device, dtype=p.dtype).contiguous()  # kernels (and last bits) depend on layout
+        tt = torch.tensor(t, device=p.device)
+        if self.conditional:
+            out = self.unet(
+                xin, tt, encoder_hidden_states=hidden.to(device=p.device, dtype=p.dtype),
+                cross_attention_kwargs=self.cross_attention_kwargs, return_dict=False,
+            )[0]
+        else:
+            out = self.unet(xin, tt, return_dict=False)[0]
+        self.calls += 1
+        if out.shape[1] == 2 * x.shape[1]:  # learned-variance models: the mean part comes first
+            out = out[:, : x.shape[1]]
+        return out.to(device=x.device, dtype=x.dtype)
+
+    @torch.no_grad()
+    def eps(self, x: torch.Tensor, i: int, conditioning: Conditioning) -> torch.Tensor:
+        t = model_timestep(self.grid, i)
+        alpha, sigma = float(self.grid.alpha[i]), float(self.grid.sigma[i])
+        c = conditioning
+        if self.conditional and c.guided:
+            out_u, out_c = self._run(torch.cat([x, x]), t, torch.cat([c.uncond, c.cond])).chunk(2)
+            out = torch.add(out_u, out_c - out_u, alpha=float(c.guidance_scale))
+        else:
+            out = self._run(x, t, c.cond if self.conditional else None)
+        return to_epsilon(out, x, alpha, sigma, self.prediction_type)
+
+
+def _broadcast(name: str, value: Any, batch: int) -> list | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value] * batch
+    value = list(value)
+    if len(value) == 1:
+        return value * batch
+    if len(value) != batch:
+        raise ValueError(f"{name} has {len(value)} entries for a batch of {batch} images (give 1 or {batch})")
+    return value
+
+
+def _expand(name: str, emb: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    if emb is None:
+        return None
+    if emb.ndim != 3:
+        raise ValueError(f"{name} must have shape (batch, tokens, width), got {tuple(emb.shape)}")
+    if emb.shape[0] == 1 and batch > 1:
+        return emb.expand(batch, -1, -1)
+    if emb.shape[0] != batch:
+        raise ValueError(f"{name} has batch {emb.shape[0]} for a batch of {batch} images")
+    return emb
+
+
+@torch.no_grad()
+def encode_prompts(
+    pipe: Any,
+    prompt: "str | Sequence[str] | None",
+    batch: int,
+    guidance_scale: float = 1.0,
+    negative_prompt: "str | Sequence[str] | None" = None,
+    prompt_embeds: torch.Tensor | None = None,
+    negative_prompt_embeds: torch.Tensor | None = None,
+    device: Any = None,
+) -> Conditioning:
+    """Text conditioning for a batch: one prompt for all images or one per image.
+
+    Uses the pipeline's own ``encode_prompt`` (tokenizer + text encoder) when prompts are
+    strings; precomputed ``prompt_embeds`` / ``negative_prompt_embeds`` bypass the tokenizer.
+    With guidance (scale != 1) the negative prompt (default: empty) gives the unconditional half.
+    """
+    guided = float(guidance_scale) != 1.0
+    if prompt_embeds is not None:
+        cond = _expand("prompt_embeds", prompt_embeds, batch)
+        uncond = _expand("negative_prompt_embeds", negative_prompt_embeds, batch)
+        if guided and uncond is None:
+            if negative_prompt is None and getattr(pipe, "tokenizer", None) is None:
+                raise ValueError("guidance with prompt_embeds needs negative_prompt_embeds (no tokenizer to encode '')")
+            uncond = encode_prompts(pipe, _broadcast("negative_prompt", negative_prompt or "", batch), batch,
+                                    device=device).cond
+        return Conditioning(cond, uncond if guided else None, float(guidance_scale))
+    if not hasattr(pipe, "encode_prompt"):
+        raise ValueError(f"{type(pipe).__name__} cannot encode prompts; give prompt_embeds")
+    prompts = _broadcast("prompt", "" if prompt is None else prompt, batch)
+    negatives = _broadcast("negative_prompt", negative_prompt, batch)
+    device = device or pipe.unet.device
+    cond, uncond = pipe.encode_prompt(
+        prompts, device, 1, guided, negatives,
+        negative_prompt_embeds=_expand("negative_prompt_embeds", negative_prompt_embeds, batch),
+    )
+    return Conditioning(cond, uncond if guided else None, float(guidance_scale))

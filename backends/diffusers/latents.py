@@ -1,0 +1,89 @@
+"""Inverted latents on disk: one safetensors file with the whole window and its identity.
+
+Tensors: ``State.named_arrays()``: ``x[i]`` for every grid index i of the window, ``y[i]`` for EDICT's coupled
+entries, and the form's own variables in modes "stable" (``xbar[i]``, ``v[i]``) and "bits"; e.g.
+``x[50]``, ``x[49]`` for O-BELM at 50 steps in mode "recurrence". String metadata (safetensors
+header ``__metadata__``):
+
+- ``format``: ``linmultistep-latent/1``
+- ``method``: method name; ``params``: JSON list of [name, value] pairs (e.g. ``[["gamma", 1.0]]``)
+- ``fingerprint``: the grid fingerprint; ``mode``; ``nfe``
+- ``info``: JSON of :attr:`State.metadata` (model, prompt, negative prompt, guidance scale,
+  num_steps, prediction type, timestep spacing, image kind and size, ...)
+
+Files are written atomically: to a temporary file in the target directory, flushed and
+fsync'ed, then moved over the target with ``os.replace`` (a crash never leaves half a file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as _save_bytes
+
+from linmultistep import MethodSpec, State
+
+__all__ = ["save_latent", "load_latent", "FORMAT"]
+
+FORMAT = "linmultistep-latent/1"
+
+
+def save_latent(state: State, path: "str | os.PathLike") -> Path:
+    """Write ``state`` (from :func:`invert`) to ``path`` atomically; returns the path."""
+    if not isinstance(state, State):
+        raise TypeError(f"expected a linmultistep State, got {type(state).__name__}")
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in state.named_arrays().items()}
+    meta = {
+        "format": FORMAT,
+        "method": state.method.name,
+        "params": json.dumps([[k, v] for k, v in state.method.params]),
+        "fingerprint": state.fingerprint,
+        "mode": state.mode,
+        "nfe": str(int(state.nfe)),
+        "info": json.dumps(dict(state.metadata)),
+    }
+    data = _save_bytes(tensors, metadata=meta)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_latent(path: "str | os.PathLike", device: "str | torch.device | None" = None) -> State:
+    """Read a latent written by :func:`save_latent` (tensors moved to ``device`` if given)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"latent file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(f"{path} is not a readable safetensors file: {exc}") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a linmultistep latent (format {meta.get('format')!r}, expected {FORMAT!r})")
+    if device is not None:
+        tensors = {name: t.to(device) for name, t in tensors.items()}
+    spec = MethodSpec(meta["method"], tuple((k, v) for k, v in json.loads(meta["params"])))
+    try:
+        return State.from_named_arrays(
+            tensors, spec, meta["fingerprint"], meta["mode"], int(meta["nfe"]), json.loads(meta["info"])
+        )
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None

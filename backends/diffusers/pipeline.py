@@ -1,0 +1,368 @@
+"""Exact inversion, reconstruction and editing with diffusers pipelines.
+
+``pipe`` is a ``StableDiffusionPipeline`` (SD 1.x or 2.x layout; anything with ``unet``,
+``vae``, ``scheduler``, ``encode_prompt``), an unconditional pipeline with ``unet`` and
+``scheduler`` (e.g. ``DDPMPipeline``; pixel space), or a ``(unet, scheduler)`` pair.
+The scheduler only supplies its config (schedule, spacing, offset, prediction type): the
+stepping is done by the core integrator (:func:`linmultistep.invert` / :func:`linmultistep.sample`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+import linmultistep as lms
+from linmultistep import Grid, LatentMismatchError, Method, State, get_method
+
+from .adapters import Conditioning, UNetEps, encode_prompts, is_conditional
+from .attention import SharedSelfAttention
+from .grid import grid_from_config, scheduler_config
+from .images import to_pil, to_tensor
+
+__all__ = ["Parts", "parts_of", "invert", "reconstruct", "edit", "encode_images", "decode_latents", "method_of"]
+
+
+@dataclass
+class Parts:
+    """The pieces of a pipeline the binding uses."""
+
+    unet: Any
+    scheduler: Any
+    vae: Any = None
+    pipe: Any = None
+    name: str = ""
+
+    @property
+    def config(self) -> dict:
+        return scheduler_config(self.scheduler)
+
+    @property
+    def prediction_type(self) -> str:
+        return str(self.config["prediction_type"])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def vae_factor(self) -> int:
+        if self.vae is None:
+            return 1
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def size_multiple(self) -> int:
+        """Pixel sizes must be multiples of this: the VAE factor (the conditional UNet pads its
+        up-sampling itself); an unconditional UNet2DModel also needs 2^(down-sampling blocks)."""
+        unet_factor = 1 if is_conditional(self.unet) else 2 ** (len(self.unet.config.block_out_channels) - 1)
+        return self.vae_factor * unet_factor
+
+
+def parts_of(pipe: Any) -> Parts:
+    """Split a pipeline or a (unet, scheduler) pair into :class:`Parts`."""
+    if isinstance(pipe, Parts):
+        return pipe
+    if isinstance(pipe, (tuple, list)):
+        if len(pipe) != 2:
+            raise TypeError("give a pipeline or a (unet, scheduler) pair")
+        unet, scheduler = pipe
+        return Parts(unet, scheduler, None, None, str(getattr(unet.config, "_name_or_path", "") or ""))
+    for attr in ("unet", "scheduler"):
+        if getattr(pipe, attr, None) is None:
+            raise TypeError(f"{type(pipe).__name__} has no {attr}; give a diffusers pipeline or a (unet, scheduler) pair")
+    config = getattr(pipe, "config", None) or {}
+    name = str(config.get("_name_or_path", "") or "")  # set by from_pretrained: the model id or local path
+    return Parts(pipe.unet, pipe.scheduler, getattr(pipe, "vae", None), pipe, name)
+
+
+def method_of(spec: lms.MethodSpec) -> Method:
+    """The method object a latent's recorded spec names."""
+    return get_method(spec.name, **dict(spec.params))
+
+
+# --- VAE ----------------------------------------------------------------------------------
+@torch.no_grad()
+def encode_images(parts: Parts, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Model-space x0: z = (E(x) - shift) * scaling_factor with E the posterior MEAN (deterministic),
+    or a posterior sample drawn with ``generator``; the pixels themselves without a VAE."""
+    if parts.vae is None:
+        return x.to(device=parts.device, dtype=parts.dtype).contiguous()
+    vae = parts.vae
+    p = next(vae.parameters())
+    dist = vae.encode(x.to(device=p.device, dtype=p.dtype)).latent_dist
+    z = dist.mean if generator is None else dist.sample(generator)
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    # contiguous: the VAE may return channels-last tensors, and convolution kernels (hence the
+    # last bits of eps) depend on the memory format; a saved and reloaded latent must match.
+    return ((z - shift) * float(vae.config.scaling_factor)).contiguous()
+
+
+@torch.no_grad()
+def decode_latents(parts: Parts, z: torch.Tensor) -> torch.Tensor:
+    """Pixels in [-1, 1] (clipped) from model-space latents."""
+    if parts.vae is None:
+        return z.float().clamp(-1, 1)
+    vae = parts.vae
+    p = next(vae.parameters())
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    x = vae.decode(z.to(device=p.device, dtype=p.dtype) / float(vae.config.scaling_factor) + shift).sample
+    return x.float().clamp(-1, 1)
+
+
+def _conditioning(parts: Parts, batch: int, prompt, guidance_scale, negative_prompt, prompt_embeds,
+                  negative_prompt_embeds) -> Conditioning | None:
+    if not is_conditional(parts.unet):
+        if prompt_embeds is not None or (prompt not in (None, "") and prompt != [""] * batch):
+            raise ValueError("this UNet is unconditional: it takes no prompt")
+        return None
+    return encode_prompts(parts.pipe, prompt, batch, guidance_scale, negative_prompt, prompt_embeds,
+                          negative_prompt_embeds, device=parts.device)
+
+
+def _jsonable_prompt(prompt: Any) -> Any:
+    if prompt is None or isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, torch.Tensor):
+        return None
+    return list(prompt)
+
+
+# --- public API -----------------------------------------------------------------------------
+def invert(
+    pipe: Any,
+    images: Any,
+    prompt: "str | Sequence[str] | None" = "",
+    *,
+    num_steps: int = 50,
+    method: "str | Method" = "obelm",
+    guidance_scale: float = 1.0,
+    negative_prompt: "str | Sequence[str] | None" = None,
+    prompt_embeds: torch.Tensor | None = None,
+    negative_prompt_embeds: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    state_dtype: torch.dtype | None = None,
+    resize: str | None = None,
+    stop: int | None = None,
+    mode: str = "recurrence",
+    progress: bool | dict = False,
+    callback: Any = None,
+) -> State:
+    """Invert images to the noise end of a ``num_steps`` grid of the pipeline's scheduler.
+
+    ``images``: PIL image(s)/paths (any mode, see :mod:`.images`) or a float tensor in [-1, 1],
+    (B, 3, H, W). One prompt for the batch or one per image. With ``guidance_scale != 1`` the
+    inversion uses classifier-free guidance (negative prompt default ''), which an exact method
+    inverts exactly too. The states are kept in ``state_dtype`` (default: the UNet's dtype); the
+    network always runs in its own dtype. Returns the core :class:`~linmultistep.State` (for a
+    2-step method the pair (x_N, x_{N-1}); EDICT the pair (x_N, y_N)) whose ``metadata`` holds
+    what :func:`reconstruct` needs (model, prompt, guidance, num_steps, method, input kind).
+    """
+    parts = parts_of(pipe)
+    x, kind = to_tensor(images, parts.size_multiple, resize)
+    batch = x.shape[0]
+    grid = grid_from_config(parts.scheduler, num_steps)
+    method_obj = get_method(method)
+    cond = _conditioning(parts, batch, prompt, guidance_scale, negative_prompt, prompt_embeds, negative_prompt_embeds)
+    x0 = encode_images(parts, x, generator).to(dtype=state_dtype or parts.dtype)
+    eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond)
+    state = lms.invert(eps_fn, x0, grid, method_obj, stop=stop, mode=mode, progress=progress, callback=callback)
+    cfg = parts.config
+    metadata = {
+        "model": parts.name,
+        "prompt": _jsonable_prompt(prompt) if prompt_embeds is None else None,
+        "negative_prompt": _jsonable_prompt(negative_prompt),
+        "guidance_scale": float(guidance_scale),
+        "num_steps": int(num_steps),
+        "method": str(method_obj.spec),
+        "prediction_type": parts.prediction_type,
+        "timestep_spacing": cfg["timestep_spacing"],
+        "steps_offset": int(cfg["steps_offset"]),
+        "set_alpha_to_one": bool(cfg["set_alpha_to_one"]),
+        "image_kind": kind,
+        "image_size": [int(x.shape[-2]), int(x.shape[-1])],
+        "batch": int(batch),
+        "vae_sample": generator is not None,
+    }
+    return dataclasses.replace(state, metadata=metadata)
+
+
+def _grid_for(parts: Parts, latent: State, num_steps: int | None) -> Grid:
+    n = num_steps if num_steps is not None else latent.metadata.get("num_steps")
+    if n is None:
+        raise LatentMismatchError("the latent records no num_steps; pass num_steps=")
+    grid = grid_from_config(parts.scheduler, int(n))
+    if grid.fingerprint != latent.fingerprint:
+        raise LatentMismatchError(
+            f"this latent belongs to grid {latent.fingerprint}, but {n} steps of this pipeline's scheduler give grid "
+            f"{grid.fingerprint} (other schedule, spacing, offset or number of steps)"
+        )
+    return grid
+
+
+def _output(x: torch.Tensor, kind: str, output_type: str | None) -> Any:
+    out = output_type or kind
+    if out == "pil":
+        return to_pil(x)
+    if out == "pt":
+        return x
+    raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+
+
+def reconstruct(
+    pipe: Any,
+    latent: State,
+    prompt: "str | Sequence[str] | None" = None,
+    *,
+    guidance_scale: float | None = None,
+    negative_prompt: "str | Sequence[str] | None" = None,
+    prompt_embeds: torch.Tensor | None = None,
+    negative_prompt_embeds: torch.Tensor | None = None,
+    num_steps: int | None = None,
+    method: "str | Method | None" = None,
+    output_type: str | None = None,
+    return_latents: bool = False,
+    mode: str | None = None,
+    progress: bool | dict = False,
+) -> Any:
+    """Sample back from an inverted latent to images with the same method and grid.
+
+    Prompt, guidance, negative prompt, num_steps and the method default to what the latent
+    records; give other values to edit (a different prompt) instead of reconstruct. Returns the
+    kind of images :func:`invert` was given (PIL list or tensor in [-1, 1]) unless
+    ``output_type`` says otherwise; with ``return_latents`` the pair (images, model-space x0).
+    """
+    if not isinstance(latent, State):
+        raise TypeError(f"latent must be the State returned by invert (or load_latent), got {type(latent).__name__}")
+    parts = parts_of(pipe)
+    meta = dict(latent.metadata)
+    grid = _grid_for(parts, latent, num_steps)
+    method_obj = get_method(method) if method is not None else method_of(latent.method)
+    if prompt is None and prompt_embeds is None:
+        prompt = meta.get("prompt")
+        if prompt is None and is_conditional(parts.unet):
+            raise ValueError("the latent records no prompt (it was inverted from embeddings): pass prompt or prompt_embeds")
+        negative_prompt = negative_prompt if negative_prompt is not None else meta.get("negative_prompt")
+    guidance = float(meta.get("guidance_scale", 1.0) if guidance_scale is None else guidance_scale)
+    batch = latent.x.shape[0]
+    cond = _conditioning(parts, batch, prompt, guidance, negative_prompt, prompt_embeds, negative_prompt_embeds)
+    eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond)
+    z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=mode or latent.mode, progress=progress)
+    x = decode_latents(parts, z0)
+    images = _output(x, meta.get("image_kind", "pt"), output_type)
+    return (images, z0) if return_latents else images
+
+
+def edit(
+    pipe: Any,
+    images: Any,
+    source_prompt: "str | Sequence[str]",
+    target_prompt: "str | Sequence[str]",
+    *,
+    num_steps: int = 50,
+    method: "str | Method" = "obelm",
+    strength: float = 1.0,
+    freeze_last: int = 0,
+    source_guidance_scale: float = 1.0,
+    guidance_scale: float = 7.5,
+    negative_prompt: "str | Sequence[str] | None" = None,
+    direct_inversion: bool = True,
+    self_attention_steps: float = 0.4,
+    state_dtype: torch.dtype | None = None,
+    resize: str | None = None,
+    generator: torch.Generator | None = None,
+    output_type: str | None = None,
+    return_latents: bool = False,
+    mode: str = "recurrence",
+    progress: bool | dict = False,
+) -> Any:
+    """Edit images from ``source_prompt`` to ``target_prompt`` through exact inversion.
+
+    1. Invert with the source prompt at ``source_guidance_scale`` to grid index
+       n_s = round(strength * N) (``strength`` < 1 skips the noise-most steps, keeping more of the
+       image), recording the network inputs of every call.
+    2. Sample the target branch from the exact latent at n_s down to 0 with the target prompt at
+       ``guidance_scale``; the last ``freeze_last`` steps (grid indices freeze_last..1, the data
+       end) use the source prompt instead (keeps fine texture).
+    3. With ``direct_inversion`` (O-BELM + Direct Inversion, Ju et al. ICLR 2024; seed sec. 4.4):
+       a source branch runs alongside in the same UNet batch, PINNED to the inversion: at every
+       network call its latent is the network input the inversion used at that grid index
+       (mirrored call order; for O-BELM/BDIA exactly the inverted x_i, for EDICT the matching
+       coupled state), so it cannot drift whatever the guidance; and while grid index
+       i > (1 - self_attention_steps) * n_s the
+       target branch's self-attention maps are replaced by the source branch's
+       (softmax(Q_src K_src^T / sqrt(d)) V_tgt; Prompt-to-Prompt / PnP-style structure injection).
+       Cross-attention is left to the target prompt.
+
+    With target = source prompt and equal guidance every variant reproduces the input (exactness).
+    Returns images of the input kind; with ``return_latents`` also the model-space edited x0.
+    """
+    parts = parts_of(pipe)
+    x, kind = to_tensor(images, parts.size_multiple, resize)
+    batch = x.shape[0]
+    grid = grid_from_config(parts.scheduler, num_steps)
+    method_obj = get_method(method)
+    if not 0.0 < float(strength) <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength!r}")
+    n_s = max(method_obj.k, int(round(float(strength) * grid.N)))
+    if n_s > grid.N:
+        raise ValueError(f"{method_obj.spec} needs {method_obj.k} steps; {num_steps} steps at strength {strength} give {n_s}")
+    if not 0 <= int(freeze_last) < n_s:
+        raise ValueError(f"freeze_last must be in [0, {n_s}), got {freeze_last!r}")
+    if not is_conditional(parts.unet):
+        raise ValueError("edit needs a text-conditioned UNet (UNet2DConditionModel)")
+    src = encode_prompts(parts.pipe, source_prompt, batch, source_guidance_scale, negative_prompt, device=parts.device)
+    src_edit = encode_prompts(parts.pipe, source_prompt, batch, guidance_scale, negative_prompt, device=parts.device)
+    tgt = encode_prompts(parts.pipe, target_prompt, batch, guidance_scale, negative_prompt, device=parts.device)
+
+    x0 = encode_images(parts, x, generator).to(dtype=state_dtype or parts.dtype)
+    inverter = UNetEps(parts.unet, grid, parts.prediction_type, src)
+    # the network inputs of the inversion, per grid index, in call order (the source branch)
+    inputs: dict[int, list[torch.Tensor]] = {}
+
+    def recording(xt: torch.Tensor, i: int) -> torch.Tensor:
+        inputs.setdefault(i, []).append(xt)
+        return inverter(xt, i)
+
+    latent = lms.invert(recording if direct_inversion else inverter, x0, grid, method_obj, stop=n_s, mode=mode,
+                        progress=progress)
+
+    predictor = UNetEps(parts.unet, grid, parts.prediction_type, tgt)
+    inject_from = (1.0 - float(self_attention_steps)) * n_s
+
+    if direct_inversion:
+        sharing = SharedSelfAttention(parts.unet, batch)
+        both_tgt = Conditioning.concat([src_edit, tgt], float(guidance_scale))
+        both_src = Conditioning.concat([src_edit, src_edit], float(guidance_scale))
+        used: dict[int, int] = {}
+
+        def eps_fn(xt: torch.Tensor, i: int) -> torch.Tensor:
+            # sampling retraces the inversion's network calls in mirrored order: its k-th call at
+            # index i pairs with the inversion's k-th call from the end at that index
+            k = used.get(i, 0)
+            used[i] = k + 1
+            recorded = inputs.get(i) or [xt]
+            pinned = recorded[max(0, len(recorded) - 1 - k)].to(xt.dtype)
+            sharing.active = i > inject_from
+            cond = both_src if i <= freeze_last else both_tgt
+            return predictor.eps(torch.cat([pinned, xt]), i, cond)[batch:]
+
+        try:
+            with sharing:
+                z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=mode, progress=progress)
+        finally:
+            sharing.active = False
+    else:
+        def eps_fn(xt: torch.Tensor, i: int) -> torch.Tensor:
+            return predictor.eps(xt, i, src_edit if i <= freeze_last else tgt)
+
+        z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=mode, progress=progress)
+    out = _output(decode_latents(parts, z0), kind, output_type)
+    return (out, z0) if return_latents else out

@@ -1,0 +1,244 @@
+"""The bit-exact form of a 2-step BELM (mode ``'bits'``): integer shears on a fixed-point state.
+
+The shear form of :mod:`linmultistep.forms` is held in int64 fixed point, X = round(xbar 2^Sx)
+and V = round(v 2^Sv), and every increment is computed from the network in floating point
+and rounded onto the grid (q(.) = round-half-even of the float64 product):
+
+    sampling (point i -> i-1):  V_i = -V_{i+1} + q(c_i eps(x_i) 2^Sv),  X_{i-1} = X_i - q(w_i V_i 2^(Sx-Sv))
+    inversion (point n-1 -> n): X_n = X_{n-1} + q(w_n V_n 2^(Sx-Sv)),    V_{n+1} = -V_n + q(c_n eps(x_n) 2^Sv)
+
+with x_m = s_m X_m 2^-Sx cast to the network's dtype. Each update adds to one variable an
+integer that depends only on the other, so its inverse subtracts the same integer: the round
+trip is exact to the last bit whatever the network's precision, provided the network returns
+identical outputs for identical inputs.
+
+Scale choice (see :func:`fixed_point_scales`): with |data| <= D (``data_bound``) and
+|eps| <= E (``eps_bound``), both checked at run time, every v on any run obeys
+|v| <= Bv = E (c_top + c_bot + 2 sum_i |c_i|) and every xbar obeys
+|xbar| <= Bx = D / min(s) + Bv sum_i w_i. Sx and Sv are the largest exponents with
+Bx 2^Sx <= 2^62 and Bv 2^Sv <= 2^62, so nothing can overflow int64. The rounding moves a
+trajectory by at most N 2^-(Sx+1) + N 2^-(Sv+1) sum_i w_i (in xbar); that bound must stay below
+2^-30 D, else the grid is refused (BDIA(gamma < 1) needs about N log2(1/gamma) more bits).
+
+Determinism: the run uses the backend's deterministic kernels; an inversion evaluates its
+first network input twice and compares bitwise; the latent keeps the quantised increment of
+its last-but-one point, which the first step of sampling recomputes and compares. A mismatch
+raises :class:`NondeterministicNetworkError` instead of returning a silently wrong result.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from .errors import FixedPointRangeError, MethodError, NondeterministicNetworkError
+from .forms import TwoStepTables, _FormBase, two_step_tables
+from .methods import LinearMultistep
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .integrator import StepContext
+
+__all__ = ["FixedEntry", "FixedPointBelm", "FixedPointScales", "fixed_point_scales", "DEFAULT_DATA_BOUND", "DEFAULT_EPS_BOUND"]
+
+DEFAULT_DATA_BOUND = 64.0  # |x| at the start of a run: pixels in [-1, 1], VAE latents, Gaussian noise
+DEFAULT_EPS_BOUND = 64.0  # |eps| from the network: noise predictions are O(1)
+_INT_LIMIT_BITS = 62  # values stay below 2^62 so that one more increment cannot overflow int64
+_TOLERANCE_BITS = 30  # rounding may move the trajectory by at most 2^-30 * data_bound
+
+
+class FixedEntry(NamedTuple):
+    """Point n of the bit-exact form.
+
+    ``x``: the network's view s_n X_n 2^-Sx (dtype of the input); ``X``: int64 fixed point of
+    xbar_n; ``V``: int64 fixed point of v_{n+1} (None above the noise end); ``dV``: the quantised
+    increment q(c_n eps(x_n) 2^Sv) an inversion computed at this point (None elsewhere), checked
+    by the first sampling step.
+    """
+
+    x: Any
+    X: Any
+    V: Any
+    dV: Any
+
+
+@dataclass(frozen=True)
+class FixedPointScales:
+    """Binary exponents and the bounds that fixed them (module docstring)."""
+
+    Sx: int
+    Sv: int
+    x_bound: float  # Bx
+    v_bound: float  # Bv
+    rounding_bound: float  # worst-case shift of xbar by rounding over the run
+    tolerance: float  # allowed shift, 2^-30 * data_bound
+
+
+def fixed_point_scales(t: TwoStepTables, data_bound: float, eps_bound: float) -> FixedPointScales:
+    """Choose Sx, Sv for a grid's tables so that nothing overflows; refuse when resolution is lost."""
+    N = t.N
+    csum = float(np.abs(t.c[1:N]).sum())
+    wsum = float(t.w[1:].sum())
+    Bv = eps_bound * (abs(t.c_top) + abs(t.c_bot) + 2.0 * csum)
+    Bx = data_bound / float(t.s.min()) + Bv * wsum
+    if not (math.isfinite(Bv) and math.isfinite(Bx)):
+        raise FixedPointRangeError(f"the fixed-point bounds are not finite (Bx = {Bx:.3g}, Bv = {Bv:.3g})")
+    Sx = _INT_LIMIT_BITS - math.ceil(math.log2(Bx))
+    Sv = _INT_LIMIT_BITS - math.ceil(math.log2(Bv)) if Bv > 0 else _INT_LIMIT_BITS
+    rounding = N * 2.0 ** -(Sx + 1) + N * 2.0 ** -(Sv + 1) * wsum
+    tol = 2.0**-_TOLERANCE_BITS * data_bound
+    return FixedPointScales(Sx, Sv, Bx, Bv, rounding, tol)
+
+
+class FixedPointBelm(_FormBase):
+    """A 2-step BELM in int64 fixed point: round trips exact to the last bit (module docstring).
+
+    ``data_bound`` bounds |x| of the array a run starts from (data for inversion, noise for
+    sampling); ``eps_bound`` bounds the network's |eps|. Both are checked during the run and
+    are part of the mode string ('bits' for the defaults), which a latent records.
+    """
+
+    def __init__(
+        self, base: LinearMultistep, data_bound: float = DEFAULT_DATA_BOUND, eps_bound: float = DEFAULT_EPS_BOUND
+    ) -> None:
+        for name, val in (("data_bound", data_bound), ("eps_bound", eps_bound)):
+            if not (isinstance(val, (int, float)) and math.isfinite(val) and val > 0):
+                raise MethodError(f"{name} must be a positive finite number, got {val!r}")
+        self.data_bound = float(data_bound)
+        self.eps_bound = float(eps_bound)
+        if self.data_bound == DEFAULT_DATA_BOUND and self.eps_bound == DEFAULT_EPS_BOUND:
+            self.mode = "bits"
+        else:
+            self.mode = f"bits(data_bound={self.data_bound!r}, eps_bound={self.eps_bound!r})"
+        super().__init__(base)
+
+    _MODE = re.compile(r"^bits(?:\((.*)\))?$")
+
+    @classmethod
+    def from_mode(cls, base: LinearMultistep, mode: str, **options: Any) -> "FixedPointBelm":
+        """Parse 'bits' or 'bits(data_bound=..., eps_bound=...)' (as a latent records it)."""
+        m = cls._MODE.match(mode.replace(" ", ""))
+        if m is None:
+            raise MethodError(f"unknown mode {mode!r}; expected 'bits' or 'bits(data_bound=..., eps_bound=...)'")
+        parsed: dict[str, float] = {}
+        for item in filter(None, (m.group(1) or "").split(",")):
+            key, _, val = item.partition("=")
+            if key not in ("data_bound", "eps_bound"):
+                raise MethodError(f"unknown option {key!r} in mode {mode!r}")
+            try:
+                parsed[key] = float(val)
+            except ValueError:
+                raise MethodError(f"bad value {val!r} for {key} in mode {mode!r}") from None
+        return cls(base, **{**parsed, **options})
+
+    # --- run set-up ---------------------------------------------------------------------
+    def scales(self, ctx: "StepContext") -> FixedPointScales:
+        return ctx.memo["fixed_point_scales"]
+
+    def begin(self, ctx: "StepContext", window: dict[int, Any], direction: str) -> dict[int, Any]:
+        super().begin(ctx, window, direction)
+        t = self.tables(ctx)
+        sc = fixed_point_scales(t, self.data_bound, self.eps_bound)
+        if sc.rounding_bound > sc.tolerance:
+            raise FixedPointRangeError(
+                f"{self.spec} on this grid (N = {t.N}) does not fit int64 bit-exactly: with |x| <= {self.data_bound:g} "
+                f"and |eps| <= {self.eps_bound:g}, xbar can reach {sc.x_bound:.3g} and v {sc.v_bound:.3g} "
+                f"(about {math.log2(sc.x_bound * sc.v_bound):.0f} bits of range), leaving a rounding error of "
+                f"{sc.rounding_bound:.3g} > {sc.tolerance:.3g}. The inverse of a method with a_(i,2) < 1 "
+                "(BDIA gamma < 1) grows the state by N log2(1/a_2) bits; use fewer steps, gamma = 1, "
+                "or tighter data_bound/eps_bound"
+            )
+        ctx.memo["fixed_point_scales"] = sc
+        stack = ExitStack()
+        ctx.memo["fixed_point_exit"] = stack
+        stack.enter_context(ctx.backend.deterministic())
+        ctx.memo["fixed_point_unchecked"] = direction == "backward"
+        out = {}
+        for m, e in window.items():
+            if isinstance(e, FixedEntry):
+                out[m] = e
+                continue
+            if isinstance(e, tuple):
+                raise MethodError(f"mode {self.mode!r} cannot start from the entry at grid index {m} ({type(e).__name__})")
+            big = ctx.backend.max_abs(e)
+            if not big <= self.data_bound:
+                raise FixedPointRangeError(
+                    f"|x| reaches {big:.4g} at grid index {m}, beyond data_bound = {self.data_bound:g} that fixes the "
+                    f"fixed-point scale; pass method=get_method(...).with_mode('bits', data_bound=...) with a larger bound"
+                )
+            X = ctx.backend.quantize(e, 2.0**sc.Sx / t.s[m])
+            out[m] = FixedEntry(ctx.backend.dequantize(X, t.s[m] * 2.0**-sc.Sx, e), X, None, None)
+        # adjacent plain arrays (solve's warm_start): V_{m+1} from the difference, and X_m moved
+        # by at most the rounding so that the shear relation between them holds exactly
+        be = ctx.backend
+        for m in sorted(out, reverse=True):
+            if m + 1 in out and not isinstance(window[m], FixedEntry):
+                above = out[m + 1]
+                V = be.quantize(be.int_lincomb([1, -1], [above.X, out[m].X]), 2.0 ** (sc.Sv - sc.Sx) / t.w[m + 1])
+                X = be.int_lincomb([1, -1], [above.X, self._shift(ctx, m + 1, V)])
+                out[m] = FixedEntry(be.dequantize(X, t.s[m] * 2.0**-sc.Sx, out[m].x), X, V, None)
+        return out
+
+    def end(self, ctx: "StepContext") -> None:
+        stack = ctx.memo.pop("fixed_point_exit", None)
+        if stack is not None:
+            stack.close()
+
+    def entry_from_array(self, x: Any) -> Any:
+        return x  # converted in begin(), which knows the grid's scales
+
+    # --- the network, bounded and checked -----------------------------------------------
+    def _increment(self, ctx: "StepContext", m: int, x: Any, c: float, cached: bool = True) -> Any:
+        """q(c eps(x_m) 2^Sv), refusing |eps| > eps_bound; the first call of an inversion is made twice."""
+        eps = ctx.slope(m, x) if cached else ctx.evaluate(x, m)
+        if ctx.memo.get("fixed_point_unchecked"):
+            ctx.memo["fixed_point_unchecked"] = False
+            again = ctx.evaluate(x, m)
+            if not ctx.backend.equal(eps, again):
+                raise NondeterministicNetworkError(
+                    f"the network returned different outputs for the same input at grid index {m} "
+                    f"({ctx.describe(m)}); mode 'bits' needs a deterministic network (torch: "
+                    "linmultistep.backends.torch.use_deterministic, same device, same batch composition)"
+                )
+        big = ctx.backend.max_abs(eps)
+        if not big <= self.eps_bound:
+            raise FixedPointRangeError(
+                f"|eps| = {big:.4g} at grid index {m} ({ctx.describe(m)}) exceeds eps_bound = {self.eps_bound:g} "
+                "that fixes the fixed-point scale; pass a larger eps_bound to with_mode('bits', eps_bound=...)"
+            )
+        return ctx.backend.quantize(eps, c * 2.0 ** self.scales(ctx).Sv)
+
+    def _shift(self, ctx: "StepContext", m: int, V: Any) -> Any:
+        """q(w_m V 2^(Sx-Sv)): the xbar increment of step m in X units."""
+        sc = self.scales(ctx)
+        return ctx.backend.quantize(V, self.tables(ctx).w[m] * 2.0 ** (sc.Sx - sc.Sv))
+
+    # --- the two shears ---------------------------------------------------------------------
+    def down(self, ctx: "StepContext", i: int, above: FixedEntry, c: float) -> FixedEntry:
+        """Point i-1 from point i: V_i = -V_{i+1} + q(c_i eps_i), X_{i-1} = X_i - q(w_i V_i)."""
+        be, t, sc = ctx.backend, self.tables(ctx), self.scales(ctx)
+        dV = self._increment(ctx, i, above.x, c)
+        if above.dV is not None and not be.equal(dV, above.dV):
+            raise NondeterministicNetworkError(
+                f"the network's output at grid index {i} ({ctx.describe(i)}) differs from the one the inversion saw "
+                "for the same input (another device, dtype, batch composition or a non-deterministic kernel); "
+                "the reconstruction would not be exact"
+            )
+        V = dV if above.V is None else be.int_lincomb([-1, 1], [above.V, dV])
+        X = be.int_lincomb([1, -1], [above.X, self._shift(ctx, i, V)])
+        return FixedEntry(be.dequantize(X, t.s[i - 1] * 2.0**-sc.Sx, above.x), X, V, None)
+
+    def up(self, ctx: "StepContext", n: int, below: FixedEntry, start_c: float | None) -> FixedEntry:
+        """Point n from point n-1: X_n = X_{n-1} + q(w_n V_n), V_{n+1} = -V_n + q(c_n eps_n)."""
+        be, t, sc = ctx.backend, self.tables(ctx), self.scales(ctx)
+        V_n = below.V if start_c is None else self._increment(ctx, n, below.x, start_c, cached=False)
+        X = be.int_lincomb([1, 1], [below.X, self._shift(ctx, n, V_n)])
+        x = be.dequantize(X, t.s[n] * 2.0**-sc.Sx, below.x)
+        if n == t.N:
+            return FixedEntry(x, X, None, None)
+        dV = self._increment(ctx, n, x, t.c[n])
+        return FixedEntry(x, X, be.int_lincomb([-1, 1], [V_n, dV]), dV)

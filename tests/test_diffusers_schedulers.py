@@ -1,0 +1,140 @@
+"""BELMScheduler / BELMInverseScheduler: config round trip, agreement with the core, exact continuation."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+import linmultistep as lms  # noqa: E402
+from linmultistep import LatentMismatchError, MethodError  # noqa: E402
+from linmultistep.backends.diffusers import BELMInverseScheduler, BELMScheduler, invert  # noqa: E402
+from linmultistep.backends.diffusers.adapters import UNetEps, encode_prompts  # noqa: E402
+from linmultistep.backends.diffusers.grid import grid_from_config  # noqa: E402
+from linmultistep.backends.diffusers.pipeline import encode_images, parts_of  # noqa: E402
+from linmultistep.backends.diffusers.testing import ddim_config, sample_images, tiny_sd_pipeline  # noqa: E402
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads; with pytest -n 2 they would oversubscribe."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_sd_pipeline()
+
+
+def public(cfg):
+    return {k: v for k, v in dict(cfg).items() if not k.startswith("_")}
+
+
+def test_config_round_trip(tmp_path, pipe):
+    sched = BELMScheduler.from_config(pipe.scheduler.config, method="bdia", gamma=0.5)
+    assert sched.config.method == "bdia" and sched.config.gamma == 0.5
+    assert sched.config.timestep_spacing == "leading" and sched.config.steps_offset == 1
+    sched.save_config(tmp_path)
+    again = BELMScheduler.from_pretrained(tmp_path)
+    assert public(again.config) == public(sched.config)
+    with pytest.raises(MethodError, match="EDICT"):
+        BELMScheduler(method="edict")
+
+
+@pytest.mark.parametrize("method,spacing", [("obelm", "leading"), ("bdia", "trailing"), ("obelm", "linspace")])
+def test_scheduler_in_a_standard_pipeline_equals_core_sampler(pipe, method, spacing):
+    pipe = tiny_sd_pipeline(scheduler_config=ddim_config(spacing=spacing, steps_offset=0 if spacing != "leading" else 1))
+    pipe.scheduler = BELMScheduler.from_config(pipe.scheduler.config, method=method)
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = pipe("a cat", num_inference_steps=7, height=16, width=16, guidance_scale=3.0,
+               latents=noise.clone(), output_type="latent").images
+    grid = grid_from_config(pipe.scheduler, 7)
+    ref = lms.sample(UNetEps(pipe.unet, grid, "epsilon", encode_prompts(pipe, "a cat", 1, 3.0)), noise.clone(), grid, method)
+    # the pipeline combines the guidance halves with its own formula: equal to float rounding
+    assert float((out - ref).norm() / ref.norm()) < 1e-6
+
+
+def test_scheduler_step_is_the_core_step_bit_for_bit(pipe):
+    sched = BELMScheduler.from_config(pipe.scheduler.config)
+    sched.set_timesteps(6)
+    grid = grid_from_config(sched, 6)
+    cond = encode_prompts(pipe, "a dog", 1)
+    f = UNetEps(pipe.unet, grid, "epsilon", cond)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    ref = lms.sample(f, x.clone(), grid, "obelm")
+    index = {int(t): i for i, t in enumerate(grid.timesteps[1:], 1)}
+    for t in sched.timesteps:
+        x = sched.step(f(x, index[int(t)]), t, x).prev_sample
+    assert torch.equal(x, ref)
+    with pytest.raises(ValueError, match="not on this scheduler's grid"):
+        sched.step(x, 3, x)
+
+
+def test_inverse_scheduler_equals_core_invert_and_pipeline_continues_exactly(pipe):
+    pipe.scheduler = BELMScheduler.from_config(pipe.scheduler.config)
+    inv = BELMInverseScheduler.from_config(pipe.scheduler.config)
+    inv.set_timesteps(7)
+    grid = grid_from_config(inv, 7)
+    assert [int(t) for t in inv.timesteps] == [int(grid.timesteps[1]), int(grid.timesteps[1])] + [int(t) for t in grid.timesteps[2:-1]]
+    z0 = encode_images(parts_of(pipe), sample_images(1))
+    cond = encode_prompts(pipe, "a cat", 1)
+    x = z0.clone()
+    with torch.no_grad():
+        for t in inv.timesteps:
+            x = inv.step(pipe.unet(x, t, encoder_hidden_states=cond.cond).sample, t, x).prev_sample
+    core = lms.invert(UNetEps(pipe.unet, grid, "epsilon", cond), z0, grid, "obelm")
+    assert set(inv.state.window) == set(core.window) == {6, 7}
+    for i in core.window:
+        assert torch.equal(inv.state.window[i], core.window[i])
+    # exact reconstruction inside the standard pipeline from the pair (x_N, x_{N-1})
+    pipe.scheduler.load_state(inv.state)
+    out = pipe("a cat", num_inference_steps=7, height=16, width=16, guidance_scale=1.0,
+               latents=inv.state.x.clone(), output_type="latent").images
+    assert float((out - z0).norm() / z0.norm()) < 1e-5
+    # without the stored x_{N-1} the pipeline's first step is DDIM: not a reconstruction
+    plain = pipe("a cat", num_inference_steps=7, height=16, width=16, guidance_scale=1.0,
+                 latents=inv.state.x.clone(), output_type="latent").images
+    assert float((plain - z0).norm() / z0.norm()) > 1e-3
+    pipe.scheduler.load_state(invert(pipe, sample_images(1), "a cat", num_steps=5))
+    with pytest.raises(LatentMismatchError):
+        pipe("a cat", num_inference_steps=7, height=16, width=16, latents=inv.state.x.clone(), output_type="latent")
+
+
+def test_add_noise_matches_forward_process(pipe):
+    sched = BELMScheduler.from_config(pipe.scheduler.config)
+    x0 = torch.randn(3, 4, 2, 2, dtype=torch.float64)
+    noise = torch.randn(3, 4, 2, 2, dtype=torch.float64)
+    t = torch.tensor([0, 500, 999])
+    from linmultistep.backends.diffusers.grid import alphas_cumprod_from_config
+
+    a = torch.from_numpy(alphas_cumprod_from_config(sched.config))[t].reshape(-1, 1, 1, 1)
+    torch.testing.assert_close(sched.add_noise(x0, noise, t), a.sqrt() * x0 + (1 - a).sqrt() * noise)
+    assert torch.equal(sched.scale_model_input(x0, 10), x0)
+
+
+def test_inverse_scheduler_in_diffedit_pipeline_equals_core_invert(pipe):
+    diffusers = pytest.importorskip("diffusers")
+    if not hasattr(diffusers, "StableDiffusionDiffEditPipeline"):
+        pytest.skip("this diffusers has no StableDiffusionDiffEditPipeline")
+    inv = BELMInverseScheduler.from_config(pipe.scheduler.config)
+    de = diffusers.StableDiffusionDiffEditPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+        scheduler=BELMScheduler.from_config(pipe.scheduler.config), inverse_scheduler=inv,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    de.set_progress_bar_config(disable=True)
+    x = sample_images(1)
+    out = de.invert(prompt="a cat", image=(x + 1) / 2, num_inference_steps=7, inpaint_strength=1.0,
+                    guidance_scale=1.0, generator=torch.Generator().manual_seed(3)).latents
+    # the same posterior sample DiffEdit drew, inverted by the core
+    with torch.no_grad():
+        img = de.image_processor.preprocess((x + 1) / 2)
+        z0 = pipe.vae.encode(img).latent_dist.sample(torch.Generator().manual_seed(3)) * pipe.vae.config.scaling_factor
+    grid = grid_from_config(inv, 7)
+    core = lms.invert(UNetEps(pipe.unet, grid, "epsilon", encode_prompts(pipe, "a cat", 1)), z0.contiguous(), grid, "obelm")
+    assert torch.equal(out[0, 0], core.x[0])  # DiffEdit stacks its latents noise-most first
+    assert torch.equal(inv.state.window[6], core.window[6])
