@@ -32,7 +32,6 @@ _STUDY_EXPORTS = {
 }
 _EXPORTS = {**_SYMBOLIC_EXPORTS, **_STUDY_EXPORTS}
 __all__ = sorted(_EXPORTS)
-_previous_getattr = globals().get("__getattr__")
 
 
 def __getattr__(name):
@@ -40,8 +39,6 @@ def __getattr__(name):
         import importlib
 
         return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    if _previous_getattr is not None:
-        return _previous_getattr(name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
