@@ -1,4 +1,28 @@
-"""Symbolic analysis of linear multistep methods (sympy): installed as linmultistep.analysis."""
+"""Symbolic analysis of linear multistep methods (sympy) and the convergence study: linmultistep.analysis.
+
+Symbolic analysis (sympy):
+- :func:`derive_belm` derives variable-step k-step BELM coefficients from the Taylor conditions.
+- :func:`local_error` gives the order and leading LTE term of any coefficient rule or relation;
+  ``xerror.lm_x_error`` / ``edict.edict_x_error`` the error in model coordinates x = alpha xbar.
+- :func:`is_zero_stable` decides the root condition exactly; :func:`convergence` adds consistency;
+  :func:`grid_growth` measures companion-matrix growth on a real grid, in both directions.
+- :func:`table1` reproduces the seed's Table 1 by computation; :func:`search_zero_stable`
+  searches the lower-order 3- and 4-step BELM families for zero-stable members.
+
+Every name is imported on first use, so that `import linmultistep.analysis` pulls in neither
+sympy, scipy nor matplotlib.
+"""
+
+_SYMBOLIC_EXPORTS = {
+    "BELMDerivation": "derive", "derive_belm": "derive",
+    "LMRelation": "relation", "LocalError": "relation", "local_error": "relation", "order_condition": "relation",
+    "relation_from_method": "relation", "relation_from_rule": "relation",
+    "RootCondition": "rootcond", "root_condition": "rootcond",
+    "ZeroStability": "stability", "Convergence": "stability", "GridGrowth": "stability",
+    "is_zero_stable": "stability", "convergence": "stability", "grid_growth": "stability",
+    "table1": "table1", "format_table1": "table1",
+    "search_zero_stable": "search", "zero_stable_family": "search",
+}
 
 # --- convergence study (problems, study, plots, report): imported on first use, so that
 # `import linmultistep.analysis` pulls in neither scipy nor matplotlib.
@@ -6,14 +30,17 @@ _STUDY_EXPORTS = {
     "GaussianMixture": "problems", "gaussian": "problems", "default_mixture": "problems", "eps_fn_for": "problems",
     "run_study": "study", "fit_order": "study", "make_grid": "study", "StudyResult": "study",
 }
-_previous_getattr = globals().get("__getattr__")
+_EXPORTS = {**_SYMBOLIC_EXPORTS, **_STUDY_EXPORTS}
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
-    if name in _STUDY_EXPORTS:
+    if name in _EXPORTS:
         import importlib
 
-        return getattr(importlib.import_module(f"{__name__}.{_STUDY_EXPORTS[name]}"), name)
-    if _previous_getattr is not None:
-        return _previous_getattr(name)
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
