@@ -12,7 +12,7 @@ from PIL import Image  # noqa: E402
 from linmultistep import LatentMismatchError  # noqa: E402
 from linmultistep.backends.diffusers import invert, load_latent, reconstruct, save_latent  # noqa: E402
 from linmultistep.backends.diffusers.images import ImageSizeError, load_image, to_rgb, to_tensor  # noqa: E402
-from linmultistep.backends.diffusers.testing import sample_images, tiny_sd_pipeline  # noqa: E402
+from linmultistep.backends.diffusers.testing import same_entry, sample_images, tiny_sd_pipeline  # noqa: E402
 from linmultistep.cli import main  # noqa: E402
 
 
@@ -100,8 +100,7 @@ def test_latent_file_round_trip_and_mismatch(pipe, tmp_path):
         assert back.method == latent.method and back.fingerprint == latent.fingerprint
         assert back.metadata == latent.metadata and set(back.window) == set(latent.window)
         for i, e in latent.window.items():
-            pairs = zip(e, back.window[i]) if isinstance(e, tuple) else [(e, back.window[i])]
-            assert all(torch.equal(a, b) for a, b in pairs)
+            assert same_entry(e, back.window[i])
         assert torch.equal(reconstruct(pipe, back), reconstruct(pipe, latent))
     bdia = invert(pipe, x, "a cat", num_steps=5, method="bdia")
     with pytest.raises(LatentMismatchError, match="bdia"):
@@ -137,6 +136,23 @@ def test_cli_round_trip_with_a_saved_pipeline(pipe, tmp_path, capsys):
     assert main(["edit", "--model", str(model), str(tmp_path / "in.png"), "--source-prompt", "a cat",
                  "--target-prompt", "a dog", "--steps", "4", "-o", str(tmp_path / "ed.png"), "--quiet"]) == 0
     assert Image.open(tmp_path / "ed.png").size == (16, 16)
+    # modes: bits with a larger eps bound is recorded and reconstructs; its int64 state keeps its dtype
+    bits = tmp_path / "bits.safetensors"
+    assert main(["invert", "--model", str(model), str(tmp_path / "in.png"), "--prompt", "a cat", "--steps", "4",
+                 "--mode", "bits", "--eps-bound", "256", "-o", str(bits), "--quiet"]) == 0
+    assert load_latent(bits).mode == "bits(data_bound=64.0, eps_bound=256.0)"
+    assert main(["reconstruct", "--model", str(model), str(bits), "-o", str(tmp_path / "b.png"), "--quiet"]) == 0
+    with pytest.raises(SystemExit, match="mode bits"):
+        main(["reconstruct", "--model", str(model), str(bits), "--state-dtype", "float64", "-o", str(tmp_path / "b.png")])
+    with pytest.raises(SystemExit, match="--mode bits only"):
+        main(["invert", "--model", str(model), str(tmp_path / "in.png"), "--eps-bound", "9", "-o", str(bits)])
+    # a stable latent (the default for O-BELM; absent parts) converts to another state dtype
+    stable = tmp_path / "stable.safetensors"
+    assert main(["invert", "--model", str(model), str(tmp_path / "in.png"), "--prompt", "a cat", "--steps", "4",
+                 "-o", str(stable), "--quiet"]) == 0
+    assert load_latent(stable).mode == "stable"
+    assert main(["reconstruct", "--model", str(model), str(stable), "--state-dtype", "float64",
+                 "-o", str(tmp_path / "s.png"), "--quiet"]) == 0
     with pytest.raises(SystemExit, match="model path not found"):
         main(["invert", "--model", str(tmp_path / "nope"), str(tmp_path / "in.png"), "-o", str(lat)])
     with pytest.raises(SystemExit, match="no model_index.json"):

@@ -13,7 +13,9 @@ from linmultistep.backends.diffusers import BELMInverseScheduler, BELMScheduler,
 from linmultistep.backends.diffusers.adapters import UNetEps, encode_prompts  # noqa: E402
 from linmultistep.backends.diffusers.grid import grid_from_config  # noqa: E402
 from linmultistep.backends.diffusers.pipeline import encode_images, parts_of  # noqa: E402
-from linmultistep.backends.diffusers.testing import ddim_config, sample_images, tiny_sd_pipeline  # noqa: E402
+from linmultistep.backends.diffusers.testing import ddim_config, same_entry, sample_images, tiny_sd_pipeline  # noqa: E402
+
+MODES = [None, "recurrence", "stable", "bits"]  # None: the core's default ('stable' for O-BELM)
 
 
 
@@ -43,6 +45,16 @@ def test_config_round_trip(tmp_path, pipe):
     assert public(again.config) == public(sched.config)
     with pytest.raises(MethodError, match="EDICT"):
         BELMScheduler(method="edict")
+    bits = BELMScheduler.from_config(pipe.scheduler.config, mode="bits", mode_options={"eps_bound": 256})
+    assert bits.mode == "bits(data_bound=64.0, eps_bound=256.0)"
+    bits.save_config(tmp_path / "bits")
+    assert BELMInverseScheduler.from_pretrained(tmp_path / "bits").mode == bits.mode
+    assert BELMScheduler.from_config(pipe.scheduler.config).mode == "stable"  # the core's default for O-BELM
+    assert BELMScheduler.from_config(pipe.scheduler.config, method="ddim").mode == "recurrence"
+    with pytest.raises(MethodError, match="2-step"):
+        BELMScheduler(method="ddim", mode="stable")
+    with pytest.raises(MethodError, match="unknown mode"):
+        BELMScheduler(mode="exact")
 
 
 @pytest.mark.parametrize("method,spacing", [("obelm", "leading"), ("bdia", "trailing"), ("obelm", "linspace")])
@@ -58,14 +70,17 @@ def test_scheduler_in_a_standard_pipeline_equals_core_sampler(pipe, method, spac
     assert float((out - ref).norm() / ref.norm()) < 1e-6
 
 
-def test_scheduler_step_is_the_core_step_bit_for_bit(pipe):
-    sched = BELMScheduler.from_config(pipe.scheduler.config)
+@pytest.mark.parametrize("mode", MODES)
+def test_scheduler_step_is_the_core_step_bit_for_bit(pipe, mode):
+    sched = BELMScheduler.from_config(pipe.scheduler.config, mode=mode)
     sched.set_timesteps(6)
     grid = grid_from_config(sched, 6)
     cond = encode_prompts(pipe, "a dog", 1)
     f = UNetEps(pipe.unet, grid, "epsilon", cond)
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
-    ref = lms.sample(f, x.clone(), grid, "obelm")
+    if mode == "bits":  # noise on the fixed-point grid, so that the pipeline's first input is the core's
+        x = lms.sample(f, x, grid, "obelm", mode="bits", stop=5, return_state=True).window[6].x
+    ref = lms.sample(f, x.clone(), grid, "obelm", mode=mode)
     index = {int(t): i for i, t in enumerate(grid.timesteps[1:], 1)}
     for t in sched.timesteps:
         x = sched.step(f(x, index[int(t)]), t, x).prev_sample
@@ -74,32 +89,38 @@ def test_scheduler_step_is_the_core_step_bit_for_bit(pipe):
         sched.step(x, 3, x)
 
 
-def test_inverse_scheduler_equals_core_invert_and_pipeline_continues_exactly(pipe):
-    pipe.scheduler = BELMScheduler.from_config(pipe.scheduler.config)
+@pytest.mark.parametrize("mode", [None, "recurrence", "bits"])
+def test_inverse_scheduler_equals_core_invert_and_pipeline_continues_exactly(pipe, mode):
+    pipe.scheduler = BELMScheduler.from_config(pipe.scheduler.config, mode=mode)
     inv = BELMInverseScheduler.from_config(pipe.scheduler.config)
     inv.set_timesteps(7)
     grid = grid_from_config(inv, 7)
     assert [int(t) for t in inv.timesteps] == [int(grid.timesteps[1]), int(grid.timesteps[1])] + [int(t) for t in grid.timesteps[2:-1]]
-    z0 = encode_images(parts_of(pipe), sample_images(1))
+    z0 = inv.fixed_point_data(encode_images(parts_of(pipe), sample_images(1)))  # identity unless mode 'bits'
+    if mode != "bits":
+        assert torch.equal(z0, encode_images(parts_of(pipe), sample_images(1)))
     cond = encode_prompts(pipe, "a cat", 1)
     x = z0.clone()
     with torch.no_grad():
         for t in inv.timesteps:
             x = inv.step(pipe.unet(x, t, encoder_hidden_states=cond.cond).sample, t, x).prev_sample
-    core = lms.invert(UNetEps(pipe.unet, grid, "epsilon", cond), z0, grid, "obelm")
+    core = lms.invert(UNetEps(pipe.unet, grid, "epsilon", cond), z0, grid, "obelm", mode=mode)
+    assert inv.state.mode == core.mode == pipe.scheduler.mode
     assert set(inv.state.window) == set(core.window) == {6, 7}
     for i in core.window:
-        assert torch.equal(inv.state.window[i], core.window[i])
+        assert same_entry(inv.state.window[i], core.window[i])
     # exact reconstruction inside the standard pipeline from the pair (x_N, x_{N-1})
     pipe.scheduler.load_state(inv.state)
     out = pipe("a cat", num_inference_steps=7, height=16, width=16, guidance_scale=1.0,
                latents=inv.state.x.clone(), output_type="latent").images
     assert float((out - z0).norm() / z0.norm()) < 1e-5
+    if mode == "bits":  # the pipeline's model outputs equal the core's here: the round trip is exact
+        assert torch.equal(out, z0)
     # without the stored x_{N-1} the pipeline's first step is DDIM: not a reconstruction
     plain = pipe("a cat", num_inference_steps=7, height=16, width=16, guidance_scale=1.0,
                  latents=inv.state.x.clone(), output_type="latent").images
     assert float((plain - z0).norm() / z0.norm()) > 1e-3
-    pipe.scheduler.load_state(invert(pipe, sample_images(1), "a cat", num_steps=5))
+    pipe.scheduler.load_state(invert(pipe, sample_images(1), "a cat", num_steps=5, mode=mode))
     with pytest.raises(LatentMismatchError):
         pipe("a cat", num_inference_steps=7, height=16, width=16, latents=inv.state.x.clone(), output_type="latent")
 
@@ -116,14 +137,15 @@ def test_add_noise_matches_forward_process(pipe):
     assert torch.equal(sched.scale_model_input(x0, 10), x0)
 
 
-def test_inverse_scheduler_in_diffedit_pipeline_equals_core_invert(pipe):
+@pytest.mark.parametrize("mode", [None, "recurrence"])
+def test_inverse_scheduler_in_diffedit_pipeline_equals_core_invert(pipe, mode):
     diffusers = pytest.importorskip("diffusers")
     if not hasattr(diffusers, "StableDiffusionDiffEditPipeline"):
         pytest.skip("this diffusers has no StableDiffusionDiffEditPipeline")
-    inv = BELMInverseScheduler.from_config(pipe.scheduler.config)
+    inv = BELMInverseScheduler.from_config(pipe.scheduler.config, mode=mode)
     de = diffusers.StableDiffusionDiffEditPipeline(
         vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
-        scheduler=BELMScheduler.from_config(pipe.scheduler.config), inverse_scheduler=inv,
+        scheduler=BELMScheduler.from_config(pipe.scheduler.config, mode=mode), inverse_scheduler=inv,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     de.set_progress_bar_config(disable=True)
@@ -135,6 +157,7 @@ def test_inverse_scheduler_in_diffedit_pipeline_equals_core_invert(pipe):
         img = de.image_processor.preprocess((x + 1) / 2)
         z0 = pipe.vae.encode(img).latent_dist.sample(torch.Generator().manual_seed(3)) * pipe.vae.config.scaling_factor
     grid = grid_from_config(inv, 7)
-    core = lms.invert(UNetEps(pipe.unet, grid, "epsilon", encode_prompts(pipe, "a cat", 1)), z0.contiguous(), grid, "obelm")
+    core = lms.invert(UNetEps(pipe.unet, grid, "epsilon", encode_prompts(pipe, "a cat", 1)), z0.contiguous(), grid,
+                      "obelm", mode=mode)
     assert torch.equal(out[0, 0], core.x[0])  # DiffEdit stacks its latents noise-most first
-    assert torch.equal(inv.state.window[6], core.window[6])
+    assert same_entry(inv.state.window[6], core.window[6])

@@ -68,6 +68,20 @@ def _method_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--p", type=float, default=None, help="EDICT mixing weight p (default 0.93)")
     parser.add_argument("--resize", choices=["down", "up", "nearest"], default=None,
                         help="resize images whose size the VAE cannot take (default: error)")
+    parser.add_argument("--mode", choices=["recurrence", "stable", "bits"], default=None,
+                        help="form of the steps (default: 'stable' for obelm and bdia with gamma 1, else 'recurrence'; "
+                             "'bits' round-trips to the last bit, see docs/precision.md)")
+    parser.add_argument("--eps-bound", type=float, default=None,
+                        help="mode bits: bound on |eps| (default 64; raise it for large guidance scales)")
+    parser.add_argument("--data-bound", type=float, default=None, help="mode bits: bound on |x| (default 64)")
+
+
+def _mode(args: argparse.Namespace) -> dict:
+    """mode= and mode_options= for invert/edit."""
+    options = {k: v for k, v in (("eps_bound", args.eps_bound), ("data_bound", args.data_bound)) if v is not None}
+    if options and args.mode != "bits":
+        raise SystemExit("--eps-bound / --data-bound apply to --mode bits only")
+    return {"mode": args.mode, "mode_options": options or None}
 
 
 def _method(args: argparse.Namespace) -> Any:
@@ -118,12 +132,12 @@ def invert_command(args: argparse.Namespace) -> int:
     pipe = _load(args)
     latent = invert(pipe, list(args.images), args.prompt, num_steps=args.steps, method=_method(args),
                     guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt,
-                    state_dtype=_dtype(args.state_dtype), resize=args.resize, progress=not args.quiet)
+                    state_dtype=_dtype(args.state_dtype), resize=args.resize, progress=not args.quiet, **_mode(args))
     latent = type(latent)(latent.window, latent.method, latent.fingerprint, latent.mode, latent.nfe,
                           {**latent.metadata, "model": str(Path(args.model).resolve()),
                            "images": [str(p) for p in args.images]})
     path = save_latent(latent, args.output)
-    print(f"wrote {path} ({latent.method}, {args.steps} steps, {latent.nfe} network evaluations)")
+    print(f"wrote {path} ({latent.method}, mode {latent.mode}, {args.steps} steps, {latent.nfe} network evaluations)")
     return 0
 
 
@@ -144,7 +158,15 @@ def reconstruct_command(args: argparse.Namespace) -> int:
     latent = load_latent(args.latent, device=pipe.unet.device)
     if args.state_dtype is not None:
         dt = _dtype(args.state_dtype)
-        latent = type(latent)({i: (tuple(t.to(dt) for t in e) if isinstance(e, tuple) else e.to(dt))
+        if latent.mode.startswith("bits"):
+            raise SystemExit("--state-dtype does not apply to a latent of mode bits: its state is int64 fixed point "
+                             "and the network must see the inversion's inputs")
+
+        def cast(t: Any) -> Any:  # absent parts stay absent
+            return t if t is None else t.to(dt)
+
+        latent = type(latent)({i: ((e._make(map(cast, e)) if hasattr(e, "_make") else tuple(map(cast, e)))
+                                   if isinstance(e, tuple) else e.to(dt))
                                for i, e in latent.window.items()},
                               latent.method, latent.fingerprint, latent.mode, latent.nfe, latent.metadata)
     images = reconstruct(pipe, latent, args.prompt, guidance_scale=args.guidance_scale, output_type="pil",
@@ -182,7 +204,7 @@ def edit_command(args: argparse.Namespace) -> int:
                   source_guidance_scale=args.source_guidance_scale, guidance_scale=args.guidance_scale,
                   negative_prompt=args.negative_prompt, direct_inversion=not args.no_direct_inversion,
                   self_attention_steps=args.self_attention_steps, state_dtype=_dtype(args.state_dtype),
-                  resize=args.resize, output_type="pil", progress=not args.quiet)
+                  resize=args.resize, output_type="pil", progress=not args.quiet, **_mode(args))
     for p in _save_images(images, args.output, len(images)):
         print(f"wrote {p}")
     return 0

@@ -9,6 +9,7 @@ stepping is done by the core integrator (:func:`linmultistep.invert` / :func:`li
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -16,14 +17,15 @@ from typing import Any, Sequence
 import torch
 
 import linmultistep as lms
-from linmultistep import Grid, LatentMismatchError, Method, State, get_method
+from linmultistep import FixedPointRangeError, Grid, LatentMismatchError, Method, State, get_method
 
 from .adapters import Conditioning, UNetEps, encode_prompts, is_conditional
 from .attention import SharedSelfAttention
 from .grid import grid_from_config, scheduler_config
 from .images import to_pil, to_tensor
 
-__all__ = ["Parts", "parts_of", "invert", "reconstruct", "edit", "encode_images", "decode_latents", "method_of"]
+__all__ = ["Parts", "parts_of", "invert", "reconstruct", "edit", "encode_images", "decode_latents", "method_of",
+           "method_in_mode"]
 
 
 @dataclass
@@ -88,6 +90,18 @@ def method_of(spec: lms.MethodSpec) -> Method:
     return get_method(spec.name, **dict(spec.params))
 
 
+def method_in_mode(method: "str | Method", mode: str | None, mode_options: dict | None = None) -> Method:
+    """``method`` computed in ``mode`` with the mode's keyword options (e.g. ``{"eps_bound": 256}``
+    for 'bits'); mode None: the method object's own mode if not 'recurrence', else the core's
+    :func:`linmultistep.default_mode`."""
+    m = get_method(method)
+    if mode is None and m.mode != "recurrence" and not mode_options:
+        return m
+    if mode_options is not None and not isinstance(mode_options, dict):
+        raise TypeError(f"mode_options must be a dict such as {{'eps_bound': 256}}, got {type(mode_options).__name__}")
+    return m.with_mode(lms.default_mode(m) if mode is None else mode, **dict(mode_options or {}))
+
+
 # --- VAE ----------------------------------------------------------------------------------
 @torch.no_grad()
 def encode_images(parts: Parts, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -127,6 +141,26 @@ def _conditioning(parts: Parts, batch: int, prompt, guidance_scale, negative_pro
                           negative_prompt_embeds, device=parts.device)
 
 
+@contextlib.contextmanager
+def _bound_hint():
+    """Say how to raise the bounds of mode 'bits' in this API (guidance can push |eps| past 64)."""
+    try:
+        yield
+    except FixedPointRangeError as exc:
+        raise FixedPointRangeError(
+            f"{exc}. Here: mode='bits', mode_options={{'eps_bound': ...}} (or 'data_bound'); classifier-free "
+            "guidance scales eps differences by the guidance scale"
+        ) from None
+
+
+def _as_edit(latent: State) -> State:
+    """The latent without mode 'bits'' reconstruction check (the increment dV its first sampling step
+    must recompute bit for bit): sampling it with another prompt or guidance is an edit, whose
+    network outputs differ from the inversion's by design."""
+    window = {i: (e._replace(dV=None) if hasattr(e, "dV") else e) for i, e in latent.window.items()}
+    return dataclasses.replace(latent, window=window)
+
+
 def _jsonable_prompt(prompt: Any) -> Any:
     if prompt is None or isinstance(prompt, str):
         return prompt
@@ -151,7 +185,8 @@ def invert(
     state_dtype: torch.dtype | None = None,
     resize: str | None = None,
     stop: int | None = None,
-    mode: str = "recurrence",
+    mode: str | None = None,
+    mode_options: dict | None = None,
     progress: bool | dict = False,
     callback: Any = None,
 ) -> State:
@@ -164,16 +199,23 @@ def invert(
     network always runs in its own dtype. Returns the core :class:`~linmultistep.State` (for a
     2-step method the pair (x_N, x_{N-1}); EDICT the pair (x_N, y_N)) whose ``metadata`` holds
     what :func:`reconstruct` needs (model, prompt, guidance, num_steps, method, input kind).
+
+    ``mode`` (None: the core's default, 'stable' for O-BELM and BDIA(gamma=1), 'recurrence'
+    otherwise; or 'recurrence', 'stable', 'bits') and ``mode_options`` (the mode's keyword
+    options, e.g. ``{"eps_bound": 256}`` for 'bits' when classifier-free guidance pushes |eps|
+    beyond the default bound of 64) select the form, see docs/precision.md; the latent records it.
     """
     parts = parts_of(pipe)
     x, kind = to_tensor(images, parts.size_multiple, resize)
     batch = x.shape[0]
     grid = grid_from_config(parts.scheduler, num_steps)
-    method_obj = get_method(method)
+    method_obj = method_in_mode(method, mode, mode_options)
     cond = _conditioning(parts, batch, prompt, guidance_scale, negative_prompt, prompt_embeds, negative_prompt_embeds)
     x0 = encode_images(parts, x, generator).to(dtype=state_dtype or parts.dtype)
     eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond)
-    state = lms.invert(eps_fn, x0, grid, method_obj, stop=stop, mode=mode, progress=progress, callback=callback)
+    with _bound_hint():
+        state = lms.invert(eps_fn, x0, grid, method_obj, stop=stop, mode=method_obj.mode, progress=progress,
+                           callback=callback)
     cfg = parts.config
     metadata = {
         "model": parts.name,
@@ -230,6 +272,7 @@ def reconstruct(
     output_type: str | None = None,
     return_latents: bool = False,
     mode: str | None = None,
+    mode_options: dict | None = None,
     progress: bool | dict = False,
 ) -> Any:
     """Sample back from an inverted latent to images with the same method and grid.
@@ -238,6 +281,8 @@ def reconstruct(
     records; give other values to edit (a different prompt) instead of reconstruct. Returns the
     kind of images :func:`invert` was given (PIL list or tensor in [-1, 1]) unless
     ``output_type`` says otherwise; with ``return_latents`` the pair (images, model-space x0).
+    The mode is the latent's (with its options, e.g. 'bits(data_bound=64.0, eps_bound=256.0)');
+    another ``mode`` / ``mode_options`` is refused (LatentMismatchError).
     """
     if not isinstance(latent, State):
         raise TypeError(f"latent must be the State returned by invert (or load_latent), got {type(latent).__name__}")
@@ -245,16 +290,21 @@ def reconstruct(
     meta = dict(latent.metadata)
     grid = _grid_for(parts, latent, num_steps)
     method_obj = get_method(method) if method is not None else method_of(latent.method)
+    method_obj = method_in_mode(method_obj, latent.mode if mode is None and not mode_options else mode, mode_options)
     if prompt is None and prompt_embeds is None:
         prompt = meta.get("prompt")
         if prompt is None and is_conditional(parts.unet):
             raise ValueError("the latent records no prompt (it was inverted from embeddings): pass prompt or prompt_embeds")
         negative_prompt = negative_prompt if negative_prompt is not None else meta.get("negative_prompt")
+    elif prompt is not None and _jsonable_prompt(prompt) != meta.get("prompt"):
+        latent = _as_edit(latent)
     guidance = float(meta.get("guidance_scale", 1.0) if guidance_scale is None else guidance_scale)
+    if guidance != float(meta.get("guidance_scale", 1.0)):
+        latent = _as_edit(latent)
     batch = latent.x.shape[0]
     cond = _conditioning(parts, batch, prompt, guidance, negative_prompt, prompt_embeds, negative_prompt_embeds)
     eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond)
-    z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=mode or latent.mode, progress=progress)
+    z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=progress)
     x = decode_latents(parts, z0)
     images = _output(x, meta.get("image_kind", "pt"), output_type)
     return (images, z0) if return_latents else images
@@ -280,7 +330,8 @@ def edit(
     generator: torch.Generator | None = None,
     output_type: str | None = None,
     return_latents: bool = False,
-    mode: str = "recurrence",
+    mode: str | None = None,
+    mode_options: dict | None = None,
     progress: bool | dict = False,
 ) -> Any:
     """Edit images from ``source_prompt`` to ``target_prompt`` through exact inversion.
@@ -302,13 +353,14 @@ def edit(
        Cross-attention is left to the target prompt.
 
     With target = source prompt and equal guidance every variant reproduces the input (exactness).
+    ``mode`` / ``mode_options`` as in :func:`invert` (None: the core's default).
     Returns images of the input kind; with ``return_latents`` also the model-space edited x0.
     """
     parts = parts_of(pipe)
     x, kind = to_tensor(images, parts.size_multiple, resize)
     batch = x.shape[0]
     grid = grid_from_config(parts.scheduler, num_steps)
-    method_obj = get_method(method)
+    method_obj = method_in_mode(method, mode, mode_options)
     if not 0.0 < float(strength) <= 1.0:
         raise ValueError(f"strength must be in (0, 1], got {strength!r}")
     n_s = max(method_obj.k, int(round(float(strength) * grid.N)))
@@ -331,9 +383,11 @@ def edit(
         inputs.setdefault(i, []).append(xt)
         return inverter(xt, i)
 
-    latent = lms.invert(recording if direct_inversion else inverter, x0, grid, method_obj, stop=n_s, mode=mode,
-                        progress=progress)
+    with _bound_hint():
+        latent = lms.invert(recording if direct_inversion else inverter, x0, grid, method_obj, stop=n_s, mode=method_obj.mode,
+                            progress=progress)
 
+    latent = _as_edit(latent)  # the target branch's outputs differ from the inversion's by design
     predictor = UNetEps(parts.unet, grid, parts.prediction_type, tgt)
     inject_from = (1.0 - float(self_attention_steps)) * n_s
 
@@ -356,13 +410,13 @@ def edit(
 
         try:
             with sharing:
-                z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=mode, progress=progress)
+                z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=progress)
         finally:
             sharing.active = False
     else:
         def eps_fn(xt: torch.Tensor, i: int) -> torch.Tensor:
             return predictor.eps(xt, i, src_edit if i <= freeze_last else tgt)
 
-        z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=mode, progress=progress)
+        z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=progress)
     out = _output(decode_latents(parts, z0), kind, output_type)
     return (out, z0) if return_latents else out

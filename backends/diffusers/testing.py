@@ -18,7 +18,17 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["tiny_tokenizer", "tiny_sd_pipeline", "tiny_unet2d", "sample_images", "ddim_config"]
+__all__ = ["tiny_tokenizer", "tiny_sd_pipeline", "tiny_unet2d", "sample_images", "ddim_config", "same_entry"]
+
+
+def same_entry(a: Any, b: Any) -> bool:
+    """Bitwise equality of two window entries: arrays, EDICT's (x, y) pairs, or the named
+    entries of modes 'stable' / 'bits' (equal types, equal parts, the same parts absent)."""
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return (type(a) is type(b) and len(a) == len(b)
+                and all((p is None and q is None) or same_entry(p, q) for p, q in zip(a, b)))
+    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype \
+        and a.shape == b.shape and torch.equal(a, b)
 
 
 def ddim_config(prediction_type: str = "epsilon", spacing: str = "leading", steps_offset: int = 1, **kw) -> dict:
