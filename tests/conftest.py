@@ -25,3 +25,26 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+# --- the diffusers binding's tests -------------------------------------------------------
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread(request):
+    """Tiny models gain nothing from intra-op threads; with pytest -n 2 they would oversubscribe."""
+    if not request.module.__name__.startswith("test_diffusers"):
+        yield
+        return
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    """A tiny StableDiffusionPipeline built from configs (no download), one per test module."""
+    from linmultistep.backends.diffusers.testing import tiny_sd_pipeline
+
+    return tiny_sd_pipeline()

@@ -11,21 +11,7 @@ from linmultistep.backends.diffusers import edit  # noqa: E402
 from linmultistep.backends.diffusers.attention import SharedSelfAttention  # noqa: E402
 from linmultistep.backends.diffusers.adapters import encode_prompts  # noqa: E402
 from linmultistep.backends.diffusers.pipeline import encode_images, parts_of  # noqa: E402
-from linmultistep.backends.diffusers.testing import sample_images, tiny_sd_pipeline  # noqa: E402
-
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; with pytest -n 2 they would oversubscribe."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_sd_pipeline()
+from linmultistep.backends.diffusers.testing import sample_images  # noqa: E402
 
 
 def rel(a, b):

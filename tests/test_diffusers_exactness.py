@@ -18,20 +18,6 @@ from linmultistep.backends.diffusers.testing import (  # noqa: E402
 )
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; with pytest -n 2 they would oversubscribe."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_sd_pipeline()
-
-
 @pytest.fixture(scope="module")
 def pipe64():
     return tiny_sd_pipeline(dtype=torch.float64)

@@ -16,20 +16,6 @@ from linmultistep.backends.diffusers.testing import same_entry, sample_images, t
 from linmultistep.cli import main  # noqa: E402
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; with pytest -n 2 they would oversubscribe."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_sd_pipeline()
-
-
 def test_image_modes_become_rgb():
     rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))
     assert to_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)  # transparent -> white

@@ -18,20 +18,6 @@ from linmultistep.backends.diffusers.testing import ddim_config, same_entry, sam
 MODES = [None, "recurrence", "stable", "bits"]  # None: the core's default ('stable' for O-BELM)
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; with pytest -n 2 they would oversubscribe."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_sd_pipeline()
-
-
 def public(cfg):
     return {k: v for k, v in dict(cfg).items() if not k.startswith("_")}
 
