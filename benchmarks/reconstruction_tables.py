@@ -11,7 +11,8 @@ inputs well, so that the autoencoder floor (AE = decode(encode(x)) vs x) is a me
 reference rather than the ~0.4 of random weights. The UNet and text encoder stay random. Each method inverts the images (posterior mean, prompt '',
 guidance 1) and reconstructs them; latent MSE is between the reconstructed and the encoded
 latent, pixel MSE between the decoded reconstruction and the input. States in float32
-(the network's dtype); the last column keeps O-BELM's states in float64.
+(the network's dtype), each method in its default mode (O-BELM and BDIA(1): 'stable'); the
+last two columns are O-BELM with float64 states and O-BELM in mode 'bits' (fixed point).
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from linmultistep.backends.diffusers import invert, reconstruct
 from linmultistep.backends.diffusers.pipeline import decode_latents, encode_images, parts_of
 from linmultistep.backends.diffusers.testing import sample_images, tiny_sd_pipeline
 
-METHODS = [("DDIM", "ddim", None), ("EDICT", "edict", None), ("BDIA", "bdia", None), ("O-BELM", "obelm", None),
-           ("O-BELM f64", "obelm", torch.float64)]
+# (column, method, state dtype, mode); mode None = the core's default for the method
+METHODS = [("DDIM", "ddim", None, None), ("EDICT", "edict", None, None), ("BDIA", "bdia", None, None),
+           ("O-BELM", "obelm", None, None), ("O-BELM f64", "obelm", torch.float64, None),
+           ("O-BELM bits", "obelm", None, "bits")]
 
 
 def fit_vae(pipe, images: torch.Tensor, steps: int, seed: int = 0) -> float:
@@ -73,13 +76,13 @@ def main() -> None:
     pixel: dict[tuple[str, int], float] = {}
     latent: dict[tuple[str, int], float] = {}
     for n in args.steps:
-        for label, name, dtype in METHODS:
-            lat = invert(pipe, x, "", num_steps=n, method=name, state_dtype=dtype)
+        for label, name, dtype, mode in METHODS:
+            lat = invert(pipe, x, "", num_steps=n, method=name, state_dtype=dtype, mode=mode)
             img, z0 = reconstruct(pipe, lat, output_type="pt", return_latents=True)
             latent[label, n] = float(((z0.double() - z.double()) ** 2).mean())
             pixel[label, n] = float(((img.double() - x.double()) ** 2).mean())
         print(f"[{n} steps done, {time.time() - t0:.0f} s]", file=sys.stderr, flush=True)
-    cols = ["DDIM", "AE", "EDICT", "BDIA", "O-BELM", "O-BELM f64"]
+    cols = ["DDIM", "AE", "EDICT", "BDIA", "O-BELM", "O-BELM f64", "O-BELM bits"]
     for title, table, ae in (("Table 2 analogue: pixel MSE ([-1, 1] range)", pixel, floor),
                              ("Table 3 analogue: latent MSE", latent, 0.0)):
         print(title)
