@@ -81,6 +81,31 @@ class _GridSchedulerBase(SchedulerMixin, ConfigMixin):
     order = 1
     init_noise_sigma = 1.0
 
+    # one config signature for both schedulers: diffusers reads it from __init__
+    @register_to_config
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: str = "linear",
+        trained_betas: Any = None,
+        set_alpha_to_one: bool = True,
+        steps_offset: int = 0,
+        prediction_type: str = "epsilon",
+        timestep_spacing: str = "leading",
+        method: str = "obelm",
+        gamma: float = 1.0,
+        mode: "str | None" = None,
+        mode_options: "dict | None" = None,
+    ) -> None:
+        self._setup()
+        self._reset_run_state()
+
+    def _reset_run_state(self) -> None:
+        """Per-class state of a run, set once the config is registered."""
+        raise NotImplementedError
+
     def _setup(self) -> None:
         self.method = _scheduler_method(self.config.method, self.config.gamma, self.config.mode, self.config.mode_options)
         self._alphas_cumprod = alphas_cumprod_from_config(self.config)
@@ -163,24 +188,7 @@ class BELMScheduler(_GridSchedulerBase):
     Other keys of a DDIM-like config are ignored.
     """
 
-    @register_to_config
-    def __init__(
-        self,
-        num_train_timesteps: int = 1000,
-        beta_start: float = 0.0001,
-        beta_end: float = 0.02,
-        beta_schedule: str = "linear",
-        trained_betas: Any = None,
-        set_alpha_to_one: bool = True,
-        steps_offset: int = 0,
-        prediction_type: str = "epsilon",
-        timestep_spacing: str = "leading",
-        method: str = "obelm",
-        gamma: float = 1.0,
-        mode: "str | None" = None,
-        mode_options: "dict | None" = None,
-    ) -> None:
-        self._setup()
+    def _reset_run_state(self) -> None:
         self._pending: State | None = None
 
     def _newest(self) -> int:
@@ -284,24 +292,7 @@ class BELMInverseScheduler(_GridSchedulerBase):
     of the first input is not made here (run the pipeline on a deterministic device setup).
     """
 
-    @register_to_config
-    def __init__(
-        self,
-        num_train_timesteps: int = 1000,
-        beta_start: float = 0.0001,
-        beta_end: float = 0.02,
-        beta_schedule: str = "linear",
-        trained_betas: Any = None,
-        set_alpha_to_one: bool = True,
-        steps_offset: int = 0,
-        prediction_type: str = "epsilon",
-        timestep_spacing: str = "leading",
-        method: str = "obelm",
-        gamma: float = 1.0,
-        mode: "str | None" = None,
-        mode_options: "dict | None" = None,
-    ) -> None:
-        self._setup()
+    def _reset_run_state(self) -> None:
         self.step_count = 0
         self._known: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         self._expected: torch.Tensor | None = None
