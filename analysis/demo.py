@@ -1,8 +1,8 @@
 """`linmultistep demo`: every sampler on a problem with a closed-form answer.
 
-Data x0 ~ N(m, c^2 I). In scaled coordinates xbar ~ N(m, (c^2 + sigmabar^2) I), so the exact
-noise prediction is epsbar = sigmabar (xbar - m) / (c^2 + sigmabar^2) and the probability-flow
-ODE has the solution xbar(s) - m = (xbar(S) - m) sqrt((c^2 + s^2) / (c^2 + S^2)).
+Data x0 ~ N(m, c^2 I) (:func:`.problems.gaussian`): the ideal noise prediction and the
+probability-flow ODE's solution are both in closed form, so each sampler's error at the data end
+is exact. The full study with mixtures and plots is `linmultistep study`.
 """
 
 from __future__ import annotations
@@ -12,29 +12,14 @@ import time
 
 import numpy as np
 
-from .diffusion import invert, sample
-from .grid import Grid
-from .methods import get_method
-from .schedules import alphas_cumprod_for
+from linmultistep.diffusion import invert, sample
+from linmultistep.grid import Grid
+from linmultistep.methods import get_method
+from linmultistep.schedules import alphas_cumprod_for
+
+from .problems import eps_fn_for, gaussian
 
 METHODS = (("ddim", {}), ("edict", {"p": 0.93}), ("bdia", {"gamma": 1.0}), ("obelm", {}))
-
-
-def gaussian_eps(grid: Grid, mean: float, std: float):
-    """eps_fn(x, i) of data N(mean, std^2 I) on ``grid`` (x in model coordinates)."""
-
-    def eps_fn(x: np.ndarray, i: int) -> np.ndarray:
-        a, sb = grid.alpha[i], grid.sigmabar[i]
-        return sb * (x / a - mean) / (std**2 + sb**2)
-
-    return eps_fn
-
-
-def exact_x0(xN: np.ndarray, grid: Grid, mean: float, std: float) -> np.ndarray:
-    """The probability-flow ODE's exact data-end point from x_N (model coordinates)."""
-    S, s0 = grid.sigmabar[-1], grid.sigmabar[0]
-    xbar0 = mean + (xN / grid.alpha[-1] - mean) * np.sqrt((std**2 + s0**2) / (std**2 + S**2))
-    return grid.alpha[0] * xbar0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     mean, std = 0.5, 0.3
+    problem = gaussian(np.full(args.dim, mean), std**2)
     ac = alphas_cumprod_for("scaled_linear")
     noise = rng.standard_normal((args.batch, args.dim))
     data = mean + std * rng.standard_normal((args.batch, args.dim))
@@ -58,9 +44,11 @@ def run(args: argparse.Namespace) -> int:
         for n in args.steps:
             t0 = time.perf_counter()
             grid = Grid.from_alphas_cumprod(ac, n, "leading", steps_offset=1)
-            eps_fn = gaussian_eps(grid, mean, std)
-            xN = grid.alpha[-1] * (mean + np.sqrt(std**2 + grid.sigmabar[-1] ** 2) * noise)
-            err = np.abs(sample(eps_fn, xN, grid, method) - exact_x0(xN, grid, mean, std)).max()
+            eps_fn = eps_fn_for(problem, grid)
+            S = grid.sigmabar[-1]
+            xN = grid.alpha[-1] * (mean + np.sqrt(std**2 + S**2) * noise)
+            exact = grid.alpha[0] * problem.flow_closed_form(xN / grid.alpha[-1], S, grid.sigmabar[0])
+            err = np.abs(sample(eps_fn, xN, grid, method) - exact).max()
             rts = []
             for dtype in (np.float64, np.float32):
                 x0 = data.astype(dtype)

@@ -13,7 +13,7 @@ from typing import Sequence
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("linmultistep.demo", "round trip and accuracy of every sampler on a closed-form Gaussian problem"),
+    "demo": ("linmultistep.analysis.demo", "round trip and accuracy of every sampler on a closed-form Gaussian problem"),
     "derive": ("linmultistep.analysis.cli_derive", "derive k-step BELM coefficients, leading LTE term and zero-stability (sympy)"),
     "study": ("linmultistep.analysis.cli_study", "convergence orders, distribution error and round trips against exact solutions; plots and report"),
     "invert": ("linmultistep.backends.diffusers.cli_invert", "invert images to an exact latent with a local diffusers model"),

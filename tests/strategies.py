@@ -63,11 +63,13 @@ def networks_and_data(draw, dtype=np.float64):
     return net, x0
 
 
-def gaussian_problem(grid: lm.Grid, mean: float = 0.5, std: float = 0.3):
-    """eps_fn of data N(mean, std^2 I) and the exact ODE map x_N -> x_0 (see linmultistep.demo)."""
-    from linmultistep.demo import exact_x0, gaussian_eps
+def gaussian_problem(grid: lm.Grid, dim: int, mean: float = 0.5, std: float = 0.3):
+    """eps_fn of data N(mean, std^2 I) in R^dim and the exact probability-flow map x_N -> x_0."""
+    from linmultistep.analysis.problems import eps_fn_for, gaussian
 
-    return gaussian_eps(grid, mean, std), lambda xN: exact_x0(xN, grid, mean, std)
+    problem = gaussian(np.full(dim, mean), std**2)
+    a, s = grid.alpha, grid.sigmabar
+    return eps_fn_for(problem, grid), lambda xN: a[0] * problem.flow_closed_form(xN / a[-1], s[-1], s[0])
 
 
 def rel_err(a, b) -> float:

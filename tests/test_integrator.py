@@ -130,7 +130,7 @@ def test_sampling_approaches_the_exact_ode_solution():
     errs = []
     for n in (25, 50, 100):
         grid = lm.Grid.from_sigmabar(np.linspace(0.0, 8.0, n + 1))
-        eps_fn, exact = gaussian_problem(grid)
+        eps_fn, exact = gaussian_problem(grid, dim=5)
         xN = grid.alpha[-1] * noise * np.sqrt(0.09 + 64)
         errs.append(np.abs(lm.sample(eps_fn, xN, grid, "obelm") - exact(xN)).max())
     assert errs[0] / errs[1] > 3.5 and errs[1] / errs[2] > 3.5  # second order on a uniform sigmabar grid

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import linmultistep as L
 from linmultistep import rules
+from linmultistep.analysis.problems import eps_fn_for, gaussian
 from linmultistep.forms import StableBelm, StableEntry
 
 
@@ -103,20 +104,12 @@ def test_stable_round_trip_in_float64_and_latent_matches_recurrence(data):
     assert np.abs(rec - x0).max() <= 1e-9
 
 
-def gaussian_eps(grid, mean, std):
-    def eps_fn(x, i):
-        a, sb = grid.alpha[i], grid.sigmabar[i]
-        return (sb * (x / a - mean) / (std**2 + sb**2)).astype(x.dtype)
-
-    return eps_fn
-
-
 @pytest.mark.parametrize("N", [50, 200])
 def test_float32_round_trip_error_bound_on_the_gaussian_problem(N):
     """The shear form's float32 round trip grows at most linearly in N (no prod 1/a_2 factor),
     and beats the recurrence, whose backward steps multiply rounding by h_{i+1}^2/h_i^2."""
     grid = L.Grid.from_alphas_cumprod(L.alphas_cumprod_for("scaled_linear"), N)
-    eps_fn = gaussian_eps(grid, 0.5, 0.3)
+    eps_fn = eps_fn_for(gaussian(np.full(16, 0.5), 0.3**2), grid)
     x0 = (0.5 + 0.3 * np.random.default_rng(N).standard_normal((64, 16))).astype(np.float32)
     err = {}
     for mode in ("recurrence", "stable"):
