@@ -1,0 +1,207 @@
+"""Train the shipped class-conditional digits diffusion model (reproducible from a seed, resumable).
+
+Objective (DDPM, Ho et al. 2020): t ~ U{0..T-1}, eps ~ N(0, I), x_t = sqrt(acp_t) x_0 + sqrt(1 - acp_t) eps,
+loss = |eps_theta(x_t, t, c) - eps|^2. Label dropout (Ho & Salimans 2022): with probability
+``label_dropout`` the class c is replaced by the null class ``NULL_CLASS`` so that one network gives
+both the conditional and the unconditional prediction (classifier-free guidance).
+
+Every random draw comes from one ``torch.Generator`` whose state is checkpointed with the weights,
+the optimiser and the EMA, so a resumed run continues the same sequence. Run as
+``linmultistep train-digits --workdir DIR`` (``--resume`` continues from DIR's checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import NUM_CLASSES, load_all, split_indices
+
+__all__ = ["NULL_CLASS", "UNET_CONFIG", "SCHEDULER_CONFIG", "TrainConfig", "build_unet", "train"]
+
+NULL_CLASS = NUM_CLASSES  # index of the "no class" embedding used for the unconditional branch
+
+UNET_CONFIG = dict(
+    sample_size=8,
+    in_channels=1,
+    out_channels=1,
+    layers_per_block=2,
+    block_out_channels=(32, 64, 64),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    norm_num_groups=16,
+    attention_head_dim=32,
+    num_class_embeds=NUM_CLASSES + 1,
+)
+
+# DDPM's pixel-space schedule; DDIM-style sampling config (the binding reads the betas from it).
+SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_schedule="linear",
+    beta_start=1e-4,
+    beta_end=0.02,
+    prediction_type="epsilon",
+    clip_sample=False,
+    set_alpha_to_one=True,
+    steps_offset=0,
+    timestep_spacing="leading",
+)
+
+
+class TrainConfig(argparse.Namespace):
+    seed: int = 0
+    steps: int = 12000
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup: int = 500
+    ema_decay: float = 0.9995
+    label_dropout: float = 0.15
+    checkpoint_every: int = 500
+    log_every: int = 50
+    threads: int = 2
+
+
+def build_unet():
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(**UNET_CONFIG)
+
+
+def _alphas_cumprod() -> torch.Tensor:
+    betas = torch.linspace(SCHEDULER_CONFIG["beta_start"], SCHEDULER_CONFIG["beta_end"],
+                           SCHEDULER_CONFIG["num_train_timesteps"], dtype=torch.float64)
+    return torch.cumprod(1 - betas, 0)
+
+
+def _lr(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 5% of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def train(workdir: "str | os.PathLike", cfg: TrainConfig, resume: bool = False, export: "str | os.PathLike | None" = None) -> Path:
+    """Train (or resume) in ``workdir``; write the EMA model to ``export`` (default workdir/model)."""
+    torch.set_num_threads(cfg.threads)
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt_path = work / "checkpoint.pt"
+    log_path = work / "loss.csv"
+
+    images, labels = load_all()
+    train_idx, held_idx = split_indices(labels)
+    x_all = torch.from_numpy(images[train_idx])
+    y_all = torch.from_numpy(labels[train_idx])
+
+    torch.manual_seed(cfg.seed)  # parameter initialisation
+    unet = build_unet()
+    ema = build_unet()
+    ema.load_state_dict(unet.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    acp = _alphas_cumprod().float()
+    step, elapsed = 0, 0.0
+
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, weights_only=False)
+        unet.load_state_dict(ck["unet"])
+        ema.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["opt"])
+        gen.set_state(ck["gen"])
+        step, elapsed = ck["step"], ck["elapsed"]
+        print(f"resumed at step {step}", flush=True)
+    elif log_path.exists():
+        log_path.unlink()
+
+    unet.train()
+    t_start = time.time() - elapsed
+    running = []
+    while step < cfg.steps:
+        idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)
+        x0, y = x_all[idx], y_all[idx].clone()
+        y[torch.rand(cfg.batch_size, generator=gen) < cfg.label_dropout] = NULL_CLASS
+        t = torch.randint(0, acp.numel(), (cfg.batch_size,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        a = acp[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, cfg)
+        loss = torch.nn.functional.mse_loss(unet(xt, t, class_labels=y).sample, eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), unet.parameters()):
+                pe.lerp_(p, 1 - cfg.ema_decay)
+        running.append(loss.item())
+        step += 1
+        if step % cfg.log_every == 0:
+            new = not log_path.exists()
+            with open(log_path, "a", newline="") as f:
+                w = csv.writer(f)
+                if new:
+                    w.writerow(["step", "loss", "lr", "seconds"])
+                w.writerow([step, f"{np.mean(running):.6f}", f"{_lr(step - 1, cfg):.3e}", f"{time.time() - t_start:.1f}"])
+            print(f"step {step}/{cfg.steps} loss {np.mean(running):.4f} {time.time() - t_start:.0f}s", flush=True)
+            running = []
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            tmp = ckpt_path.with_suffix(".tmp")
+            torch.save({"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                        "gen": gen.get_state(), "step": step, "elapsed": time.time() - t_start}, tmp)
+            os.replace(tmp, ckpt_path)
+
+    out = Path(export) if export is not None else work / "model"
+    _export(ema, out, cfg, time.time() - t_start, held_idx, images, labels)
+    return out
+
+
+def _export(ema, out: Path, cfg: TrainConfig, seconds: float, held_idx, images, labels) -> None:
+    from diffusers import DDIMScheduler
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    ema.save_pretrained(out / "unet", safe_serialization=True)
+    DDIMScheduler(**SCHEDULER_CONFIG).save_pretrained(out / "scheduler")
+    save_file({"images": torch.from_numpy(images[held_idx]).contiguous(),
+               "labels": torch.from_numpy(labels[held_idx]).contiguous(),
+               "indices": torch.from_numpy(held_idx).contiguous()}, str(out / "heldout.safetensors"))
+    info = {k: getattr(cfg, k) for k in ("seed", "steps", "batch_size", "lr", "warmup", "ema_decay", "label_dropout", "threads")}
+    info.update(null_class=NULL_CLASS, train_seconds=round(seconds, 1), torch=torch.__version__,
+                data="sklearn.datasets.load_digits, x = v/8 - 1", heldout_per_class=len(held_idx) // NUM_CLASSES)
+    (out / "training.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig
+    parser.add_argument("--workdir", required=True, help="checkpoint, loss log and (by default) the exported model")
+    parser.add_argument("--export", default=None, help="model folder to write (default WORKDIR/model)")
+    parser.add_argument("--resume", action="store_true", help="continue from WORKDIR/checkpoint.pt")
+    for name in ("seed", "steps", "batch_size", "warmup", "checkpoint_every", "log_every", "threads"):
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name), help=f"(default {getattr(d, name)})")
+    for name in ("lr", "ema_decay", "label_dropout"):
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name), help=f"(default {getattr(d, name)})")
+
+
+def command(args: argparse.Namespace) -> int:
+    cfg = TrainConfig(**{k: getattr(args, k) for k in ("seed", "steps", "batch_size", "lr", "warmup", "ema_decay",
+                                                         "label_dropout", "checkpoint_every", "log_every", "threads")})
+    out = train(args.workdir, cfg, resume=args.resume, export=args.export)
+    print(f"model written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    arguments(p)
+    raise SystemExit(command(p.parse_args()))
