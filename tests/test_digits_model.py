@@ -221,3 +221,25 @@ def test_sample_quality_does_not_depend_on_the_method_name_only(digits):
     b = generate(pipe, list(range(10)), num_steps=50, noise=noise, method="obelm", state_dtype=torch.float64)
     d = float((a - b).pow(2).mean().sqrt())
     assert 0 < d < 0.2
+
+
+def test_reproduce_on_another_local_model(tmp_path):
+    """The same command on a local text-to-image folder (the tiny Stable Diffusion pipeline)."""
+    from PIL import Image
+
+    from linmultistep.backends.diffusers.images import to_pil
+    from linmultistep.backends.diffusers.testing import sample_images, tiny_sd_pipeline
+    from linmultistep.cli import main
+
+    tiny_sd_pipeline().save_pretrained(tmp_path / "sd")
+    paths = []
+    for k, im in enumerate(to_pil(sample_images(2, 16))):
+        paths.append(tmp_path / f"im{k}.png")
+        im.save(paths[-1])
+    with pytest.raises(SystemExit, match="--images"):
+        main(["reproduce", "--model", str(tmp_path / "sd"), "--out", str(tmp_path / "r0")])
+    assert main(["reproduce", "--model", str(tmp_path / "sd"), "--quick", "--threads", "1", "--out", str(tmp_path / "r"),
+                 "--images", *map(str, paths), "--prompt", "a cat"]) == 0
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["reconstruction"]["float32 w=1"]["O-BELM bits"]["10"] < results["reconstruction"]["float32 w=1"]["DDIM"]["10"]
+    assert Image.open(tmp_path / "r" / "interpolation.png").size[0] > 100

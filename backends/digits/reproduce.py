@@ -91,15 +91,21 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     return out.reshape(a.shape).to(a.dtype)
 
 
+def _plain(prompts: Any) -> Any:
+    return prompts.tolist() if isinstance(prompts, torch.Tensor) else prompts
+
+
 def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).pow(2).mean())
 
 
 # --- Tables 2/3 --------------------------------------------------------------------------------
-def reconstruction_table(pipe: Any, images: torch.Tensor, labels: torch.Tensor, steps: Sequence[int],
+def reconstruction_table(pipe: Any, images: torch.Tensor, prompts: Any, steps: Sequence[int],
                          samplers: Sequence[tuple[str, str, str]], guidance: float, dtype: torch.dtype,
                          progress: Callable[[str], None] = print) -> dict[str, dict[int, float]]:
-    """{sampler label: {N: pixel MSE of reconstruct(invert(x)) vs x}} (pixel space: floor 0)."""
+    """{sampler label: {N: pixel MSE of reconstruct(invert(x)) vs x}} (pixel space: floor 0).
+
+    ``prompts``: class labels (a label tensor or list) or text prompts, one per image or one for all."""
     from ..diffusers import invert, reconstruct
 
     table: dict[str, dict[int, float]] = {}
@@ -107,7 +113,7 @@ def reconstruction_table(pipe: Any, images: torch.Tensor, labels: torch.Tensor, 
         table[label] = {}
         for n in steps:
             opts = {"eps_bound": 64.0 * max(1.0, guidance)} if mode == "bits" else None
-            latent = invert(pipe, images, labels.tolist(), num_steps=n, method=method, mode=mode,
+            latent = invert(pipe, images, _plain(prompts), num_steps=n, method=method, mode=mode,
                             mode_options=opts, guidance_scale=guidance, state_dtype=dtype)
             back = reconstruct(pipe, latent)
             table[label][n] = _mse(back, images)
@@ -222,14 +228,15 @@ def _rebuild(entry: tuple, parts: list) -> tuple:
 
 
 def interpolation(pipe: Any, pair: torch.Tensor, steps: int = 50, frames: int = 9,
-                  samplers: Sequence[tuple[str, str]] = tuple(GENERATORS)) -> dict[str, tuple[torch.Tensor, float]]:
+                  samplers: Sequence[tuple[str, str]] = tuple(GENERATORS), prompt: Any = None) -> dict[str, tuple[torch.Tensor, float]]:
     """Per sampler: (frames images (frames, 1, 8, 8), max endpoint error) for slerp between the exact
     unconditional (null-class) latents of the two images in ``pair``; every window entry is
-    interpolated with the same weight (for a 2-step method x_N and x_{N-1})."""
+    interpolated with the same weight (for a 2-step method x_N and x_{N-1}). ``prompt``: the
+    conditioning of both (default: the null class of a class-conditional model, else '')."""
     from ..diffusers import invert, reconstruct
-    from ..diffusers.adapters import null_class
+    from ..diffusers.adapters import is_class_conditional, null_class
 
-    null = null_class(pipe.unet)
+    null = prompt if prompt is not None else (null_class(pipe.unet) if is_class_conditional(pipe.unet) else "")
     out = {}
     for label, method in samplers:
         # each image inverted on its own: a frame is reconstructed as a batch of one, and the network's
@@ -267,7 +274,11 @@ def _grid_image(rows: Sequence[torch.Tensor], path: Path, titles: Sequence[str] 
             for sp in ax.spines.values():
                 sp.set_visible(False)
             if c < len(row):
-                ax.imshow(row[c, 0].float().clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+                img = row[c].float().clamp(-1, 1)
+                if img.shape[0] == 1:
+                    ax.imshow(img[0].numpy(), cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+                else:
+                    ax.imshow(((img + 1) / 2).permute(1, 2, 0).numpy(), interpolation="nearest")
             if c == 0 and titles:
                 ax.set_ylabel(titles[r], rotation=0, ha="right", va="center", fontsize=7)
             if r == 0 and col_titles and c < len(col_titles):
@@ -409,6 +420,53 @@ def run_all(s: Settings, out: "str | Path", progress: Callable[[str], None] = pr
     return report
 
 
+def run_generic(s: Settings, out: "str | Path", images: Sequence[str], prompt: str = "",
+                target_prompt: str | None = None, progress: Callable[[str], None] = print) -> Path:
+    """The experiments that need no classifier, on any local diffusers model (e.g. a Stable Diffusion
+    checkpoint): reconstruction tables on ``images`` with ``prompt``, interpolation between the first
+    two images, and (with ``target_prompt``) an edit picture over the strength sweep."""
+    from ..diffusers import edit
+    from ..diffusers.cli import load_pipeline, resolve_model
+    from ..diffusers.images import to_tensor
+    from ..diffusers.pipeline import parts_of
+
+    torch.set_num_threads(s.threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    pipe = load_pipeline(s.model)
+    parts = parts_of(pipe)
+    x, _ = to_tensor(list(images), parts.size_multiple, "nearest", channels=parts.channels)
+    md = [f"# The seeds' experiments on `{resolve_model(s.model)}`", "",
+          f"{len(x)} images, prompt {prompt!r}; guidance where used w = {s.guidance:g}. Pixel MSE after the "
+          "model's autoencoder (if any): exact samplers sit at the autoencoder floor. No generation-quality "
+          "table: it needs a feature network, which only the digits model ships.", ""]
+    data: dict[str, Any] = {"settings": dataclasses.asdict(s)}
+    for dtype_name in s.dtypes:
+        for w in (1.0, s.guidance):
+            table = reconstruction_table(pipe, x, prompt, s.recon_steps, s.samplers, w, getattr(torch, dtype_name), progress)
+            data.setdefault("reconstruction", {})[f"{dtype_name} w={w:g}"] = table
+            md += [f"**{dtype_name} states, guidance w = {w:g}**", "",
+                   _md_table(["steps"] + [lab for lab, _, _ in s.samplers],
+                             [[str(n)] + [f"{table[lab][n]:.2e}" for lab, _, _ in s.samplers] for n in s.recon_steps]), ""]
+    if len(x) >= 2:
+        interp = interpolation(pipe, x[:2], steps=s.edit_steps, prompt=prompt)
+        data["interpolation"] = {lab: err for lab, (_, err) in interp.items()}
+        _grid_image([v for v, _ in interp.values()], out / "interpolation.png", list(interp))
+        md += ["## Interpolation", "", "Max endpoint error: " + ", ".join(f"{lab} {e:.1e}" for lab, (_, e) in interp.items()),
+               "", "![interpolation](interpolation.png)", ""]
+    if target_prompt:
+        rows = [torch.cat([x[:1]] + [edit(pipe, x[:1], prompt, target_prompt, num_steps=s.edit_steps, strength=v,
+                                          guidance_scale=7.5) for v in s.strengths])]
+        _grid_image(rows, out / "edit_grid.png", [f"{prompt} -> {target_prompt}"], ["source"] + [f"s={v:g}" for v in s.strengths])
+        md += ["## Editing", "", "![edit grid](edit_grid.png)", ""]
+    md += [f"Total time {time.time() - t0:.0f} s on {s.threads} thread(s)."]
+    (out / "results.json").write_text(json.dumps(data, indent=1, default=float) + "\n")
+    report = out / "report.md"
+    report.write_text("\n".join(md) + "\n")
+    return report
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/reproduce", help="output folder (default out/reproduce)")
     parser.add_argument("--model", default="digits", help="built-in model name or local folder (default digits)")
@@ -417,11 +475,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--gen-samples", type=int, default=Settings.gen_samples,
                         help=f"samples per seed in the generation table (default {Settings.gen_samples})")
+    parser.add_argument("--images", nargs="*", default=None,
+                        help="other models (no classifier shipped, e.g. a local Stable Diffusion folder): image files to "
+                             "reconstruct and interpolate")
+    parser.add_argument("--prompt", default="", help="other models: the prompt of --images (default '')")
+    parser.add_argument("--target-prompt", default=None, help="other models: an edit of the first image to this prompt")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..diffusers.cli import resolve_model
+
     kw = dict(model=args.model, threads=args.threads)
     s = Settings.quick_settings(**kw) if args.quick else Settings(gen_samples=args.gen_samples, **kw)
-    report = run_all(s, args.out)
+    folder = resolve_model(args.model)
+    if (folder / "classifier").is_dir() and (folder / "heldout.safetensors").is_file():
+        report = run_all(s, args.out)
+    elif args.images:
+        report = run_generic(s, args.out, args.images, args.prompt, args.target_prompt)
+    else:
+        raise SystemExit(f"linmultistep: error: {folder} ships no classifier and held-out data (only the digits model "
+                         "does): give --images (and --prompt) to run the reconstruction and interpolation experiments")
     print(f"report written to {report}")
     return 0
