@@ -92,6 +92,8 @@ def train_classifier(out: "str | os.PathLike", seed: int = 0, epochs: int = 60, 
     info = {"architecture": "DigitClassifier", "features": FEATURES, "seed": seed, "epochs": epochs,
             "heldout_accuracy": round(acc, 4)}
     (d / "config.json").write_text(json.dumps(info, indent=2) + "\n")
+    for f in d.iterdir():  # safetensors writes 0600; shipped files are for everyone to read
+        f.chmod(0o644)
     return info
 
 
