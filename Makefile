@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/linmultistep study --out $(OUT)/study
+	$(BIN)/linmultistep reproduce --quick --out $(OUT)/reproduce
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q

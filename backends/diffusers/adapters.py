@@ -23,7 +23,8 @@ import torch
 
 from linmultistep import Grid
 
-__all__ = ["PREDICTION_TYPES", "to_epsilon", "Conditioning", "UNetEps", "encode_prompts", "model_timestep"]
+__all__ = ["PREDICTION_TYPES", "to_epsilon", "Conditioning", "UNetEps", "encode_prompts", "encode_classes",
+           "model_timestep", "is_conditional", "is_class_conditional", "null_class"]
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -54,7 +55,9 @@ def model_timestep(grid: Grid, i: int) -> float | int:
 
 @dataclass(frozen=True)
 class Conditioning:
-    """Text conditioning of a batch: ``cond`` (B, L, D) and, with guidance, ``uncond`` (B, L, D)."""
+    """Conditioning of a batch: text embeddings ``cond`` (B, L, D) and, with guidance, ``uncond``
+    (B, L, D); or, for a class-conditional UNet2DModel, class labels ``cond`` (B,) int64 and the
+    null class ``uncond`` (B,)."""
 
     cond: torch.Tensor | None = None
     uncond: torch.Tensor | None = None
@@ -81,6 +84,55 @@ def is_conditional(unet: Any) -> bool:
     return getattr(unet.config, "cross_attention_dim", None) is not None
 
 
+def is_class_conditional(unet: Any) -> bool:
+    """True for a class-conditional UNet2DModel (``num_class_embeds``: an embedding per class)."""
+    return not is_conditional(unet) and getattr(unet.config, "num_class_embeds", None) is not None
+
+
+def null_class(unet: Any) -> int:
+    """The label of the unconditional ("no class") embedding: by this binding's convention the LAST
+    of ``num_class_embeds`` (a model trained with label dropout to that index, as the shipped digits
+    model is); classes 0 .. num_class_embeds - 2 are the real ones."""
+    return int(unet.config.num_class_embeds) - 1
+
+
+def _labels(value: Any, batch: int, classes: int) -> torch.Tensor:
+    """Class labels (B,) int64 from an int, a digit string, a sequence of them or an integer tensor."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype.is_floating_point or value.dtype == torch.bool or value.ndim > 1:
+            raise ValueError(f"class labels must be an integer tensor of shape (B,), got {value.dtype} {tuple(value.shape)}")
+        items = [int(v) for v in value.reshape(-1).tolist()]
+    else:
+        seq = [value] if isinstance(value, (int, str)) or not hasattr(value, "__iter__") else list(value)
+        items = []
+        for v in seq:
+            if isinstance(v, bool) or not isinstance(v, (int, str)) and not hasattr(v, "__index__"):
+                raise ValueError(f"a class label must be an int (or a digit string), got {v!r}")
+            if isinstance(v, str):
+                if not v.strip().lstrip("-").isdigit():
+                    raise ValueError(f"this UNet is class-conditional: the prompt is a class label, got {v!r}")
+                v = int(v)
+            items.append(int(v))
+    if len(items) == 1:
+        items = items * batch
+    if len(items) != batch:
+        raise ValueError(f"{len(items)} class labels for a batch of {batch} images (give 1 or {batch})")
+    bad = [v for v in items if not 0 <= v < classes]
+    if bad:
+        raise ValueError(f"class label(s) {bad} out of range: this model has classes 0..{classes - 1}")
+    return torch.tensor(items, dtype=torch.long)
+
+
+def encode_classes(unet: Any, labels: Any, batch: int, guidance_scale: float = 1.0) -> Conditioning:
+    """Class conditioning for a batch: one label for all images or one per image; with guidance
+    (scale != 1) the null class (:func:`null_class`) gives the unconditional half."""
+    classes = int(unet.config.num_class_embeds)
+    cond = _labels(labels, batch, classes)
+    guided = float(guidance_scale) != 1.0
+    uncond = torch.full_like(cond, null_class(unet)) if guided else None
+    return Conditioning(cond, uncond, float(guidance_scale))
+
+
 class UNetEps:
     """A diffusers UNet (``UNet2DModel`` or ``UNet2DConditionModel``) as a noise predictor on a grid.
 
@@ -105,8 +157,11 @@ class UNetEps:
         self.conditioning = conditioning or Conditioning()
         self.cross_attention_kwargs = cross_attention_kwargs
         self.conditional = is_conditional(unet)
+        self.class_conditional = is_class_conditional(unet)
         if self.conditional and self.conditioning.cond is None:
             raise ValueError("this UNet is text-conditioned: give prompt embeddings (Conditioning.cond)")
+        if self.class_conditional and self.conditioning.cond is None:
+            raise ValueError("this UNet is class-conditional: give class labels (Conditioning.cond, see encode_classes)")
         self.calls = 0
 
     def __call__(self, x: torch.Tensor, i: int) -> torch.Tensor:
@@ -121,6 +176,8 @@ class UNetEps:
                 xin, tt, encoder_hidden_states=hidden.to(device=p.device, dtype=p.dtype),
                 cross_attention_kwargs=self.cross_attention_kwargs, return_dict=False,
             )[0]
+        elif self.class_conditional:
+            out = self.unet(xin, tt, class_labels=hidden.to(device=p.device), return_dict=False)[0]
         else:
             out = self.unet(xin, tt, return_dict=False)[0]
         self.calls += 1
@@ -133,11 +190,12 @@ class UNetEps:
         t = model_timestep(self.grid, i)
         alpha, sigma = float(self.grid.alpha[i]), float(self.grid.sigma[i])
         c = conditioning
-        if self.conditional and c.guided:
+        takes_condition = self.conditional or self.class_conditional
+        if takes_condition and c.guided:
             out_u, out_c = self._run(torch.cat([x, x]), t, torch.cat([c.uncond, c.cond])).chunk(2)
             out = torch.add(out_u, out_c - out_u, alpha=float(c.guidance_scale))
         else:
-            out = self._run(x, t, c.cond if self.conditional else None)
+            out = self._run(x, t, c.cond if takes_condition else None)
         return to_epsilon(out, x, alpha, sigma, self.prediction_type)
 
 

@@ -80,15 +80,26 @@ class SharedSelfAttention:
         groups = t.reshape(-1, 2, self.batch, *t.shape[1:])
         return groups[:, :1].expand_as(groups).reshape(t.shape)
 
+    def _self_attention_layers(self) -> list[tuple[str, Any]]:
+        """(name, Attention module) of every self-attention layer: a text UNet's transformer-block
+        ``attn1``; every attention layer of a UNet2DModel (it has no cross-attention)."""
+        from diffusers.models.attention_processor import Attention
+
+        pixel_unet = getattr(self.unet.config, "cross_attention_dim", None) is None
+        return [(name, m) for name, m in self.unet.named_modules()
+                if isinstance(m, Attention) and (pixel_unet or name.endswith("attn1"))]
+
     def __enter__(self) -> "SharedSelfAttention":
-        self._saved = dict(self.unet.attn_processors)
-        new = {name: (_SharedProcessor(self, proc) if name.endswith("attn1.processor") else proc)
-               for name, proc in self._saved.items()}
-        self.unet.set_attn_processor(new)
+        self._saved = {}
+        for name, module in self._self_attention_layers():
+            self._saved[name] = module.processor
+            module.set_processor(_SharedProcessor(self, module.processor))
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._saved is not None:
-            self.unet.set_attn_processor(self._saved)
+            for name, module in self._self_attention_layers():
+                if name in self._saved:
+                    module.set_processor(self._saved[name])
             self._saved = None
         self.active = False

@@ -22,9 +22,19 @@ class ModelPathError(FileNotFoundError):
     """The --model path does not hold a locally stored diffusers model."""
 
 
+def resolve_model(path: "str | os.PathLike") -> Path:
+    """The folder of ``path``: a built-in model name (``digits``, shipped with the package) unless a
+    file or folder of that name exists, else the path itself."""
+    from ..digits import BUILTIN_MODELS
+
+    if str(path) in BUILTIN_MODELS and not Path(path).exists():
+        return BUILTIN_MODELS[str(path)]
+    return Path(path)
+
+
 def load_pipeline(path: "str | os.PathLike", dtype: str = "float32", device: str | None = None) -> Any:
-    """A diffusers pipeline from a local directory (``local_files_only``: never downloads)."""
-    p = Path(path)
+    """A diffusers pipeline from a local directory or a built-in name (``local_files_only``: never downloads)."""
+    p = resolve_model(path)
     if not p.exists():
         raise ModelPathError(f"model path not found: {p} (give a local directory written by save_pretrained; "
                              "nothing is downloaded)")
@@ -53,7 +63,8 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="local diffusers pipeline directory (save_pretrained layout)")
+    parser.add_argument("--model", required=True,
+                        help="local diffusers pipeline directory (save_pretrained layout), or 'digits' (the shipped model)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="network dtype (default float32)")
     parser.add_argument("--state-dtype", choices=DTYPES, default=None,
                         help="dtype of the sampler states (default: the network's); float64 makes round trips ~1e-12")
@@ -134,7 +145,7 @@ def invert_command(args: argparse.Namespace) -> int:
                     guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt,
                     state_dtype=_dtype(args.state_dtype), resize=args.resize, progress=not args.quiet, **_mode(args))
     latent = type(latent)(latent.window, latent.method, latent.fingerprint, latent.mode, latent.nfe,
-                          {**latent.metadata, "model": str(Path(args.model).resolve()),
+                          {**latent.metadata, "model": str(resolve_model(args.model).resolve()),
                            "images": [str(p) for p in args.images]})
     path = save_latent(latent, args.output)
     print(f"wrote {path} ({latent.method}, mode {latent.mode}, {args.steps} steps, {latent.nfe} network evaluations)")

@@ -95,19 +95,23 @@ def _target_size(w: int, h: int, multiple: int, resize: str | None) -> tuple[int
 
 
 def to_tensor(
-    images: Any, multiple: int = 8, resize: str | None = None, name: str = "images"
+    images: Any, multiple: int = 8, resize: str | None = None, name: str = "images", channels: int = 3
 ) -> tuple[torch.Tensor, str]:
-    """(B, 3, H, W) float32 tensor in [-1, 1] and the input kind ('pil' or 'pt').
+    """(B, C, H, W) float32 tensor in [-1, 1] and the input kind ('pil' or 'pt'); C = ``channels``.
 
     Accepts a PIL image, a path, or a list of them (all of one size after the size policy), or a
-    float tensor in [-1, 1] of shape (B, 3, H, W) or (3, H, W) (returned as a copy, size checked).
+    float tensor in [-1, 1] of shape (B, C, H, W) or (C, H, W) (returned as a copy, size checked).
+    With ``channels=1`` (grey pixel-space models) PIL images go through the RGB policy above and
+    then to grey by PIL's ITU-R 601-2 luma (``convert("L")``).
     """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
     if isinstance(images, torch.Tensor):
         x = images.detach()
         if x.ndim == 3:
             x = x.unsqueeze(0)
-        if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
-            raise ValueError(f"{name} tensor must be float with shape (B, 3, H, W), got {x.dtype} {tuple(images.shape)}")
+        if x.ndim != 4 or x.shape[1] != channels or not x.is_floating_point():
+            raise ValueError(f"{name} tensor must be float with shape (B, {channels}, H, W), got {x.dtype} {tuple(images.shape)}")
         if not torch.isfinite(x).all():
             raise ValueError(f"{name} tensor contains NaN or infinity")
         if x.min() < -1 - 1e-6 or x.max() > 1 + 1e-6:
@@ -132,7 +136,8 @@ def to_tensor(
         tw, th = _target_size(*rgb.size, multiple, resize)
         if (tw, th) != rgb.size:
             rgb = rgb.resize((tw, th), Image.LANCZOS)
-        arrays.append(np.asarray(rgb, dtype=np.float32))
+        pixels = np.asarray(rgb if channels == 3 else rgb.convert("L"), dtype=np.float32)
+        arrays.append(pixels.reshape(*pixels.shape[:2], channels))
     sizes = {a.shape[:2] for a in arrays}
     if len(sizes) > 1:
         raise ImageSizeError(f"{name} have different sizes {sorted(sizes)}; a batch needs one size")
@@ -141,8 +146,11 @@ def to_tensor(
 
 
 def to_pil(x: torch.Tensor) -> list:
-    """PIL RGB images from a (B, 3, H, W) tensor in [-1, 1] (clipped, rounded to 8 bits)."""
+    """PIL images from a (B, 3, H, W) tensor in [-1, 1] (RGB) or (B, 1, H, W) (grey "L"), clipped and
+    rounded to 8 bits."""
     from PIL import Image
 
     arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    if arr.shape[-1] == 1:
+        return [Image.fromarray(a[..., 0], "L") for a in arr]
     return [Image.fromarray(a, "RGB") for a in arr]

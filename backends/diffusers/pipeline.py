@@ -19,7 +19,7 @@ import torch
 import linmultistep as lms
 from linmultistep import FixedPointRangeError, Grid, LatentMismatchError, Method, State, get_method
 
-from .adapters import Conditioning, UNetEps, encode_prompts, is_conditional
+from .adapters import Conditioning, UNetEps, encode_classes, encode_prompts, is_class_conditional, is_conditional
 from .attention import SharedSelfAttention
 from .grid import grid_from_config, scheduler_config
 from .images import to_pil, to_tensor
@@ -59,6 +59,11 @@ class Parts:
         if self.vae is None:
             return 1
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def channels(self) -> int:
+        """Image channels: 3 (RGB) through a VAE; the UNet's own input channels in pixel space."""
+        return 3 if self.vae is not None else int(self.unet.config.in_channels)
 
     @property
     def size_multiple(self) -> int:
@@ -133,6 +138,14 @@ def decode_latents(parts: Parts, z: torch.Tensor) -> torch.Tensor:
 
 def _conditioning(parts: Parts, batch: int, prompt, guidance_scale, negative_prompt, prompt_embeds,
                   negative_prompt_embeds) -> Conditioning | None:
+    if is_class_conditional(parts.unet):
+        # class labels play the role of the prompt; the null class is the unconditional half
+        if prompt_embeds is not None or negative_prompt is not None or negative_prompt_embeds is not None:
+            raise ValueError("this UNet is class-conditional: give class labels as the prompt "
+                             "(no prompt embeddings or negative prompt; guidance uses the null class)")
+        if prompt is None or (isinstance(prompt, str) and prompt == ""):
+            raise ValueError("this UNet is class-conditional: give a class label (or one per image) as the prompt")
+        return encode_classes(parts.unet, prompt, batch, guidance_scale)
     if not is_conditional(parts.unet):
         if prompt_embeds is not None or (prompt not in (None, "") and prompt != [""] * batch):
             raise ValueError("this UNet is unconditional: it takes no prompt")
@@ -162,11 +175,16 @@ def _as_edit(latent: State) -> State:
 
 
 def _jsonable_prompt(prompt: Any) -> Any:
+    """The prompt as recorded in a latent's metadata: text, class labels (ints), or None for embeddings."""
     if prompt is None or isinstance(prompt, str):
         return prompt
     if isinstance(prompt, torch.Tensor):
-        return None
-    return list(prompt)
+        if prompt.dtype.is_floating_point:
+            return None  # embeddings: not recordable
+        return [int(v) for v in prompt.reshape(-1).tolist()]
+    if hasattr(prompt, "__index__") and not isinstance(prompt, bool):
+        return int(prompt)
+    return [int(p) if hasattr(p, "__index__") and not isinstance(p, bool) else p for p in prompt]
 
 
 # --- public API -----------------------------------------------------------------------------
@@ -206,7 +224,7 @@ def invert(
     beyond the default bound of 64) select the form, see docs/precision.md; the latent records it.
     """
     parts = parts_of(pipe)
-    x, kind = to_tensor(images, parts.size_multiple, resize)
+    x, kind = to_tensor(images, parts.size_multiple, resize, channels=parts.channels)
     batch = x.shape[0]
     grid = grid_from_config(parts.scheduler, num_steps)
     method_obj = method_in_mode(method, mode, mode_options)
@@ -293,7 +311,7 @@ def reconstruct(
     method_obj = method_in_mode(method_obj, latent.mode if mode is None and not mode_options else mode, mode_options)
     if prompt is None and prompt_embeds is None:
         prompt = meta.get("prompt")
-        if prompt is None and is_conditional(parts.unet):
+        if prompt is None and (is_conditional(parts.unet) or is_class_conditional(parts.unet)):
             raise ValueError("the latent records no prompt (it was inverted from embeddings): pass prompt or prompt_embeds")
         negative_prompt = negative_prompt if negative_prompt is not None else meta.get("negative_prompt")
     elif prompt is not None and _jsonable_prompt(prompt) != meta.get("prompt"):
@@ -357,7 +375,7 @@ def edit(
     Returns images of the input kind; with ``return_latents`` also the model-space edited x0.
     """
     parts = parts_of(pipe)
-    x, kind = to_tensor(images, parts.size_multiple, resize)
+    x, kind = to_tensor(images, parts.size_multiple, resize, channels=parts.channels)
     batch = x.shape[0]
     grid = grid_from_config(parts.scheduler, num_steps)
     method_obj = method_in_mode(method, mode, mode_options)
@@ -368,11 +386,15 @@ def edit(
         raise ValueError(f"{method_obj.spec} needs {method_obj.k} steps; {num_steps} steps at strength {strength} give {n_s}")
     if not 0 <= int(freeze_last) < n_s:
         raise ValueError(f"freeze_last must be in [0, {n_s}), got {freeze_last!r}")
-    if not is_conditional(parts.unet):
-        raise ValueError("edit needs a text-conditioned UNet (UNet2DConditionModel)")
-    src = encode_prompts(parts.pipe, source_prompt, batch, source_guidance_scale, negative_prompt, device=parts.device)
-    src_edit = encode_prompts(parts.pipe, source_prompt, batch, guidance_scale, negative_prompt, device=parts.device)
-    tgt = encode_prompts(parts.pipe, target_prompt, batch, guidance_scale, negative_prompt, device=parts.device)
+    if not (is_conditional(parts.unet) or is_class_conditional(parts.unet)):
+        raise ValueError("edit needs a conditional UNet (text: UNet2DConditionModel; or a class-conditional UNet2DModel)")
+
+    def encode(prompt: Any, scale: float) -> Conditioning:
+        return _conditioning(parts, batch, prompt, scale, negative_prompt, None, None)
+
+    src = encode(source_prompt, source_guidance_scale)
+    src_edit = encode(source_prompt, guidance_scale)
+    tgt = encode(target_prompt, guidance_scale)
 
     x0 = encode_images(parts, x, generator).to(dtype=state_dtype or parts.dtype)
     inverter = UNetEps(parts.unet, grid, parts.prediction_type, src)

@@ -51,18 +51,18 @@ SCHEDULER_CONFIG = dict(
     prediction_type="epsilon",
     clip_sample=False,
     set_alpha_to_one=True,
-    steps_offset=0,
+    steps_offset=1,
     timestep_spacing="leading",
 )
 
 
 class TrainConfig(argparse.Namespace):
     seed: int = 0
-    steps: int = 12000
+    steps: int = 5000
     batch_size: int = 128
     lr: float = 1e-3
     warmup: int = 500
-    ema_decay: float = 0.9995
+    ema_decay: float = 0.999
     label_dropout: float = 0.15
     checkpoint_every: int = 500
     log_every: int = 50
@@ -167,41 +167,85 @@ def train(workdir: "str | os.PathLike", cfg: TrainConfig, resume: bool = False, 
 
 
 def _export(ema, out: Path, cfg: TrainConfig, seconds: float, held_idx, images, labels) -> None:
-    from diffusers import DDIMScheduler
+    """Write the diffusers folder (model_index.json naming DDIMPipeline, unet/, scheduler/), the
+    held-out split and training.json."""
+    from diffusers import DDIMPipeline, DDIMScheduler
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
-    ema.save_pretrained(out / "unet", safe_serialization=True)
-    DDIMScheduler(**SCHEDULER_CONFIG).save_pretrained(out / "scheduler")
+    DDIMPipeline(unet=ema, scheduler=DDIMScheduler(**SCHEDULER_CONFIG)).save_pretrained(out, safe_serialization=True)
     save_file({"images": torch.from_numpy(images[held_idx]).contiguous(),
                "labels": torch.from_numpy(labels[held_idx]).contiguous(),
                "indices": torch.from_numpy(held_idx).contiguous()}, str(out / "heldout.safetensors"))
     info = {k: getattr(cfg, k) for k in ("seed", "steps", "batch_size", "lr", "warmup", "ema_decay", "label_dropout", "threads")}
-    info.update(null_class=NULL_CLASS, train_seconds=round(seconds, 1), torch=torch.__version__,
+    info.update(null_class=NULL_CLASS, train_seconds=round(seconds, 1), torch=torch.__version__, threads_used=torch.get_num_threads(),
                 data="sklearn.datasets.load_digits, x = v/8 - 1", heldout_per_class=len(held_idx) // NUM_CLASSES)
     (out / "training.json").write_text(json.dumps(info, indent=2) + "\n")
+    for f in out.rglob("*"):  # safetensors writes 0600; the shipped files are for everyone to read
+        if f.is_file():
+            f.chmod(0o644)
 
 
-def arguments(parser: argparse.ArgumentParser) -> None:
+def export_checkpoint(workdir: "str | os.PathLike", out: "str | os.PathLike", cfg: TrainConfig | None = None) -> Path:
+    """Export the EMA weights of ``workdir/checkpoint.pt`` (e.g. of a run still going) to ``out``."""
+    cfg = cfg or TrainConfig()
+    ck = torch.load(Path(workdir) / "checkpoint.pt", weights_only=False)
+    ema = build_unet()
+    ema.load_state_dict(ck["ema"])
+    images, labels = load_all()
+    _, held_idx = split_indices(labels)
+    cfg.steps = ck["step"]
+    _export(ema, Path(out), cfg, ck["elapsed"], held_idx, images, labels)
+    return Path(out)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig
     parser.add_argument("--workdir", required=True, help="checkpoint, loss log and (by default) the exported model")
     parser.add_argument("--export", default=None, help="model folder to write (default WORKDIR/model)")
     parser.add_argument("--resume", action="store_true", help="continue from WORKDIR/checkpoint.pt")
+    parser.add_argument("--classifier-only", action="store_true",
+                        help="only (re)train the digit classifier into EXPORT/classifier (about 15 s)")
     for name in ("seed", "steps", "batch_size", "warmup", "checkpoint_every", "log_every", "threads"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name), help=f"(default {getattr(d, name)})")
     for name in ("lr", "ema_decay", "label_dropout"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name), help=f"(default {getattr(d, name)})")
 
 
-def command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    from .classifier import train_classifier
+
     cfg = TrainConfig(**{k: getattr(args, k) for k in ("seed", "steps", "batch_size", "lr", "warmup", "ema_decay",
                                                          "label_dropout", "checkpoint_every", "log_every", "threads")})
-    out = train(args.workdir, cfg, resume=args.resume, export=args.export)
+    out = Path(args.export) if args.export else Path(args.workdir) / "model"
+    if not args.classifier_only:
+        out = train(args.workdir, cfg, resume=args.resume, export=out)
+        plot_loss(Path(args.workdir) / "loss.csv", out / "loss.png")
+    info = train_classifier(out / "classifier", seed=cfg.seed, threads=cfg.threads)
+    print(f"classifier: held-out accuracy {info['heldout_accuracy']:.4f}")
     print(f"model written to {out}")
     return 0
 
 
+def plot_loss(log: Path, path: Path) -> Path:
+    """The training loss curve (log scale) from the CSV log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(log)))
+    steps = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(steps, [float(r["loss"]) for r in rows], lw=1)
+    ax.set(xlabel="step", ylabel=f"loss (mean of {steps[0]} steps)", yscale="log", title="digits model: training loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    arguments(p)
-    raise SystemExit(command(p.parse_args()))
+    add_arguments(p)
+    raise SystemExit(run(p.parse_args()))

@@ -1,0 +1,69 @@
+"""Sampling from noise with any method of the core: ``generate(pipe, prompt, ...)``."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+import linmultistep as lms
+from linmultistep import Method
+
+from .adapters import UNetEps
+from .grid import grid_from_config
+from .pipeline import _bound_hint, _conditioning, _output, decode_latents, method_in_mode, parts_of
+
+__all__ = ["generate", "initial_noise"]
+
+
+def initial_noise(pipe: Any, batch: int, height: int | None = None, width: int | None = None,
+                  generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal x_N of the model's latent shape (B, C, h, w), drawn on the CPU with ``generator``
+    (so a seed gives the same noise on every device), in ``dtype``."""
+    parts = parts_of(pipe)
+    size = int(parts.unet.config.sample_size) * parts.vae_factor
+    h, w = int(height or size), int(width or size)
+    f = parts.vae_factor
+    shape = (int(batch), int(parts.unet.config.in_channels), h // f, w // f)
+    return torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype)
+
+
+@torch.no_grad()
+def generate(
+    pipe: Any,
+    prompt: "str | Sequence[Any] | int | None" = "",
+    *,
+    num_steps: int = 50,
+    method: "str | Method" = "obelm",
+    guidance_scale: float = 1.0,
+    negative_prompt: "str | Sequence[str] | None" = None,
+    batch: int | None = None,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    state_dtype: torch.dtype | None = None,
+    mode: str | None = None,
+    mode_options: dict | None = None,
+    output_type: str = "pt",
+    progress: bool | dict = False,
+) -> Any:
+    """Sample images from noise x_N along the ``num_steps`` grid of the pipeline's scheduler.
+
+    ``prompt``: text (text-conditioned UNets), class label(s) (class-conditional UNet2DModel), or
+    nothing (unconditional). ``noise`` (B, C, h, w) is used as x_N when given, else it is drawn with
+    ``generator`` (batch = the number of prompts/labels, or ``batch``). Returns images in [-1, 1]
+    (``output_type='pt'``) or PIL images (``'pil'``).
+    """
+    parts = parts_of(pipe)
+    if noise is None:
+        n = batch or (len(prompt) if isinstance(prompt, (list, tuple)) else 1)
+        noise = initial_noise(parts, n, generator=generator, dtype=state_dtype or parts.dtype)
+    elif not isinstance(noise, torch.Tensor) or noise.ndim != 4:
+        raise ValueError(f"noise must be a (B, C, h, w) tensor, got {getattr(noise, 'shape', type(noise).__name__)}")
+    x_n = noise.to(device=parts.device, dtype=state_dtype or noise.dtype)
+    grid = grid_from_config(parts.scheduler, num_steps)
+    method_obj = method_in_mode(method, mode, mode_options)
+    cond = _conditioning(parts, x_n.shape[0], prompt, guidance_scale, negative_prompt, None, None)
+    eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond)
+    with _bound_hint():
+        z0 = lms.sample(eps_fn, x_n, grid, method_obj, mode=method_obj.mode, progress=progress)
+    return _output(decode_latents(parts, z0), "pt", output_type)
