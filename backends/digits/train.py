@@ -51,7 +51,7 @@ SCHEDULER_CONFIG = dict(
     prediction_type="epsilon",
     clip_sample=False,
     set_alpha_to_one=True,
-    steps_offset=1,
+    steps_offset=0,
     timestep_spacing="leading",
 )
 
