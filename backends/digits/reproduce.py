@@ -56,12 +56,12 @@ GENERATORS = [("DDIM", "ddim"), ("EDICT", "edict"), ("BDIA", "bdia"), ("O-BELM",
 class Settings:
     model: str = "digits"
     recon_steps: Sequence[int] = (10, 20, 50, 100)
-    recon_images: int = 100
+    recon_images: int = 50
     guidance: float = 2.0
     gen_steps: Sequence[int] = (10, 20, 50)
-    gen_samples: int = 500
+    gen_samples: int = 200
     seeds: Sequence[int] = (0, 1, 2)
-    reference_steps: int = 1000
+    reference_steps: int = 500
     edit_images: int = 50
     strengths: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0)
     edit_steps: int = 50
@@ -158,8 +158,9 @@ def generation_table(pipe: Any, classifier: Any, heldout: torch.Tensor, s: Setti
                             noise=noise, state_dtype=torch.float64)
 
         ref = run("obelm", s.reference_steps)
-        half = run("obelm", s.reference_steps // 2)
-        res.reference_error.append(float((ref - half).pow(2).mean().sqrt()))
+        if seed == s.seeds[0]:  # the reference's own error, once: against half as many steps
+            half = run("obelm", s.reference_steps // 2)
+            res.reference_error.append(float((ref - half).pow(2).mean().sqrt()))
         acc, fd = score(ref.float())
         res.reference_accuracy.append(acc)
         res.reference_fd.append(fd)
@@ -171,7 +172,7 @@ def generation_table(pipe: Any, classifier: Any, heldout: torch.Tensor, s: Setti
                 res.fd.setdefault(label, {}).setdefault(n, []).append(fd)
                 res.error.setdefault(label, {}).setdefault(n, []).append(float((x - ref).pow(2).mean().sqrt()))
         progress(f"  generation seed {seed}: reference FD {res.reference_fd[-1]:.3f}, accuracy "
-                 f"{res.reference_accuracy[-1]:.3f}, own error {res.reference_error[-1]:.1e}")
+                 f"{res.reference_accuracy[-1]:.3f}")
     return res
 
 
@@ -366,7 +367,7 @@ def run_all(s: Settings, out: "str | Path", progress: Callable[[str], None] = pr
                f"{list(s.seeds)}, the same noise for every sampler; mean ± std over seeds. FD: Fréchet distance "
                "of the shipped classifier's 64 features against the held-out digits (lower is better). Error: RMS "
                f"difference to a {s.reference_steps}-step O-BELM solution of the probability-flow ODE from the same "
-               f"noise (its own error, against {s.reference_steps // 2} steps: {_ms(g.reference_error, '.1e')}). "
+               f"noise (its own error, RMS against {s.reference_steps // 2} steps on the first seed: {_ms(g.reference_error, '.1e')}). "
                f"Reference: FD {_ms(g.reference_fd)}, accuracy {_ms(g.reference_accuracy)}.", ""]
         for title, metric, fmt in (("class accuracy", g.accuracy, ".3f"), ("Fréchet distance", g.fd, ".3f"),
                                    ("error vs the PF-ODE solution", g.error, ".4f")):
