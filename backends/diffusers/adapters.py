@@ -187,13 +187,20 @@ class UNetEps:
 
     @torch.no_grad()
     def eps(self, x: torch.Tensor, i: int, conditioning: Conditioning) -> torch.Tensor:
+        return self.eps_with_grad(x, i, conditioning)
+
+    def eps_with_grad(self, x: torch.Tensor, i: int, conditioning: Conditioning | None = None) -> torch.Tensor:
+        """:meth:`eps` without ``torch.no_grad``: differentiable in x, the network's parameters and the
+        conditioning tensors (embeddings; a tensor guidance scale), for
+        :mod:`linmultistep.backends.gradients`."""
         t = model_timestep(self.grid, i)
         alpha, sigma = float(self.grid.alpha[i]), float(self.grid.sigma[i])
-        c = conditioning
+        c = self.conditioning if conditioning is None else conditioning
         takes_condition = self.conditional or self.class_conditional
         if takes_condition and c.guided:
             out_u, out_c = self._run(torch.cat([x, x]), t, torch.cat([c.uncond, c.cond])).chunk(2)
-            out = torch.add(out_u, out_c - out_u, alpha=float(c.guidance_scale))
+            w = c.guidance_scale
+            out = out_u + (out_c - out_u) * w if isinstance(w, torch.Tensor) else torch.add(out_u, out_c - out_u, alpha=float(w))
         else:
             out = self._run(x, t, c.cond if takes_condition else None)
         return to_epsilon(out, x, alpha, sigma, self.prediction_type)
