@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "invert": ("linmultistep.backends.diffusers.cli_invert", "invert images to an exact latent with a local diffusers model"),
     "reconstruct": ("linmultistep.backends.diffusers.cli_reconstruct", "images from a latent file (exact reconstruction)"),
     "edit": ("linmultistep.backends.diffusers.cli_edit", "edit images through exact inversion (O-BELM + Direct Inversion)"),
+    "invert-dataset": ("linmultistep.backends.diffusers.cli_invert_dataset", "invert a folder of images to sharded latents (one process, torchrun or accelerate launch)"),
+    "reconstruct-dataset": ("linmultistep.backends.diffusers.cli_reconstruct_dataset", "reconstruct the images of an invert-dataset folder"),
     "reproduce": ("linmultistep.backends.digits.reproduce", "the seeds' experiments (reconstruction, generation quality, editing, interpolation) on the shipped digits model"),
     "train-digits": ("linmultistep.backends.digits.train", "train the shipped digits diffusion model and its classifier from a seed"),
 }

@@ -368,7 +368,17 @@ def belm(
     (checked in as generated code) is used. The default starter chain is the optimal
     (k-1)-step BELM down to DDIM. The rule must be bidirectional explicit (checked here).
     """
+    if isinstance(k, bool) or int(k) != k:
+        raise MethodError(f"k must be a positive integer, got {k!r}")
     k = int(k)
+    if isinstance(rule, str):
+        raise MethodError(
+            f"this method is a belm with a user-supplied rule (coefficient digest {rule}); a rule cannot be "
+            "rebuilt from its digest: pass the method object itself (e.g. method=belm(rule=my_rule, k=...))"
+        )
+    if rule is not None:
+        # the rule is part of the identity: two rules under one name must not continue each other's latents
+        params = {**(params or {}), "rule": rule_digest(rule, k)}
     if rule is None:
         from . import generated_belm
 
@@ -383,6 +393,21 @@ def belm(
     if not m.backward_explicit:
         raise MethodError(f"{m.spec} is not backward explicit (b_{{i,k}} != 0 or a_{{i,k}} = 0): not a BELM")
     return m
+
+
+def rule_digest(rule: Callable[[Sequence[Any]], tuple[Sequence[Any], Sequence[Any]]], k: int) -> str:
+    """A stable digest of a coefficient rule: sha256 of its coefficients (a, b) at fixed probe step
+    sizes, to 11 significant digits (12 hex digits). Equal rules give equal digests; rules that
+    differ on the probes beyond rounding differ."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for probe in _PROBES:
+        a, b = rule([float(x) for x in probe[:k]])
+        # 11 significant digits: one rule written two ways (e.g. the catalogue's O-BELM and the derived
+        # k = 2 rule) differs in the last bits only and must keep one identity
+        h.update(" ".join(f"{float(x) + 0.0:.10e}" for x in list(a) + list(b)).encode())
+    return h.hexdigest()[:12]
 
 
 _CATALOGUE: dict[str, Callable[..., Method]] = {

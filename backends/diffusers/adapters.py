@@ -148,6 +148,8 @@ class UNetEps:
         prediction_type: str = "epsilon",
         conditioning: Conditioning | None = None,
         cross_attention_kwargs: dict | None = None,
+        eval_batch: int | None = None,
+        eval_threads: int | None = None,
     ) -> None:
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"unknown prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
@@ -162,12 +164,52 @@ class UNetEps:
             raise ValueError("this UNet is text-conditioned: give prompt embeddings (Conditioning.cond)")
         if self.class_conditional and self.conditioning.cond is None:
             raise ValueError("this UNet is class-conditional: give class labels (Conditioning.cond, see encode_classes)")
+        if eval_batch is not None and (isinstance(eval_batch, bool) or not isinstance(eval_batch, int) or eval_batch < 1):
+            raise ValueError(f"eval_batch must be a positive int or None, got {eval_batch!r}")
+        if eval_threads is not None and (isinstance(eval_threads, bool) or not isinstance(eval_threads, int) or eval_threads < 1):
+            raise ValueError(f"eval_threads must be a positive int or None, got {eval_threads!r}")
+        self.eval_batch = eval_batch
+        self.eval_threads = eval_threads
         self.calls = 0
 
     def __call__(self, x: torch.Tensor, i: int) -> torch.Tensor:
         return self.eps(x, i, self.conditioning)
 
     def _run(self, x: torch.Tensor, t: Any, hidden: torch.Tensor | None) -> torch.Tensor:
+        """The network on x; with ``eval_batch`` in chunks of exactly that many rows (the last padded
+        with zeros / the null class). Kernels pick their algorithm by shape, so a row's output bits then
+        depend on its own input only, not on the batch it came in: what makes a 'bits' latent
+        reconstruct exactly alone, in another batch, or on another rank (measured on the digits model
+        in tests/test_dataset.py)."""
+        n = self.eval_threads
+        if n is not None and next(self.unet.parameters()).device.type == "cpu" and torch.get_num_threads() != n:
+            # CPU kernels split their reductions by thread count: pin it so every run computes the same bits
+            previous = torch.get_num_threads()
+            torch.set_num_threads(n)
+            try:
+                return self._chunked(x, t, hidden)
+            finally:
+                torch.set_num_threads(previous)
+        return self._chunked(x, t, hidden)
+
+    def _chunked(self, x: torch.Tensor, t: Any, hidden: torch.Tensor | None) -> torch.Tensor:
+        b = self.eval_batch
+        if b is None or x.shape[0] == b:
+            return self._call(x, t, hidden)
+        outs = []
+        for k in range(0, x.shape[0], b):
+            xb, hb = x[k:k + b], None if hidden is None else hidden[k:k + b]
+            m = xb.shape[0]
+            if m < b:
+                xb = torch.cat([xb, xb.new_zeros((b - m, *xb.shape[1:]))])
+                if hb is not None:
+                    fill = hb.new_full((b - m, *hb.shape[1:]), null_class(self.unet)) if self.class_conditional \
+                        else hb.new_zeros((b - m, *hb.shape[1:]))
+                    hb = torch.cat([hb, fill])
+            outs.append(self._call(xb, t, hb)[:m])
+        return torch.cat(outs)
+
+    def _call(self, x: torch.Tensor, t: Any, hidden: torch.Tensor | None) -> torch.Tensor:
         p = next(self.unet.parameters())
         xin = x.to(device=p.device, dtype=p.dtype).contiguous()  # kernels (and last bits) depend on layout
         tt = torch.tensor(t, device=p.device)
@@ -187,13 +229,20 @@ class UNetEps:
 
     @torch.no_grad()
     def eps(self, x: torch.Tensor, i: int, conditioning: Conditioning) -> torch.Tensor:
+        return self.eps_with_grad(x, i, conditioning)
+
+    def eps_with_grad(self, x: torch.Tensor, i: int, conditioning: Conditioning | None = None) -> torch.Tensor:
+        """:meth:`eps` without ``torch.no_grad``: differentiable in x, the network's parameters and the
+        conditioning tensors (embeddings; a tensor guidance scale), for
+        :mod:`linmultistep.backends.gradients`."""
         t = model_timestep(self.grid, i)
         alpha, sigma = float(self.grid.alpha[i]), float(self.grid.sigma[i])
-        c = conditioning
+        c = self.conditioning if conditioning is None else conditioning
         takes_condition = self.conditional or self.class_conditional
         if takes_condition and c.guided:
             out_u, out_c = self._run(torch.cat([x, x]), t, torch.cat([c.uncond, c.cond])).chunk(2)
-            out = torch.add(out_u, out_c - out_u, alpha=float(c.guidance_scale))
+            w = c.guidance_scale
+            out = out_u + (out_c - out_u) * w if isinstance(w, torch.Tensor) else torch.add(out_u, out_c - out_u, alpha=float(w))
         else:
             out = self._run(x, t, c.cond if takes_condition else None)
         return to_epsilon(out, x, alpha, sigma, self.prediction_type)

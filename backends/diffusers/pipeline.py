@@ -207,6 +207,8 @@ def invert(
     mode_options: dict | None = None,
     progress: bool | dict = False,
     callback: Any = None,
+    eval_batch: int | None = None,
+    eval_threads: int | None = None,
 ) -> State:
     """Invert images to the noise end of a ``num_steps`` grid of the pipeline's scheduler.
 
@@ -222,6 +224,12 @@ def invert(
     otherwise; or 'recurrence', 'stable', 'bits') and ``mode_options`` (the mode's keyword
     options, e.g. ``{"eps_bound": 256}`` for 'bits' when classifier-free guidance pushes |eps|
     beyond the default bound of 64) select the form, see docs/precision.md; the latent records it.
+
+    ``eval_batch``: run the network in chunks of exactly this many rows (padded), so that an image's
+    network outputs do not depend on the batch it was inverted in; recorded in the latent and used
+    again by :func:`reconstruct`. With mode 'bits' this makes each image of a batch reconstruct bit for
+    bit alone or in any other batch (docs/datasets.md). ``eval_threads``: on the CPU, run the network
+    with this many intra-op threads (kernels split their sums by thread count), also recorded.
     """
     parts = parts_of(pipe)
     x, kind = to_tensor(images, parts.size_multiple, resize, channels=parts.channels)
@@ -230,7 +238,7 @@ def invert(
     method_obj = method_in_mode(method, mode, mode_options)
     cond = _conditioning(parts, batch, prompt, guidance_scale, negative_prompt, prompt_embeds, negative_prompt_embeds)
     x0 = encode_images(parts, x, generator).to(dtype=state_dtype or parts.dtype)
-    eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond)
+    eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond, eval_batch=eval_batch, eval_threads=eval_threads)
     with _bound_hint():
         state = lms.invert(eps_fn, x0, grid, method_obj, stop=stop, mode=method_obj.mode, progress=progress,
                            callback=callback)
@@ -250,6 +258,8 @@ def invert(
         "image_size": [int(x.shape[-2]), int(x.shape[-1])],
         "batch": int(batch),
         "vae_sample": generator is not None,
+        "eval_batch": eval_batch,
+        "eval_threads": eval_threads,
     }
     return dataclasses.replace(state, metadata=metadata)
 
@@ -292,6 +302,8 @@ def reconstruct(
     mode: str | None = None,
     mode_options: dict | None = None,
     progress: bool | dict = False,
+    eval_batch: int | None = None,
+    eval_threads: int | None = None,
 ) -> Any:
     """Sample back from an inverted latent to images with the same method and grid.
 
@@ -321,7 +333,9 @@ def reconstruct(
         latent = _as_edit(latent)
     batch = latent.x.shape[0]
     cond = _conditioning(parts, batch, prompt, guidance, negative_prompt, prompt_embeds, negative_prompt_embeds)
-    eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond)
+    chunk = eval_batch if eval_batch is not None else meta.get("eval_batch")  # the inversion's, by default
+    threads = eval_threads if eval_threads is not None else meta.get("eval_threads")
+    eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond, eval_batch=chunk, eval_threads=threads)
     z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=progress)
     x = decode_latents(parts, z0)
     images = _output(x, meta.get("image_kind", "pt"), output_type)

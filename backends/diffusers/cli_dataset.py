@@ -1,0 +1,72 @@
+"""``linmultistep invert-dataset`` / ``reconstruct-dataset`` (see :mod:`.dataset`); run them under
+``torchrun --nproc_per_node K -m linmultistep.cli ...`` or ``accelerate launch -m linmultistep.cli ...``
+for one rank per device."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .cli import DTYPES, _dtype, load_pipeline
+
+__all__ = ["invert_arguments", "invert_run", "reconstruct_arguments", "reconstruct_run"]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="local diffusers pipeline directory, or 'digits' (the shipped model)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="network dtype (default float32)")
+    parser.add_argument("--device", default=None, help="torch device (default: this rank's GPU if any, else cpu)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per network batch (default 8)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def invert_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("source", help="folder of images (recursive) or a list file (path[TAB]prompt per line)")
+    parser.add_argument("--out", required=True, help="output folder: shard files and manifest.jsonl")
+    parser.add_argument("--prompt", default="", help="prompt (or class label) of images without their own (default '')")
+    parser.add_argument("--steps", type=int, default=50, help="number of inference steps N (default 50)")
+    parser.add_argument("--method", default="obelm", choices=["obelm", "bdia", "edict", "ddim"], help="(default obelm)")
+    parser.add_argument("--mode", choices=["recurrence", "stable", "bits"], default=None,
+                        help="(default: the core's default for the method; 'bits' reconstructs to the last bit)")
+    parser.add_argument("--guidance-scale", type=float, default=1.0, help="(default 1.0: no guidance)")
+    parser.add_argument("--state-dtype", choices=DTYPES, default=None, help="dtype of the sampler states (default: the network's)")
+    parser.add_argument("--shard-size", type=int, default=64, help="images per shard file (default 64)")
+    parser.add_argument("--resize", choices=["down", "up", "nearest"], default=None, help="resize images the model cannot take")
+    parser.add_argument("--eval-threads", type=int, default=1,
+                        help="CPU threads of each network call, recorded in the latents (default 1: the same bits on "
+                             "every rank and world size; scale with ranks)")
+
+
+def invert_run(args: argparse.Namespace) -> int:
+    from .dataset import invert_dataset, setup_distributed
+
+    dist = setup_distributed(args.device)
+    pipe = load_pipeline(args.model, args.dtype, dist.device)
+    summary = invert_dataset(pipe, args.source, args.out, prompt=args.prompt, num_steps=args.steps, method=args.method,
+                             mode=args.mode, guidance_scale=args.guidance_scale, batch_size=args.batch_size,
+                             shard_size=args.shard_size, state_dtype=_dtype(args.state_dtype), resize=args.resize,
+                             model=str(args.model), eval_threads=args.eval_threads, progress=not args.quiet, dist=dist)
+    if dist.rank == 0:
+        print(f"{summary['ok']} of {summary['images']} images inverted, {summary['failed']} failed "
+              f"({summary['shards_skipped']} shards already done); {summary['images_per_s']:.2f} images/s; "
+              f"manifest {args.out}/manifest.jsonl")
+    return 0
+
+
+def reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("latents", help="an invert-dataset output folder")
+    parser.add_argument("--out", required=True, help="folder for the reconstructed images")
+    parser.add_argument("--verify", action="store_true", help="compare each image with its original file")
+
+
+def reconstruct_run(args: argparse.Namespace) -> int:
+    from .dataset import reconstruct_dataset, setup_distributed
+
+    dist = setup_distributed(args.device)
+    pipe = load_pipeline(args.model, args.dtype, dist.device)
+    summary = reconstruct_dataset(pipe, args.latents, args.out, batch_size=args.batch_size, verify=args.verify,
+                                  progress=not args.quiet, dist=dist)
+    print(json.dumps({"rank": dist.rank, **summary}))
+    return 0
