@@ -60,9 +60,25 @@ def _resolve_mode(method: "str | Method", mode: "str | None", state: "State | No
     return default_mode(get_method(method))
 
 
+def _check_float(x: Any, what: str) -> None:
+    """Integer, bool or complex states would compute in the wrong arithmetic (0.93 -> 0) or drop the
+    imaginary part: refuse them, naming the dtype (numpy arrays and torch tensors alike)."""
+    is_fp = getattr(x, "is_floating_point", None)
+    if callable(is_fp):  # torch
+        ok = bool(is_fp())
+    else:
+        kind = getattr(getattr(x, "dtype", None), "kind", None)
+        ok = kind == "f"
+    if not ok:
+        raise TypeError(f"{what} must be a floating-point array, got dtype {getattr(x, 'dtype', type(x).__name__)}; "
+                        "convert it first (e.g. x.astype(np.float64) or x.double())")
+
+
 def _setup(eps_fn: EpsFn, grid: Grid, method: "str | Method", mode: str, check_finite: bool, backend, probe):
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be a linmultistep.Grid, got {type(grid).__name__}")
+    if not callable(eps_fn):
+        raise TypeError(f"eps_fn must be callable as eps_fn(x, i), got {type(eps_fn).__name__}")
     method = get_method(method).with_mode(mode)
     if grid.N < method.k:
         raise GridError(f"{method.spec} needs at least {method.k} steps; the grid has N = {grid.N}")
@@ -108,6 +124,7 @@ def sample(
         start.check_compatible(method_obj, grid.fingerprint)
         window = dict(start.window)
     else:
+        _check_float(start, "the starting noise")
         method_obj, ctx = _setup(eps_fn, grid, method, mode, check_finite, backend, start)
         if check_finite and not ctx.backend.all_finite(start):
             raise GridError("the starting noise contains NaN or infinity")
@@ -148,6 +165,7 @@ def invert(
         x0.check_compatible(method_obj, grid.fingerprint)
         window, nfe0 = dict(x0.window), x0.nfe
     else:
+        _check_float(x0, "the data to invert")
         method_obj, ctx = _setup(eps_fn, grid, method, mode, check_finite, backend, x0)
         if check_finite and not ctx.backend.all_finite(x0):
             raise GridError("the data to invert contains NaN or infinity")

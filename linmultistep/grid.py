@@ -43,9 +43,16 @@ def scheduled_timesteps(
     'trailing': round(arange(T, 0, -T/n)) - 1.  Duplicates (e.g. 1000 'linspace' steps of a
     1000-step schedule) are reported by :class:`Grid`, not silently removed.
     """
+    for name, v in (("num_train_timesteps", num_train_timesteps), ("num_steps", num_steps), ("steps_offset", steps_offset)):
+        # 10.7 or "10" would be truncated or parsed silently; numpy integers are fine
+        if isinstance(v, bool) or not hasattr(v, "__index__"):
+            raise GridError(f"{name} must be an integer, got {v!r} ({type(v).__name__})")
     T, n = int(num_train_timesteps), int(num_steps)
     if n < 1:
         raise GridError(f"num_steps must be at least 1, got {num_steps}")
+    if n > 4 * T:  # checked before any array is built: 10**9 steps would allocate gigabytes
+        raise GridError(f"num_steps = {n} is more than the schedule's {T} timesteps can give without repeating "
+                        f"(at most {T} distinct steps)")
     if spacing == "linspace":
         ts = np.linspace(0, T - 1, n).round()
     elif spacing == "leading":

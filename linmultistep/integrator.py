@@ -54,7 +54,20 @@ class StepContext:
         return 1.0 if self._scale is None else float(self._scale[m])
 
     def evaluate(self, x: Any, m: int) -> Any:
-        out = self.backend.cast_like(self._field(x, m), x)
+        raw = self._field(x, m)
+        if raw is None:
+            raise TypeError(f"the vector field returned None at grid index {m} ({self.describe(m)}); "
+                            "it must return an array of the state's shape")
+        shape = tuple(getattr(x, "shape", ()))
+        if shape and tuple(getattr(raw, "shape", ())) != shape:
+            # broadcasting a (8,) or scalar output over a (2, 8) state would give a wrong run, silently
+            raise ValueError(f"the vector field returned shape {tuple(getattr(raw, 'shape', ()))} at grid index {m} "
+                             f"for a state of shape {shape}; it must return the state's shape")
+        try:
+            out = self.backend.cast_like(raw, x)
+        except (AttributeError, TypeError) as exc:
+            raise TypeError(f"the vector field returned a {type(raw).__name__} at grid index {m} for a "
+                            f"{type(x).__name__} state; it must return the state's array type") from exc
         self.nfe += 1
         if self.check_finite and not self.backend.all_finite(out):
             raise NonFiniteError(
