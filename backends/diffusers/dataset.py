@@ -30,7 +30,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ import torch
 from linmultistep import State
 
 from .images import ImageSizeError, load_image, to_pil, to_tensor
-from .latents import load_latent, save_latent
+from .latents import load_latent, save_latent, write_atomic
 from .pipeline import invert, parts_of, reconstruct
 
 __all__ = ["Dist", "setup_distributed", "list_inputs", "model_digest", "invert_dataset", "reconstruct_dataset",
@@ -130,17 +129,7 @@ def model_digest(unet: Any) -> str:
 
 # --- atomic files --------------------------------------------------------------------------------
 def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, text.encode())
 
 
 def _shard_name(k: int) -> str:

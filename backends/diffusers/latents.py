@@ -48,9 +48,15 @@ def save_latent(state: State, path: "str | os.PathLike") -> Path:
         "nfe": str(int(state.nfe)),
         "info": json.dumps(dict(state.metadata)),
     }
-    data = _save_bytes(tensors, metadata=meta)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, _save_bytes(tensors, metadata=meta))
+    return path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it and rename it over ``path``: a crash
+    or an interrupt leaves either the old file or the new one, and no temporary behind."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -62,7 +68,6 @@ def save_latent(state: State, path: "str | os.PathLike") -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
 
 
 def load_latent(path: "str | os.PathLike", device: "str | torch.device | None" = None) -> State:
