@@ -36,7 +36,7 @@ from .schedules import alphas_cumprod_for, betas_for
 from .solve import Solution, solve
 from .state import Latent, State
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ArrayBackend", "get_backend", "register_backend",

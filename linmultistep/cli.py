@@ -31,13 +31,19 @@ def _top_parser() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         prog="linmultistep",
         description="Exact-inversion diffusion sampling with linear multistep methods.",
-        epilog=f"commands:\n{lines}\n\nRun 'linmultistep COMMAND --help' for a command's options.",
+        epilog=f"commands:\n{lines}\n\nRun 'linmultistep COMMAND --help' for a command's options; "
+               "'linmultistep --version' prints the version.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--version"], ["-V"]):
+        from . import __version__
+
+        print(f"linmultistep {__version__}")
+        return 0
     if not argv or argv[0] not in COMMANDS:
         parser = _top_parser()
         parser.add_argument("command", choices=sorted(COMMANDS))
@@ -47,8 +53,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"linmultistep {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
+    if not any(a.dest == "threads" for a in parser._actions):
+        parser.add_argument("--threads", type=int, default=None,
+                            help="torch intra-op threads (default: torch's own choice)")
     args = parser.parse_args(argv[1:])
+    if getattr(args, "threads", None) is not None and name in _TORCH_COMMANDS:
+        _set_threads(args.threads)
     return int(module.run(args) or 0)
+
+
+_TORCH_COMMANDS = {"invert", "reconstruct", "edit", "invert-dataset", "reconstruct-dataset", "reproduce", "train-digits"}
+
+
+def _set_threads(n: int | None) -> None:
+    """--threads: on a shared 2-core machine torch's default threading can be many times slower."""
+    if n is None:
+        return
+    if n < 1:
+        raise SystemExit(f"linmultistep: error: --threads must be at least 1, got {n}")
+    import torch
+
+    torch.set_num_threads(n)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -59,3 +59,12 @@ def test_huge_num_steps_is_refused_before_allocating():
     with pytest.raises(GridError, match="num_steps = 1000000000 is more than"):
         lm.Grid.from_alphas_cumprod(AC, 10**9, "leading")
     assert lm.Grid.from_alphas_cumprod(AC, np.int64(20), "leading").N == 20  # numpy integers are integers
+
+
+def test_cli_version_and_threads(capsys):
+    from linmultistep.cli import main
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"linmultistep {lm.__version__}"
+    with pytest.raises(SystemExit, match="--threads must be at least 1"):
+        main(["reconstruct", "--model", "digits", "nothing.safetensors", "-o", "x.png", "--threads", "0"])
