@@ -107,6 +107,8 @@ def test_resume_skips_finished_shards_and_never_rewrites_them(pipe, folder, monk
     assert (out / "shard-00000.safetensors").stat().st_mtime_ns == first
     again = invert(pipe, folder, out)
     assert again["shards_skipped"] == 3 and again["shards_done"] == 0
+    with pytest.raises(ValueError, match="other options .*num_steps"):
+        invert(pipe, folder, out, num_steps=STEPS + 1)
     clean = folder / "clean"
     invert(pipe, folder, clean)
     for k in range(3):

@@ -199,6 +199,10 @@ def invert_dataset(
         raise ValueError(f"no images found in {source}")
     parts = parts_of(pipe)
     digest = model_digest(parts.unet)
+    options = {"source": str(source), "prompt": prompt, "num_steps": num_steps, "method": str(method), "mode": mode,
+               "guidance_scale": float(guidance_scale), "batch_size": batch_size, "shard_size": shard_size,
+               "state_dtype": str(state_dtype), "resize": resize, "model_digest": digest, "eval_threads": eval_threads}
+    _check_run(out / "run.json", options, dist)
     shards = list(_chunks(items, shard_size))
     mine = [k for k in range(len(shards)) if k % dist.world == dist.rank]
     bar = None
@@ -271,6 +275,20 @@ def invert_dataset(
         summary["images_per_s"] = summary["images"] / max(summary["seconds"], 1e-9)
     dist.barrier()
     return summary
+
+
+def _check_run(path: Path, options: dict, dist: Dist) -> None:
+    """A resumed run must use the options of the run it continues (shards of two settings would mix)."""
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = sorted(k for k in set(before) | set(options) if before.get(k) != options.get(k))
+        if changed:
+            raise ValueError(f"{path.parent} holds a run with other options ({', '.join(changed)} differ: "
+                             f"{ {k: before.get(k) for k in changed} } vs { {k: options.get(k) for k in changed} }); "
+                             "use another --out folder, or the same options to resume")
+    elif dist.rank == 0:
+        _write_text(path, json.dumps(options, indent=1) + "\n")
+    dist.barrier()
 
 
 def _merge(out: Path, shards: int) -> list[dict]:
