@@ -47,7 +47,12 @@ def load_pipeline(path: "str | os.PathLike", dtype: str = "float32", device: str
 
     with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; the old name still works
         warnings.simplefilter("ignore", FutureWarning)
-        pipe = DiffusionPipeline.from_pretrained(str(p), torch_dtype=getattr(torch, dtype), local_files_only=True)
+        import json
+
+        cls = DiffusionPipeline
+        if json.loads((p / "model_index.json").read_text()).get("_class_name") == "DigitsPipeline":
+            from ..digits.pipeline import DigitsPipeline as cls  # a saved DigitsPipeline: diffusers does not know it
+        pipe = cls.from_pretrained(str(p), torch_dtype=getattr(torch, dtype), local_files_only=True)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = pipe.to(device)
     if hasattr(pipe, "set_progress_bar_config"):
@@ -158,6 +163,8 @@ def reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("latent", help="latent file written by 'linmultistep invert'")
     parser.add_argument("--prompt", default=None, help="override the recorded prompt (an edit, not a reconstruction)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="override the recorded guidance scale")
+    parser.add_argument("--ignore-model-mismatch", action="store_true",
+                        help="sample a latent inverted with another model's weights anyway (not a reconstruction)")
     parser.add_argument("-o", "--output", required=True, help="image file to write (index appended for batches)")
 
 
@@ -180,8 +187,13 @@ def reconstruct_command(args: argparse.Namespace) -> int:
                                    if isinstance(e, tuple) else e.to(dt))
                                for i, e in latent.window.items()},
                               latent.method, latent.fingerprint, latent.mode, latent.nfe, latent.metadata)
-    images = reconstruct(pipe, latent, args.prompt, guidance_scale=args.guidance_scale, output_type="pil",
-                         progress=not args.quiet)
+    from linmultistep import LatentMismatchError
+
+    try:
+        images = reconstruct(pipe, latent, args.prompt, guidance_scale=args.guidance_scale, output_type="pil",
+                             progress=not args.quiet, check_model=not args.ignore_model_mismatch)
+    except LatentMismatchError as exc:
+        raise SystemExit(f"linmultistep: error: {exc}".replace("pass check_model=False", "pass --ignore-model-mismatch"))
     for p in _save_images(images, args.output, len(images)):
         print(f"wrote {p}")
     return 0

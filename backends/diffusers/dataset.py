@@ -41,7 +41,7 @@ from linmultistep import State
 
 from .images import ImageSizeError, load_image, to_pil, to_tensor
 from .latents import load_latent, save_latent, write_atomic
-from .pipeline import invert, parts_of, reconstruct
+from .pipeline import invert, model_digest, parts_of, reconstruct
 
 __all__ = ["Dist", "setup_distributed", "list_inputs", "model_digest", "invert_dataset", "reconstruct_dataset",
            "load_image_latent", "read_manifest", "IMAGE_EXTENSIONS"]
@@ -111,20 +111,6 @@ def _sha256(path: str) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def model_digest(unet: Any) -> str:
-    """A cheap digest of a network's weights: sha256 over every parameter's name, shape and a fixed
-    strided sample of its values (a few thousand numbers per tensor), so another checkpoint of the
-    same architecture gets another digest without hashing gigabytes."""
-    h = hashlib.sha256()
-    for name, p in sorted(unet.state_dict().items()):
-        flat = p.detach().reshape(-1)
-        step = max(1, flat.numel() // 4096)
-        h.update(name.encode())
-        h.update(str(tuple(p.shape)).encode())
-        h.update(flat[::step].to("cpu", torch.float64).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 # --- atomic files --------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ header ``__metadata__``):
 - ``fingerprint``: the grid fingerprint; ``mode``; ``nfe``
 - ``info``: JSON of :attr:`State.metadata` (model, prompt, negative prompt, guidance scale,
   num_steps, prediction type, timestep spacing, image kind and size, ...)
+- ``digest``: JSON {field: sha256} of every other metadata field and of the tensors (names, dtypes,
+  shapes and bytes), checked by :func:`load_latent`: an edited field or a flipped bit is refused,
+  naming what changed. (Files written before digests existed load without the check.)
 
 Files are written atomically: to a temporary file in the target directory, flushed and
 fsync'ed, then moved over the target with ``os.replace`` (a crash never leaves half a file).
@@ -17,6 +20,7 @@ fsync'ed, then moved over the target with ``os.replace`` (a crash never leaves h
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -48,10 +52,23 @@ def save_latent(state: State, path: "str | os.PathLike") -> Path:
         "nfe": str(int(state.nfe)),
         "info": json.dumps(dict(state.metadata)),
     }
+    meta["digest"] = json.dumps(_digests(meta, tensors), sort_keys=True)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, _save_bytes(tensors, metadata=meta))
     return path
+
+
+def _digests(meta: dict, tensors: dict) -> dict:
+    """{metadata field: sha256 of its value, 'tensors': sha256 of every tensor's name, dtype, shape, bytes}."""
+    out = {k: hashlib.sha256(str(v).encode()).hexdigest()[:16] for k, v in meta.items() if k != "digest"}
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    out["tensors"] = h.hexdigest()[:16]
+    return out
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -83,6 +100,20 @@ def load_latent(path: "str | os.PathLike", device: "str | torch.device | None" =
         raise ValueError(f"{path} is not a readable safetensors file: {exc}") from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a linmultistep latent (format {meta.get('format')!r}, expected {FORMAT!r})")
+    if "digest" in meta:
+        try:
+            recorded = json.loads(meta["digest"])
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}: the integrity digest field is not valid JSON") from None
+        now = _digests(meta, tensors)
+        changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
+        if changed:
+            what = ", ".join("tensor data" if k == "tensors" else f"metadata field {k!r}" for k in changed)
+            raise ValueError(f"{path}: integrity digest does not match ({what} changed after the file was written); "
+                             "the latent cannot be trusted to reconstruct its images")
+    missing = [k for k in ("method", "params", "fingerprint", "mode", "nfe", "info") if k not in meta]
+    if missing:
+        raise ValueError(f"{path}: latent metadata lacks the field(s) {', '.join(missing)}")
     if device is not None:
         tensors = {name: t.to(device) for name, t in tensors.items()}
     spec = MethodSpec(meta["method"], tuple((k, v) for k, v in json.loads(meta["params"])))

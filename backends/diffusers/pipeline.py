@@ -25,7 +25,7 @@ from .grid import grid_from_config, scheduler_config
 from .images import to_pil, to_tensor
 
 __all__ = ["Parts", "parts_of", "invert", "reconstruct", "edit", "encode_images", "decode_latents", "method_of",
-           "method_in_mode"]
+           "method_in_mode", "model_digest"]
 
 
 @dataclass
@@ -105,6 +105,45 @@ def method_in_mode(method: "str | Method", mode: str | None, mode_options: dict 
     if mode_options is not None and not isinstance(mode_options, dict):
         raise TypeError(f"mode_options must be a dict such as {{'eps_bound': 256}}, got {type(mode_options).__name__}")
     return m.with_mode(lms.default_mode(m) if mode is None else mode, **dict(mode_options or {}))
+
+
+def model_digest(unet: Any) -> str:
+    """A cheap digest of a network's weights: sha256 over every parameter's name, shape and a fixed
+    strided sample of its values (about 4096 numbers per tensor), so another checkpoint of the same
+    architecture gets another digest without hashing gigabytes. Cached on the module per weights version."""
+    import hashlib
+
+    versions = tuple(p._version for p in unet.parameters())  # in-place updates bump a tensor's version
+    cached = getattr(unet, "_lms_digest", None)
+    if cached is not None and cached[0] == versions:
+        return cached[1]
+    h = hashlib.sha256()
+    for name, p in sorted(unet.state_dict().items()):
+        flat = p.detach().reshape(-1)
+        step = max(1, flat.numel() // 4096)
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+        h.update(flat[::step].to("cpu", torch.float64).numpy().tobytes())
+    digest = h.hexdigest()[:16]
+    try:
+        object.__setattr__(unet, "_lms_digest", (versions, digest))
+    except Exception:  # a module that refuses attributes: no cache
+        pass
+    return digest
+
+
+def _check_model(parts: "Parts", latent: State) -> None:
+    """Reconstruction with another model (same architecture, other weights) gives garbage silently."""
+    recorded = latent.metadata.get("model_digest")
+    if recorded is None:
+        return  # latents from before model digests: nothing to compare
+    now = model_digest(parts.unet)
+    if recorded != now:
+        raise LatentMismatchError(
+            f"this latent was inverted with another model (weights digest {recorded}, model "
+            f"{latent.metadata.get('model')!r}); this pipeline's UNet has digest {now}. Use the same model, or "
+            "pass check_model=False to sample it with this one anyway (an edit, not a reconstruction)"
+        )
 
 
 # --- VAE ----------------------------------------------------------------------------------
@@ -260,6 +299,7 @@ def invert(
         "vae_sample": generator is not None,
         "eval_batch": eval_batch,
         "eval_threads": eval_threads,
+        "model_digest": model_digest(parts.unet),
     }
     return dataclasses.replace(state, metadata=metadata)
 
@@ -304,6 +344,7 @@ def reconstruct(
     progress: bool | dict = False,
     eval_batch: int | None = None,
     eval_threads: int | None = None,
+    check_model: bool = True,
 ) -> Any:
     """Sample back from an inverted latent to images with the same method and grid.
 
@@ -312,12 +353,17 @@ def reconstruct(
     kind of images :func:`invert` was given (PIL list or tensor in [-1, 1]) unless
     ``output_type`` says otherwise; with ``return_latents`` the pair (images, model-space x0).
     The mode is the latent's (with its options, e.g. 'bits(data_bound=64.0, eps_bound=256.0)');
-    another ``mode`` / ``mode_options`` is refused (LatentMismatchError).
+    another ``mode`` / ``mode_options`` is refused (LatentMismatchError). A latent recording another
+    model's weights digest is refused unless ``check_model=False``.
     """
     if not isinstance(latent, State):
         raise TypeError(f"latent must be the State returned by invert (or load_latent), got {type(latent).__name__}")
     parts = parts_of(pipe)
     meta = dict(latent.metadata)
+    if check_model:
+        _check_model(parts, latent)
+    elif meta.get("model_digest") not in (None, model_digest(parts.unet)):
+        latent = _as_edit(latent)  # other weights by request: an edit, whose network outputs differ by design
     grid = _grid_for(parts, latent, num_steps)
     method_obj = get_method(method) if method is not None else method_of(latent.method)
     method_obj = method_in_mode(method_obj, latent.mode if mode is None and not mode_options else mode, mode_options)
