@@ -88,3 +88,34 @@ def test_metadata_changed_through_the_header_is_refused(digits, tmp_path):
     save_file(tensors, str(tmp_path / "m.safetensors"), metadata=meta)
     with pytest.raises(ValueError, match=r"m.safetensors.*integrity digest .*method"):
         load_latent(tmp_path / "m.safetensors")
+
+
+def test_cli_never_writes_over_inputs_or_existing_files(digits, tmp_path):
+    from PIL import Image
+
+    from linmultistep.cli import main
+
+    _, x, y = digits
+    png = tmp_path / "digit.png"
+    Image.fromarray(((x[0, 0] + 1) * 127.5).round().byte().numpy(), "L").save(png)
+    before = png.read_bytes()
+    common = ["invert", "--model", "digits", str(png), "--prompt", str(y[0]), "--steps", "5", "--quiet"]
+    with pytest.raises(SystemExit, match="must end with .safetensors"):  # checked before any work
+        main(common + ["-o", str(png)])
+    with pytest.raises(SystemExit, match="is one of the inputs"):
+        main(["edit", "--model", "digits", str(png), "--source-prompt", str(y[0]), "--target-prompt", "1",
+              "--steps", "5", "--quiet", "-o", str(png)])
+    assert png.read_bytes() == before
+    lat = tmp_path / "digit.safetensors"
+    lat.write_bytes(b"precious")
+    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+        main(common + ["-o", str(lat)])
+    assert lat.read_bytes() == b"precious"
+    assert main(common + ["-o", str(lat), "--overwrite"]) == 0
+    out = tmp_path / "back.png"
+    out.write_bytes(b"keep")
+    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+        main(["reconstruct", "--model", "digits", str(lat), "-o", str(out), "--quiet"])
+    assert out.read_bytes() == b"keep"
+    with pytest.raises(SystemExit, match="must end with"):
+        main(["reconstruct", "--model", "digits", str(lat), "-o", str(tmp_path / "back.txt"), "--quiet"])

@@ -129,9 +129,10 @@ def test_cli_round_trip_with_a_saved_pipeline(pipe, tmp_path, capsys):
     assert load_latent(bits).mode == "bits(data_bound=64.0, eps_bound=256.0)"
     assert main(["reconstruct", "--model", str(model), str(bits), "-o", str(tmp_path / "b.png"), "--quiet"]) == 0
     with pytest.raises(SystemExit, match="mode bits"):
-        main(["reconstruct", "--model", str(model), str(bits), "--state-dtype", "float64", "-o", str(tmp_path / "b.png")])
+        main(["reconstruct", "--model", str(model), str(bits), "--state-dtype", "float64", "-o", str(tmp_path / "b.png"),
+              "--overwrite"])
     with pytest.raises(SystemExit, match="--mode bits only"):
-        main(["invert", "--model", str(model), str(tmp_path / "in.png"), "--eps-bound", "9", "-o", str(bits)])
+        main(["invert", "--model", str(model), str(tmp_path / "in.png"), "--eps-bound", "9", "-o", str(bits), "--overwrite"])
     # a stable latent (the default for O-BELM; absent parts) converts to another state dtype
     stable = tmp_path / "stable.safetensors"
     assert main(["invert", "--model", str(model), str(tmp_path / "in.png"), "--prompt", "a cat", "--steps", "4",
@@ -140,7 +141,7 @@ def test_cli_round_trip_with_a_saved_pipeline(pipe, tmp_path, capsys):
     assert main(["reconstruct", "--model", str(model), str(stable), "--state-dtype", "float64",
                  "-o", str(tmp_path / "s.png"), "--quiet"]) == 0
     with pytest.raises(SystemExit, match="model path not found"):
-        main(["invert", "--model", str(tmp_path / "nope"), str(tmp_path / "in.png"), "-o", str(lat)])
+        main(["invert", "--model", str(tmp_path / "nope"), str(tmp_path / "in.png"), "-o", str(tmp_path / "new.safetensors")])
     with pytest.raises(SystemExit, match="no model_index.json"):
         main(["reconstruct", "--model", str(tmp_path), str(lat), "-o", str(tmp_path / "r.png")])
 

@@ -75,6 +75,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="dtype of the sampler states (default: the network's); float64 makes round trips ~1e-12")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
 
 
 def _method_args(parser: argparse.ArgumentParser) -> None:
@@ -121,9 +122,30 @@ def _dtype(name: str | None) -> Any:
     return None if name is None else getattr(torch, name)
 
 
-def _save_images(images: list, output: str, count: int) -> list[Path]:
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _output_paths(output: str, count: int) -> list[Path]:
     out = Path(output)
-    paths = [out] if count == 1 else [out.with_name(f"{out.stem}_{k}{out.suffix or '.png'}") for k in range(count)]
+    return [out] if count == 1 else [out.with_name(f"{out.stem}_{k}{out.suffix}") for k in range(count)]
+
+
+def _check_outputs(output: str, count: int, inputs: list, suffixes: tuple, overwrite: bool) -> None:
+    """Before any work: the output has a suffix we can write, is none of the inputs, and (unless
+    --overwrite) replaces nothing. A latent written over its own image would destroy the input."""
+    paths = _output_paths(output, count)
+    if Path(output).suffix.lower() not in suffixes:
+        raise SystemExit(f"linmultistep: error: -o/--output {output!r} must end with {' or '.join(suffixes)}")
+    given = {Path(i).resolve() for i in inputs}
+    for p in paths:
+        if p.resolve() in given:
+            raise SystemExit(f"linmultistep: error: -o/--output {p} is one of the inputs; refusing to write over it")
+        if p.exists() and not overwrite:
+            raise SystemExit(f"linmultistep: error: {p} exists; pass --overwrite to replace it")
+
+
+def _save_images(images: list, output: str, count: int) -> list[Path]:
+    paths = _output_paths(output, count)
     for img, p in zip(images, paths):
         p.parent.mkdir(parents=True, exist_ok=True)
         img.save(p)
@@ -145,6 +167,7 @@ def invert_command(args: argparse.Namespace) -> int:
     from . import invert
     from .latents import save_latent
 
+    _check_outputs(args.output, 1, list(args.images), (".safetensors",), args.overwrite)
     pipe = _load(args)
     latent = invert(pipe, list(args.images), args.prompt, num_steps=args.steps, method=_method(args),
                     guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt,
@@ -170,8 +193,9 @@ def reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
 
 def reconstruct_command(args: argparse.Namespace) -> int:
     from . import reconstruct
-    from .latents import load_latent
+    from .latents import load_latent, _read_batch
 
+    _check_outputs(args.output, _read_batch(args.latent), [args.latent], IMAGE_SUFFIXES, args.overwrite)
     pipe = _load(args)
     latent = load_latent(args.latent, device=pipe.unet.device)
     if args.state_dtype is not None:
@@ -221,6 +245,7 @@ def edit_arguments(parser: argparse.ArgumentParser) -> None:
 def edit_command(args: argparse.Namespace) -> int:
     from . import edit
 
+    _check_outputs(args.output, len(args.images), list(args.images), IMAGE_SUFFIXES, args.overwrite)
     pipe = _load(args)
     images = edit(pipe, list(args.images), args.source_prompt, args.target_prompt, num_steps=args.steps,
                   method=_method(args), strength=args.strength, freeze_last=args.freeze_last,

@@ -87,6 +87,15 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _read_batch(path: "str | os.PathLike") -> int:
+    """The number of images a latent file holds (1 when it cannot be read: load_latent reports why later)."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            return int(json.loads((fh.metadata() or {}).get("info", "{}")).get("batch") or 1)
+    except Exception:
+        return 1
+
+
 def load_latent(path: "str | os.PathLike", device: "str | torch.device | None" = None) -> State:
     """Read a latent written by :func:`save_latent` (tensors moved to ``device`` if given)."""
     path = Path(path)
