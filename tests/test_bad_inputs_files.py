@@ -119,3 +119,19 @@ def test_cli_never_writes_over_inputs_or_existing_files(digits, tmp_path):
     assert out.read_bytes() == b"keep"
     with pytest.raises(SystemExit, match="must end with"):
         main(["reconstruct", "--model", "digits", str(lat), "-o", str(tmp_path / "back.txt"), "--quiet"])
+
+
+def test_grid_mismatch_says_what_differs(digits):
+    from diffusers import DDIMScheduler
+
+    pipe, x, y = digits
+    latent = invert(pipe, x, y, num_steps=6)
+    other = load_pipeline()
+    other.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    with pytest.raises(LatentMismatchError, match="timestep_spacing 'leading' vs 'trailing'"):
+        reconstruct(other, latent)
+    with pytest.raises(LatentMismatchError, match="num_steps 6 vs 7"):
+        reconstruct(pipe, latent, num_steps=7)
+    other.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, beta_end=0.03)
+    with pytest.raises(LatentMismatchError, match="noise schedule"):
+        reconstruct(other, latent)

@@ -310,9 +310,14 @@ def _grid_for(parts: Parts, latent: State, num_steps: int | None) -> Grid:
         raise LatentMismatchError("the latent records no num_steps; pass num_steps=")
     grid = grid_from_config(parts.scheduler, int(n))
     if grid.fingerprint != latent.fingerprint:
+        cfg, meta = parts.config, latent.metadata
+        now = {"num_steps": int(n), "timestep_spacing": cfg["timestep_spacing"], "steps_offset": int(cfg["steps_offset"]),
+               "set_alpha_to_one": bool(cfg["set_alpha_to_one"]), "prediction_type": parts.prediction_type}
+        differ = [f"{k} {meta[k]!r} vs {v!r}" for k, v in now.items() if k in meta and meta[k] != v]
+        what = "; ".join(differ) if differ else "the noise schedule (betas) differs"
         raise LatentMismatchError(
             f"this latent belongs to grid {latent.fingerprint}, but {n} steps of this pipeline's scheduler give grid "
-            f"{grid.fingerprint} (other schedule, spacing, offset or number of steps)"
+            f"{grid.fingerprint}: {what} (latent vs pipeline)"
         )
     return grid
 
