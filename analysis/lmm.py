@@ -27,32 +27,32 @@ with the coefficients frozen and z = h_i lambda (exact only at r = 1, where step
 
 Examples (the classical truths the tests also check):
 
->>> from linmultistep.analysis.lmm import adams_bashforth, bdf, leapfrog
->>> ab2 = adams_bashforth(2)
->>> ab2
-<LinearMultistepMethod AB2: k=2, order 2>
->>> ab2.rho, ab2.sigma
-(zeta**2 - zeta, 3*zeta/2 - 1/2)
->>> ab2.order(), ab2.error_constant()
-(2, 5/12)
->>> [(round(lo, 9), round(hi, 9)) for lo, hi in ab2.real_stability_intervals()]
-[(-1.0, 0.0)]
->>> bool(bdf(2).is_zero_stable()), bdf(2).is_A_stable(), bdf(3).is_A_stable()
-(True, True, False)
->>> bool(bdf(7).is_zero_stable())
-False
->>> leapfrog().is_absolutely_stable([0.5j, 1j, -0.01 + 0.5j]).tolist()
-[True, False, False]
+    >>> from linmultistep.analysis.lmm import adams_bashforth, bdf, leapfrog
+    >>> ab2 = adams_bashforth(2)
+    >>> ab2
+    <LinearMultistepMethod AB2: k=2, order 2>
+    >>> ab2.rho, ab2.sigma
+    (zeta**2 - zeta, 3*zeta/2 - 1/2)
+    >>> ab2.order(), ab2.error_constant()
+    (2, 5/12)
+    >>> [(round(lo, 9), round(hi, 9)) for lo, hi in ab2.real_stability_intervals()]
+    [(-1.0, 0.0)]
+    >>> bool(bdf(2).is_zero_stable()), bdf(2).is_A_stable(), bdf(3).is_A_stable()
+    (True, True, False)
+    >>> bool(bdf(7).is_zero_stable())
+    False
+    >>> leapfrog().is_absolutely_stable([0.5j, 1j, -0.01 + 0.5j]).tolist()
+    [True, False, False]
 
 A catalogue method of the core at a step ratio (O-BELM at equal steps is the leapfrog rule):
 
->>> from linmultistep.analysis.lmm import LinearMultistepMethod
->>> ob = LinearMultistepMethod.from_method("obelm", ratio=1)
->>> ob.alpha == leapfrog().alpha and ob.beta == leapfrog().beta
-True
->>> ob2 = LinearMultistepMethod.from_method("obelm", ratio=2)
->>> ob2.order(), bool(ob2.is_zero_stable())
-(2, False)
+    >>> from linmultistep.analysis.lmm import LinearMultistepMethod
+    >>> ob = LinearMultistepMethod.from_method("obelm", ratio=1)
+    >>> ob.alpha == leapfrog().alpha and ob.beta == leapfrog().beta
+    True
+    >>> ob2 = LinearMultistepMethod.from_method("obelm", ratio=2)
+    >>> ob2.order(), bool(ob2.is_zero_stable())
+    (2, False)
 """
 
 from __future__ import annotations
@@ -342,7 +342,8 @@ class LinearMultistepMethod:
 
     # --- plotting ---------------------------------------------------------------------------
     def plot_stability_region(self, bounds: Sequence[float] | None = None, n: int = 301, ax: Any = None,
-                              color: str = "tab:blue", filled: bool = True, title: str | None = None):
+                              color: str = "tab:blue", filled: bool = True, title: str | None = None,
+                              legend: bool = True):
         """The absolute-stability region (grid check of the root condition, shaded) and the
         boundary locus (line) in the z = h lambda plane; returns the matplotlib Figure."""
         from matplotlib.figure import Figure
@@ -367,7 +368,8 @@ class LinearMultistepMethod:
         ax.set_xlabel(r"Re $h\lambda$")
         ax.set_ylabel(r"Im $h\lambda$")
         ax.set_title(title or f"{self.name}: absolute-stability region (shaded)")
-        ax.legend(fontsize="small", loc="upper left")
+        if legend:
+            ax.legend(fontsize="small", loc="upper left")
         return fig
 
     # --- construction -------------------------------------------------------------------------
