@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ["README.md", "docs/conventions.md", "docs/custom-integrators.md", "docs/precision.md"]
+DOCS = ["README.md", "docs/conventions.md", "docs/custom-integrators.md", "docs/precision.md", "docs/analysis.md"]
 
 
 @pytest.mark.parametrize("path", DOCS)
