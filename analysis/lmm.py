@@ -314,7 +314,8 @@ class LinearMultistepMethod:
         satisfying the root condition (no pole of z(zeta) outside the disk, none repeated on the
         circle) and Re(rho/sigma) >= 0 on |zeta| = 1. The last is E(theta) = Re(rho(w) sigma(1/w)) >= 0,
         a palindromic Laurent polynomial, i.e. a polynomial G in x = w + 1/w on [-2, 2], checked
-        exactly (sign changes = real zeros of odd multiplicity, counted by Sturm sequences).
+        exactly (sign changes = real zeros of odd multiplicity, counted by Sturm sequences); a
+        numerical check on rings just outside the circle corroborates the verdict.
         """
         if self.beta[-1] == 0 or not root_condition(self.sigma.subs(ZETA, Z)):
             return False
@@ -323,8 +324,8 @@ class LinearMultistepMethod:
         rho_w, sig_w = self.rho.subs(ZETA, Z), self.sigma.subs(ZETA, Z)
         e = sp.expand((rho_w * sig_w.subs(Z, 1 / Z) + rho_w.subs(Z, 1 / Z) * sig_w) * Z**k / 2)
         P = sp.Poly(e, Z)
-        if P.is_zero:
-            return True
+        if P.is_zero:  # Re z = 0 on the whole circle: only the exterior can decide
+            return self._right_half_plane_outside_disk()
         G = _palindromic_reduced(sp.Poly([0] * (2 * k + 1 - len(P.all_coeffs())) + P.all_coeffs(), Z))
         x = G.gen
         odd = sp.Integer(1)
@@ -334,11 +335,30 @@ class LinearMultistepMethod:
         oddp = sp.Poly(odd, x)
         if oddp.degree() > 0 and oddp.count_roots(-2, 2) - (oddp.eval(-2) == 0) - (oddp.eval(2) == 0) > 0:
             return False  # E changes sign on the circle
+        sign = None
         for t in (sp.Rational(1, 3), sp.Rational(-5, 7), sp.Rational(3, 2), sp.Integer(2), sp.Integer(-2)):
             v = G.eval(t)
             if v != 0:
-                return bool(v > 0)
-        return True  # pragma: no cover - G vanishes at five points but is not zero
+                sign = bool(v > 0)
+                break
+        if sign is False:
+            return False
+        return self._right_half_plane_outside_disk()
+
+    def _right_half_plane_outside_disk(self) -> bool:
+        """Corroboration on rings |zeta| = 1 + d outside the disk: Re(rho/sigma) >= 0 there. It
+        catches what the boundary test cannot see: a simple zero of sigma on the circle whose
+        neighbourhood outside the disk is mapped to Re z < 0."""
+        r, s = self.characteristic_polynomials()
+        th = np.linspace(0.0, 2 * np.pi, 1441)
+        for rad in (1.0 + 1e-6, 1.0 + 1e-3, 1.05, 1.5, 3.0, 30.0):
+            w = rad * np.exp(1j * th)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                z = r(w) / s(w)
+            z = z[np.isfinite(z)]
+            if np.any(z.real < -1e-9 * np.maximum(1.0, np.abs(z))):
+                return False
+        return True
 
     # --- plotting ---------------------------------------------------------------------------
     def plot_stability_region(self, bounds: Sequence[float] | None = None, n: int = 301, ax: Any = None,

@@ -63,6 +63,13 @@ def test_a_stability():
         assert not m.is_A_stable(), m.name
 
 
+def test_a_stability_needs_the_exterior_too():
+    """Trapezoid run backwards: Re(rho/sigma) = 0 on the whole circle, but the exterior maps to Re z < 0."""
+    m = LinearMultistepMethod([-1, 1], [R(-1, 2), R(-1, 2)])
+    assert not m.is_A_stable()
+    assert not m.is_absolutely_stable([-1.0, -0.1 + 2j]).any() and m.is_absolutely_stable([1.0]).all()
+
+
 def test_a_stability_agrees_with_a_grid_of_the_left_half_plane():
     rng = np.random.default_rng(0)
     z = -rng.exponential(3.0, 2000) + 1j * rng.normal(0, 5.0, 2000)
