@@ -14,7 +14,11 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 echo "== build sdist and wheel"
-"$PY" -m build --outdir "$tmp/dist" . > "$tmp/build.log" 2>&1 || { cat "$tmp/build.log"; exit 1; }
+# isolated build (fetches setuptools>=77 from the package index); offline, fall back to the
+# environment's own setuptools, which must then be >= 77
+"$PY" -m build --outdir "$tmp/dist" . > "$tmp/build.log" 2>&1 \
+    || "$PY" -m build --no-isolation --outdir "$tmp/dist" . >> "$tmp/build.log" 2>&1 \
+    || { cat "$tmp/build.log"; exit 1; }
 if grep -i "SetuptoolsDeprecationWarning\|license.*deprecat" "$tmp/build.log"; then
     echo "error: the build prints a setuptools deprecation warning (above)"; exit 1
 fi

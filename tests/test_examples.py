@@ -25,7 +25,8 @@ def test_example_runs(path, tmp_path):
     if path.name == "stability_regions.py":
         args += ["--out", str(tmp_path / "regions.png")]
     proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env={"OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"})
+                          env={"OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin",
+                               "HOME": str(tmp_path), "MPLCONFIGDIR": str(tmp_path / "mpl")})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip(), "an example should say what it shows"
     if path.name == "stability_regions.py":
