@@ -190,3 +190,9 @@ def test_plot_structure():
     assert len(ax.lines) >= 1 and ax.collections  # locus line and the shaded region
     fig2 = LinearMultistepMethod.from_method("obelm", ratio=R(1, 2)).plot_stability_region(n=40)
     assert "step ratio 1/2" in fig2.axes[0].get_title()
+
+
+def test_exported_lazily_from_the_analysis_package():
+    import linmultistep.analysis as a
+
+    assert a.LinearMultistepMethod is LinearMultistepMethod and "LinearMultistepMethod" in a.__all__
