@@ -8,6 +8,9 @@ Symbolic analysis (sympy):
   :func:`grid_growth` measures companion-matrix growth on a real grid, in both directions.
 - :func:`table1` reproduces the seed's Table 1 by computation; :func:`search_zero_stable`
   searches the lower-order 3- and 4-step BELM families for zero-stable members.
+- :class:`LinearMultistepMethod` (nodepy style): rho, sigma, order, error constant, zero- and
+  absolute stability and the stability-region plot, for classical methods (``lmm.bdf(k)``, ...)
+  and for any catalogue method at a given step ratio (``LinearMultistepMethod.from_method``).
 
 Every name is imported on first use, so that `import linmultistep.analysis` pulls in neither
 sympy, scipy nor matplotlib.
@@ -22,6 +25,7 @@ _SYMBOLIC_EXPORTS = {
     "is_zero_stable": "stability", "convergence": "stability", "grid_growth": "stability",
     "table1": "table1", "format_table1": "table1",
     "search_zero_stable": "search", "zero_stable_family": "search",
+    "LinearMultistepMethod": "lmm",
 }
 
 # --- convergence study (problems, study, plots, report): imported on first use, so that

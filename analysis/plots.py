@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
 from linmultistep.grid import Grid
 from linmultistep.methods import LinearMultistep, Method
@@ -102,31 +103,70 @@ def distribution_vs_steps(result: StudyResult, spacings: Sequence[str] | None = 
     return error_vs_steps(result, attr="sw", spacings=spacings)
 
 
-def roundtrip_vs_steps(result: StudyResult, spacing: str | None = None) -> Figure:
-    """Relative round-trip error sample(invert(x0)) - x0 versus steps, one panel per dtype.
+# failure marks: one shape per method, in the method's colour, so that one method's failures
+# never look like another's (a red 'x' for every method made EDICT's look like O-BELM's)
+_FAIL_MARKERS = "XP*hd^v<>s"
 
-    Failed round trips (NaN or overflow on the way) are drawn as an 'x' at the top edge.
+
+def _integer_steps_axis(ax, steps: Sequence[int]) -> None:
+    """Log x axis ticked exactly at the numbers of steps used, labelled as integers."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator([float(n) for n in steps]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def roundtrip_vs_steps(result: StudyResult, spacing: str | None = None) -> Figure:
+    """Relative round-trip error sample(invert(x0)) - x0 versus steps, one panel per dtype, each
+    with its own y axis (float16's errors are not squashed onto float64's scale).
+
+    Per method: the LM recurrence (solid) and, where the study measured it, the bit-exact 'bits'
+    mode (dashed, same colour). An exact round trip (error 0) is drawn as a hollow marker on the
+    panel's bottom edge; a failed one (NaN/overflow on the way) as the method's own failure
+    marker at the top edge, so failures of different methods stay distinguishable.
     """
     spacing = spacing or next(sp for sp in result.spacings if any(r.roundtrip for r in result.select(sp, result.methods[0])))
-    fig, axes = _panels(len(result.dtypes))
+    modes = [m for m in getattr(result, "roundtrip_modes", ["recurrence"]) if m != "recurrence"]
+    fig, axes = _panels(len(result.dtypes), sharey=False)
     for ax, dt in zip(axes, result.dtypes):
-        for j, m in enumerate(result.methods):
-            n, e = result.series(spacing, m, f"roundtrip:{dt}")
-            ax.plot(n, np.where(np.isfinite(e), e, np.nan), marker=_MARKERS[j % len(_MARKERS)], label=m)
-            bad = ~np.isfinite(e)
-            if bad.any():
-                ax.plot(n[bad], np.full(bad.sum(), 10.0), ls="none", marker="x", color="red",
-                        label=f"{m}: failed (inf/NaN)")
         eps = float(np.finfo(np.dtype(dt)).eps)
+        series = []
+        for j, m in enumerate(result.methods):
+            colour = f"C{j % 10}"
+            n, e = result.series(spacing, m, f"roundtrip:{dt}")
+            series.append((m, m, n, e, colour, "-", j))
+            for mode in modes:
+                n2, e2 = result.series(spacing, m, f"roundtrip:{dt}/{mode}")
+                if np.isfinite(e2).any() or np.isinf(e2).any():
+                    series.append((m, f"{m} {mode}", n2, e2, colour, "--", j))
+        finite = np.concatenate([e[np.isfinite(e) & (e > 0)] for _, _, _, e, _, _, _ in series] + [np.array([eps])])
+        lo, hi = finite.min() / 10, finite.max() * 10
+        for m, label, n, e, colour, ls, j in series:
+            ax.plot(n, np.where(np.isfinite(e), e, np.nan), ls=ls, color=colour,
+                    marker=_MARKERS[j % len(_MARKERS)], label=label)
+            zero = e == 0
+            if zero.any():
+                ax.plot(n[zero], np.full(zero.sum(), lo * 1.5), ls="none", marker=_MARKERS[j % len(_MARKERS)],
+                        mfc="none", mec=colour, ms=9, label=f"{label}: exact (error 0), at the bottom edge")
+            failed = np.isinf(e)  # the study records a failed round trip as inf (NaN = not measured)
+            if failed.any():
+                ax.plot(n[failed], np.full(failed.sum(), hi / 1.5), ls="none", marker=_FAIL_MARKERS[j % len(_FAIL_MARKERS)],
+                        color=colour, mec="black", mew=0.6, ms=9, label=f"{label}: failed (inf/NaN), at the top edge")
         ax.axhline(eps, color="0.5", ls=":", lw=1, label="machine epsilon of the dtype")
-        ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_ylim(lo, hi)
+        _integer_steps_axis(ax, result.steps)
         ax.set_xlabel("number of steps N")
+        ax.set_ylabel("relative round-trip error")
         ax.set_title(f"{dt}")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("relative round-trip error")
-    axes[-1].legend(fontsize="small")
-    fig.suptitle(f"round trip invert -> sample on the {spacing} grid ({result.schedule})")
+    handles: dict = {}
+    for ax in axes:  # one legend for all panels, outside them (it would hide float16's points)
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=4, fontsize="small")
+    fig.suptitle(f"round trip invert -> sample on the {spacing} grid ({result.schedule}); "
+                 "solid: LM recurrence" + (", dashed: " + ", ".join(modes) + " mode" if modes else ""))
     return fig
 
 
@@ -144,6 +184,7 @@ def coefficients_plot(methods: Sequence[Method], grid: Grid, title: str = "") ->
         if max(np.abs(c[key]).max() for key in c if key != "i") > 20:  # wide range: symmetric log
             ax.set_yscale("symlog", linthresh=1.0)
         ax.set_xlabel("grid index i (0 = data)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("coefficient")
         ax.set_title(str(m.spec))
         ax.grid(True, alpha=0.3)
@@ -161,6 +202,7 @@ def growth_plot(methods: Sequence[Method], grids: dict[str, Grid]) -> Figure:
             ax.plot(idx, g, marker=_MARKERS[j % len(_MARKERS)], ms=3, label=str(m.spec))
         ax.set_yscale("log")
         ax.set_xlabel("grid index reached by the inversion")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{name} grid, N = {grid.N}")
         ax.grid(True, which="both", alpha=0.3)
     for ax in axes[::3]:

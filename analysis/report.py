@@ -15,6 +15,8 @@ def _e(x: float) -> str:
         return "-"
     if math.isinf(x):
         return "failed"
+    if x == 0:
+        return "0 (exact)"
     return f"{x:.2e}"
 
 
@@ -26,14 +28,19 @@ def _order(p: float, se: float) -> str:
 
 def error_rows(result: StudyResult, spacing: str, min_steps: int = 20) -> tuple[list[str], list[list[str]]]:
     """Method x steps: NFE, error, sliced W2, round trips; fitted order on each method's first row."""
-    headers = ["method", "N", "NFE", "error", "order", "SW2"] + [f"rt {dt}" for dt in result.dtypes]
+    keys = list(result.dtypes)  # the recurrence, then other modes measured on this grid (e.g. 'float16/bits')
+    for mode in getattr(result, "roundtrip_modes", ["recurrence"]):
+        extra = [f"{dt}/{mode}" for dt in result.dtypes]
+        if mode != "recurrence" and any(k in r.roundtrip for r in result.records if r.spacing == spacing for k in extra):
+            keys += extra
+    headers = ["method", "N", "NFE", "error", "order", "SW2"] + [f"rt {k.replace('/', ' ')}" for k in keys]
     rows = []
     for m in result.methods:
         p, se = result.order(spacing, m, min_steps)
         for j, r in enumerate(result.select(spacing, m)):
             rows.append(
                 [m if j == 0 else "", str(r.steps), str(r.nfe), _e(r.error), _order(p, se) if j == 0 else "", _e(r.sw)]
-                + [_e(r.roundtrip.get(dt, math.nan)) for dt in result.dtypes]
+                + [_e(r.roundtrip.get(k, math.nan)) for k in keys]
             )
     return headers, rows
 
@@ -92,7 +99,8 @@ def markdown_report(result: StudyResult, images: dict[str, str], min_steps: int 
         "exact probability-flow solution from the same noise (closed form for one Gaussian, "
         "scipy DOP853 at rtol 1e-12 for a mixture). SW2 is the sliced Wasserstein-2 distance between "
         "the sampled set and the exactly transported set. Round trip: relative RMS of "
-        "sample(invert(x0)) - x0 with states and network outputs in the given dtype.",
+        "sample(invert(x0)) - x0 with states and network outputs in the given dtype, in the LM recurrence "
+        "and (columns marked bits) in the bit-exact fixed-point mode of the 2-step BELMs.",
         "",
     ]
     if command:

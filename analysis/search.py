@@ -135,11 +135,20 @@ def _one_parameter(d: BELMDerivation) -> FamilyResult:
     return FamilyResult(d.k, d.order, d.params, rho, const, exact, exists, best, best_c, lines)
 
 
-def _grid_search(d: BELMDerivation, values: Sequence[sp.Rational]) -> FamilyResult:
+def _progress(iterable, total: int, desc: str, progress: bool | None):
+    """tqdm bar on stderr; progress=None shows it only on a terminal (tqdm's disable=None)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="member" if "grid" in desc else "family",
+                disable=None if progress is None else not progress, leave=False)
+
+
+def _grid_search(d: BELMDerivation, values: Sequence[sp.Rational], progress: bool | None = None) -> FamilyResult:
     rho, const = _family(d)
     found, both = [], []
     skipped = 0
-    for combo in itertools.product(values, repeat=len(d.params)):
+    combos = itertools.product(values, repeat=len(d.params))
+    for combo in _progress(combos, len(values) ** len(d.params), f"grid {d.k}-step order {d.order}", progress):
         sub = dict(zip(d.params, combo))
         cval = const.subs(sub)
         if sp.simplify(d.uniform().subs(sub).a[-1]) == 0 or not cval.is_finite:
@@ -170,14 +179,21 @@ def _grid_search(d: BELMDerivation, values: Sequence[sp.Rational]) -> FamilyResu
 DEFAULT_GRID = tuple(sp.Rational(n, 4) for n in range(-4, 5))
 
 
-def zero_stable_family(d: BELMDerivation, grid: Sequence[sp.Rational] = DEFAULT_GRID) -> FamilyResult:
-    """Search a derived family: exact over the whole line for one parameter, a grid otherwise."""
+def zero_stable_family(d: BELMDerivation, grid: Sequence[sp.Rational] = DEFAULT_GRID,
+                       progress: bool | None = None) -> FamilyResult:
+    """Search a derived family: exact over the whole line for one parameter, a grid otherwise.
+
+    ``progress``: a tqdm bar over the grid members (None: only on a terminal)."""
     if not d.params:
         raise ValueError("the derivation has no free parameters; use is_zero_stable")
-    return _one_parameter(d) if len(d.params) == 1 else _grid_search(d, grid)
+    return _one_parameter(d) if len(d.params) == 1 else _grid_search(d, grid, progress)
 
 
-def search_zero_stable(k: int, orders: Sequence[int] | None = None) -> list[FamilyResult]:
-    """The lower-order k-step BELM families, from order 2k-3 down to k-1, searched in turn."""
+def search_zero_stable(k: int, orders: Sequence[int] | None = None, progress: bool | None = None) -> list[FamilyResult]:
+    """The lower-order k-step BELM families, from order 2k-3 down to k-1, searched in turn.
+
+    Slow for k = 4 (a minute or more); ``progress`` shows tqdm bars over the families and the
+    grid members on stderr (None: only when stderr is a terminal, False: never)."""
     orders = list(orders) if orders is not None else list(range(2 * k - 3, k - 2, -1))
-    return [zero_stable_family(derive_belm(k, p)) for p in orders]
+    return [zero_stable_family(derive_belm(k, p), progress=progress)
+            for p in _progress(orders, len(orders), f"{k}-step BELM families", progress)]

@@ -10,7 +10,8 @@ For a problem with known flow (:mod:`linmultistep.analysis.problems`), a family 
 - distribution-level errors of the sampled set against the exact flow of the same noise:
   sliced Wasserstein-2 distance, and the errors of the sample mean and covariance;
 - the round-trip error sample(invert(x0)) - x0 (relative RMS) of exact draws x0 of the data end,
-  per floating-point dtype;
+  per floating-point dtype, in the LM recurrence itself and, for the methods that have it, in
+  the bit-exact fixed-point mode 'bits' (docs/precision.md), the answer for float16;
 
 and :func:`fit_order` fits the observed order p in error ~ C N^-p (least squares on log-log,
 with the slope's standard error).
@@ -170,7 +171,8 @@ class Record:
     sw: float  # sliced Wasserstein-2 to the exact flow of the same noise
     mean_error: float  # |mean(samples) - mean(exact)|_2
     cov_error: float  # Frobenius norm of cov(samples) - cov(exact)
-    roundtrip: dict[str, float] = field(default_factory=dict)  # dtype name -> relative RMS error
+    # dtype name (the recurrence) or 'dtype/mode' (another mode, e.g. 'float16/bits') -> relative RMS error
+    roundtrip: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -189,6 +191,11 @@ class StudyResult:
     records: list[Record]
     theory: dict[str, float | None]
     method_objects: dict[str, Method] = field(default_factory=dict, repr=False)
+    roundtrip_modes: list[str] = field(default_factory=lambda: ["recurrence"])
+
+    def roundtrip_key(self, dtype: str, mode: str = "recurrence") -> str:
+        """Key of a round-trip measurement in Record.roundtrip ('float16' or 'float16/bits')."""
+        return dtype if mode == "recurrence" else f"{dtype}/{mode}"
 
     def select(self, spacing: str, method: str) -> list[Record]:
         """Records of one grid kind and method, by increasing N."""
@@ -217,7 +224,17 @@ class StudyResult:
 
 
 # --- the study --------------------------------------------------------------------------
-def _roundtrip(problem: GaussianMixture, grid: Grid, method: Method, x0bar: np.ndarray, dtype) -> float:
+def has_mode(method: Method, mode: str) -> bool:
+    """Whether the method can run in ``mode`` ('bits' exists for 2-step BELMs only)."""
+    try:
+        method.with_mode(mode)
+    except LinmultistepError:
+        return False
+    return True
+
+
+def _roundtrip(problem: GaussianMixture, grid: Grid, method: Method, x0bar: np.ndarray, dtype,
+               mode: str = "recurrence") -> float:
     """Relative RMS of sample(invert(x0)) - x0 with states and network outputs in ``dtype``."""
     x0 = (grid.alpha[0] * x0bar).astype(dtype)
     eps_fn = eps_fn_for(problem, grid)
@@ -225,7 +242,7 @@ def _roundtrip(problem: GaussianMixture, grid: Grid, method: Method, x0bar: np.n
         with np.errstate(all="ignore"):
             # the study measures the LM recurrence itself (docs/study.md); the library's default for
             # O-BELM and BDIA(1) is the 'stable' form since the precision work (docs/precision.md)
-            back = sample(eps_fn, invert(eps_fn, x0, grid, method, mode="recurrence"), grid, method)
+            back = sample(eps_fn, invert(eps_fn, x0, grid, method, mode=mode), grid, method)
     except LinmultistepError:  # NaN/inf on the way: the round trip failed
         return math.inf
     ref = x0.astype(np.float64)
@@ -244,6 +261,7 @@ def run_study(
     seed: int = 0,
     dtypes: Sequence[str] = ("float64", "float32", "float16"),
     roundtrip_spacings: Sequence[str] | None = None,
+    roundtrip_modes: Sequence[str] = ("recurrence", "bits"),
     grid_factory: Callable[[int, str], Grid] | None = None,
     progress: bool = False,
 ) -> StudyResult:
@@ -253,7 +271,8 @@ def run_study(
     grids; x_N is its exact transport to each grid's noise end, and the data x0 of the round
     trip its transport to the grid's data end. ``grid_factory(N, spacing)`` replaces
     :func:`make_grid` (e.g. for another schedule object). Round trips run on
-    ``roundtrip_spacings`` (default: all). Returns a :class:`StudyResult`.
+    ``roundtrip_spacings`` (default: all), in each of ``roundtrip_modes`` the method has (the
+    recurrence always). Returns a :class:`StudyResult`.
     """
     meths = [m if isinstance(m, Method) else parse_method(m) for m in methods]
     labels = [str(m.spec) for m in meths]
@@ -262,6 +281,7 @@ def run_study(
     steps = sorted(int(n) for n in steps)
     factory = grid_factory or (lambda n, sp: make_grid(n, schedule, sp))
     rt_spacings = list(spacings) if roundtrip_spacings is None else list(roundtrip_spacings)
+    rt_modes = ["recurrence"] + [md for md in roundtrip_modes if md != "recurrence"]
     rng = np.random.default_rng(seed)
     comp, z = problem.draw_noise(rng, samples)
     comp_d, z_d = problem.draw_noise(rng, samples)  # independent data for the round trip
@@ -290,7 +310,9 @@ def run_study(
                 diff = out - ref
                 rts = {}
                 if sp in rt_spacings:
-                    rts = {dt: _roundtrip(problem, grid, m, x0bar, np.dtype(dt)) for dt in dtypes}
+                    rts = {(dt if mode == "recurrence" else f"{dt}/{mode}"): _roundtrip(problem, grid, m, x0bar,
+                                                                                         np.dtype(dt), mode)
+                           for mode in rt_modes if mode == "recurrence" or has_mode(m, mode) for dt in dtypes}
                 records.append(
                     Record(
                         spacing=sp,
@@ -322,6 +344,7 @@ def run_study(
         records=records,
         theory={lab: theoretical_order(m) for lab, m in zip(labels, meths)},
         method_objects=dict(zip(labels, meths)),
+        roundtrip_modes=rt_modes,
     )
 
 

@@ -73,20 +73,36 @@ def _zs_text(zs) -> str:
     return txt
 
 
-def table1(order: int = 3) -> list[Table1Row]:
+def _edict_row(order: int) -> Table1Row:
+    ex, _ = edict_x_error(order, P)
+    ed = get_method("edict")
+    zs = is_zero_stable(ed)
+    return Table1Row("EDICT(p)", bool(ed.exact_backward(None, 1)), ex, 1, _zs_text(zs),
+                     "yes" if (ex.order >= 2 and zs) else "no", SEED["EDICT(p)"])
+
+
+def table1(order: int = 3, progress: bool | None = None) -> list[Table1Row]:
     """The rows DDIM, EDICT(p), BDIA(gamma), O-BELM, all computed.
 
     Local errors keep p and gamma symbolic; zero-stability and convergence are for the catalogue
     defaults (EDICT p = 0.93, BDIA gamma = 1) and say 'inv' for the inversion direction.
+    ``progress``: a tqdm bar over the rows on stderr (None: only when stderr is a terminal).
     """
-    rows = [_lm_row("DDIM", rules.euler, 1, get_method("ddim"), order, SEED["DDIM"])]
-    ex, _ = edict_x_error(order, P)
-    ed = get_method("edict")
-    zs = is_zero_stable(ed)
-    rows.append(Table1Row("EDICT(p)", bool(ed.exact_backward(None, 1)), ex, 1, _zs_text(zs),
-                          "yes" if (ex.order >= 2 and zs) else "no", SEED["EDICT(p)"]))
-    rows.append(_lm_row("BDIA(gamma)", rules.bdia(GAMMA), 2, get_method("bdia", gamma=1.0), order, SEED["BDIA(gamma)"]))
-    rows.append(_lm_row("O-BELM", rules.obelm, 2, get_method("obelm"), order, SEED["O-BELM"]))
+    from tqdm.auto import tqdm
+
+    builders = [
+        ("DDIM", lambda: _lm_row("DDIM", rules.euler, 1, get_method("ddim"), order, SEED["DDIM"])),
+        ("EDICT(p)", lambda: _edict_row(order)),
+        ("BDIA(gamma)", lambda: _lm_row("BDIA(gamma)", rules.bdia(GAMMA), 2, get_method("bdia", gamma=1.0), order,
+                                        SEED["BDIA(gamma)"])),
+        ("O-BELM", lambda: _lm_row("O-BELM", rules.obelm, 2, get_method("obelm"), order, SEED["O-BELM"])),
+    ]
+    rows = []
+    with tqdm(builders, desc="Table 1", unit="row", leave=False,
+              disable=None if progress is None else not progress) as bar:
+        for name, build in bar:
+            bar.set_postfix_str(name)
+            rows.append(build())
     return rows
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ["README.md", "docs/conventions.md", "docs/custom-integrators.md", "docs/precision.md", "docs/digits.md",
-        "docs/gradients.md"]
+DOCS = ["README.md", "docs/conventions.md", "docs/custom-integrators.md", "docs/precision.md", "docs/analysis.md",
+        "docs/digits.md", "docs/gradients.md"]
 
 
 @pytest.mark.parametrize("path", DOCS)

@@ -139,6 +139,43 @@ def test_roundtrip_plot_has_one_panel_per_dtype(small_study):
         np.testing.assert_array_equal(y, small_study.series("trailing", "obelm", f"roundtrip:{dt}")[1])
 
 
+def test_roundtrip_plot_own_axes_bits_mode_and_distinct_failure_marks(small_study):
+    fig = plots.roundtrip_vs_steps(small_study, "trailing")
+    axes = fig.get_axes()
+    assert len(axes) == 3 and all(ax.get_ylabel() == "relative round-trip error" for ax in axes)
+    lims = [ax.get_ylim() for ax in axes]
+    assert len(set(lims)) == 3  # each dtype has its own y axis
+    f16 = axes[2]
+    assert lims[0][0] < 1e-15 < 1e-6 < lims[2][0]  # float16 is not squashed down to float64 rounding levels
+    lines = _lines(f16)
+    # the bits mode of the 2-step BELMs is drawn (dashed, same colour as the method), and is exact in float16
+    for m in ("obelm", "bdia(gamma=1.0)"):
+        bits = lines[f"{m} bits"]
+        assert bits.get_linestyle() == "--" and bits.get_color() == lines[m].get_color()
+        assert f"{m} bits: exact (error 0), at the bottom edge" in lines
+        np.testing.assert_array_equal(small_study.series("trailing", m, "roundtrip:float16/bits")[1], 0.0)
+    assert "ddim bits" not in lines and "edict(p=0.93) bits" not in lines
+    # integer ticks at the numbers of steps
+    ticks = f16.get_xticks()
+    np.testing.assert_array_equal(ticks, small_study.steps)
+    fig.canvas.draw() if hasattr(fig.canvas, "draw") else None
+    assert [t.get_text() for t in f16.get_xticklabels()] == [str(n) for n in small_study.steps]
+
+
+def test_failure_marks_differ_between_methods():
+    from linmultistep.analysis.study import Record, StudyResult
+
+    recs = [Record("trailing", m, n, n, 1.0, 1.0, 0.0, 0.0, {"float16": math.inf if n == 20 else 1e-2})
+            for m in ("edict(p=0.93)", "obelm") for n in (10, 20)]
+    res = StudyResult("p", "s", 2, 8, 0, [10, 20], ["trailing"], ["edict(p=0.93)", "obelm"], ["float16"], recs, {})
+    (ax,) = plots.roundtrip_vs_steps(res, "trailing").get_axes()
+    lines = _lines(ax)
+    a, b = lines["edict(p=0.93): failed (inf/NaN), at the top edge"], lines["obelm: failed (inf/NaN), at the top edge"]
+    assert a.get_marker() != b.get_marker() and a.get_color() != b.get_color()
+    assert a.get_color() == lines["edict(p=0.93)"].get_color()
+    assert a.get_xdata().tolist() == [20] and a.get_ydata()[0] > 1e-2  # at the top
+
+
 def test_coefficient_and_growth_plots():
     grid = make_grid(15, spacing="trailing")
     methods = [get_method("ddim"), get_method("obelm")]
@@ -146,6 +183,7 @@ def test_coefficient_and_growth_plots():
     axes = fig.get_axes()
     assert [ax.get_title() for ax in axes] == ["ddim", "obelm"]  # EDICT has no LM coefficients
     assert axes[1].get_xlabel().startswith("grid index")
+    assert all(float(t).is_integer() for t in axes[1].get_xticks())  # grid indices are integers
     labels = set(_lines(axes[1]))
     assert {"$a_{i,1}$", "$a_{i,2}$", "$b_{i,1}$"} == labels
     np.testing.assert_allclose(_lines(axes[1])["$a_{i,2}$"].get_data()[1], coefficients_along(methods[1], grid)["a2"])
@@ -191,7 +229,10 @@ def test_study_command(tmp_path, capsys):
     for name in images:
         assert (out / name).is_file() and (out / name).with_suffix(".svg").is_file()
     data = json.loads((out / "results.json").read_text())
-    assert len(data["records"]) == 2 * 2 * 3 and data["records"][0]["roundtrip"].keys() == {"float64", "float32"}
+    assert len(data["records"]) == 2 * 2 * 3
+    keys = {r["method"]: set(r["roundtrip"]) for r in data["records"]}
+    assert keys["ddim"] == {"float64", "float32"}  # DDIM has no bits mode
+    assert keys["obelm"] == {"float64", "float32", "float64/bits", "float32/bits"}
 
 
 def test_study_command_rejects_bad_method(tmp_path, capsys):
