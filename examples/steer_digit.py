@@ -57,7 +57,9 @@ def main() -> None:
     hit = (classifier.predict(after) == target).float().mean()
     print(f"classified as the target: before {(start_class == target).float().mean():.2f}, after {hit:.2f}")
     titles = ["before", "after"]
-    _grid_image([before, after], __import__("pathlib").Path(a.out), titles,
+    out = __import__("pathlib").Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _grid_image([before, after], out, titles,
                 [f"{int(s)}->{int(t)}" for s, t in zip(start_class, target)], scale=6)
     print(f"wrote {a.out}")
 

@@ -9,7 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
-NEEDS = {"derive_coefficients.py": ["sympy"], "stability_regions.py": ["sympy", "matplotlib"]}
+NEEDS = {"derive_coefficients.py": ["sympy"], "stability_regions.py": ["sympy", "matplotlib"],
+         "steer_digit.py": ["torch", "diffusers", "matplotlib"]}
 
 
 def test_there_are_examples():
@@ -24,6 +25,8 @@ def test_example_runs(path, tmp_path):
     args = [sys.executable, str(path)]
     if path.name == "stability_regions.py":
         args += ["--out", str(tmp_path / "regions.png")]
+    if path.name == "steer_digit.py":  # the documented run takes 20 iterations; here a short one
+        args += ["--out", str(tmp_path / "steer.png"), "--iterations", "2", "--steps", "10", "--threads", "1"]
     proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={"OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin",
                                "HOME": str(tmp_path), "MPLCONFIGDIR": str(tmp_path / "mpl")})
