@@ -23,12 +23,21 @@ pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"docs extra not installed
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
+    # one build at a time: with pytest-xdist the module's tests may run in two workers, and the docs
+    # hook rebuilds one shared mirror of the sources (build/docs-api-src) at each build
+    import fcntl
+
+    (ROOT / "build").mkdir(exist_ok=True)
+    lock = open(ROOT / "build" / ".docs-site.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     out = tmp_path_factory.mktemp("site")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1",
            # offline: any attempt to reach the network fails instead of hanging
            "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),
                            "-d", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    lock.close()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "WARNING" not in proc.stderr, proc.stderr
     return out
