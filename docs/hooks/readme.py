@@ -52,6 +52,14 @@ def make_api_source_tree(root: Path = ROOT, target: Path = API_SRC) -> Path:
     return target
 
 
+try:  # run before mkdocstrings' own on_config, which resolves its source paths once
+    from mkdocs.plugins import event_priority
+except ImportError:  # pragma: no cover - older mkdocs
+    def event_priority(_priority):
+        return lambda f: f
+
+
+@event_priority(100)
 def on_config(config):  # noqa: D103 - mkdocs hook signature
     make_api_source_tree()
     return config
