@@ -36,6 +36,7 @@ from linmultistep.diffusion import invert, sample
 from linmultistep.errors import LinmultistepError
 from linmultistep.grid import Grid
 from linmultistep.methods import Edict, LinearMultistep, Method, get_method
+from linmultistep.modes import in_mode
 from linmultistep.schedules import alphas_cumprod_for
 
 from .problems import GaussianMixture, eps_fn_for
@@ -227,7 +228,7 @@ class StudyResult:
 def has_mode(method: Method, mode: str) -> bool:
     """Whether the method can run in ``mode`` ('bits' exists for 2-step BELMs only)."""
     try:
-        method.with_mode(mode)
+        in_mode(method, mode)
     except LinmultistepError:
         return False
     return True

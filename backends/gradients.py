@@ -38,7 +38,7 @@ import torch
 
 import linmultistep as lms
 from linmultistep import Grid, Method, MethodError, NondeterministicNetworkError, State
-from linmultistep.integrator import StepContext
+from linmultistep.context import StepContext
 
 from .torch import TorchBackend
 
@@ -76,16 +76,13 @@ def _pick(method: Method, have: int) -> Method:
 
 
 def _parts(entry: Any) -> tuple[torch.Tensor, ...]:
-    """The float arrays of a window entry the recurrence reads: x, or EDICT's (x, y)."""
-    if isinstance(entry, tuple) and not hasattr(entry, "_fields"):
-        return tuple(entry)
-    if hasattr(entry, "_fields"):
-        return (entry.x,)  # modes 'stable' / 'bits': the network's view x_n
-    return (entry,)
+    """The float arrays of a window entry the recurrence reads: x, or EDICT's (x, y) (modes 'stable' /
+    'bits': the network's view x_n)."""
+    return tuple(entry) if isinstance(entry, lms.Coupled) else (entry.x,)
 
 
 def _entry(parts: Sequence[torch.Tensor], coupled: bool) -> Any:
-    return tuple(parts) if coupled else parts[0]
+    return lms.Coupled(*parts) if coupled else lms.Point(parts[0])
 
 
 @dataclass
@@ -137,7 +134,7 @@ class _Run:
             cb = keep
         else:
             cb = None
-        state_start = window[top] if len(window) == 1 and not self.coupled else self._state(window)
+        state_start = window[top].x if len(window) == 1 and not self.coupled else self._state(window)
         with torch.no_grad():
             end = lms.sample(self.recording(self.digests), state_start, self.grid, self.method, mode=self.mode,
                              return_state=True, callback=cb)
@@ -175,7 +172,7 @@ class _Run:
             leaves = {p: tuple(t.detach().requires_grad_(True) for t in ps) for p, ps in parts.items()}
             with torch.enable_grad():
                 out = step.forward(self.context(), n, {p: _entry(ls, self.coupled) for p, ls in leaves.items()})
-                outs = out if isinstance(out, tuple) else (out,)
+                outs = tuple(out)
                 pairs = [(o, gi) for o, gi in zip(outs, g) if gi is not None]
                 inputs = [t for ls in leaves.values() for t in ls] + list(self.params)
                 got = torch.autograd.grad([o for o, _ in pairs], inputs, [gi for _, gi in pairs], allow_unused=True)
@@ -201,7 +198,7 @@ class _Run:
 
     def _parts_at(self, state: State, p: int) -> tuple[torch.Tensor, ...]:
         if p in state.window:
-            return _parts(_plain(state.window[p]))
+            return _parts(state.window[p])
         return self.start_parts[p]
 
     def _check_rebuild(self, state: State, rebuilt: dict[int, list], top: int) -> None:
@@ -217,7 +214,7 @@ class _Run:
         for i, parts in self.start_parts.items():
             if i not in state.window:
                 continue
-            for t, r in zip(parts, _parts(_plain(state.window[i]))):
+            for t, r in zip(parts, _parts(state.window[i])):
                 tol = 1e-3 if t.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-7
                 err = float((r.double() - t.double()).norm() / max(float(t.double().norm()), 1e-30))
                 if not err <= tol:
@@ -226,10 +223,6 @@ class _Run:
                         f"one at grid index {i} (tolerance {tol:g}): the network is not deterministic, or the "
                         "inverse's rounding grew too far (use mode='bits', or gradient='checkpoint')"
                     )
-
-
-def _plain(entry: Any) -> Any:
-    return entry
 
 
 class _Function(torch.autograd.Function):
@@ -310,5 +303,5 @@ def sample(
 def _unrolled(eps_fn, window, grid, method, mode, coupled) -> torch.Tensor:
     """The reference: the core's run of the recurrence on differentiable arrays, one graph."""
     w = {i: _entry(p, coupled) for i, p in window.items()}
-    state = w[grid.N] if len(w) == 1 and not coupled else State(w, method.spec, grid.fingerprint, "recurrence")
+    state = w[grid.N].x if len(w) == 1 and not coupled else State(w, method.spec, grid.fingerprint, "recurrence")
     return lms.sample(eps_fn, state, grid, method, mode="recurrence", backend=_GRAD, check_finite=False)

@@ -8,6 +8,7 @@ one output buffer with in-place fused multiply-adds, so a step allocates one new
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Iterator, Sequence
 
 import torch
@@ -32,6 +33,38 @@ class TorchBackend:
         if not (x.is_floating_point() or x.is_complex()):  # integers (the fixed-point state) are always finite
             return True
         return bool(torch.isfinite(x).all())
+
+    @torch.no_grad()
+    def finite_flag(self, x: torch.Tensor) -> torch.Tensor:
+        # a 0-d tensor on x's device: no host synchronisation until read_flags; one reduction
+        # (a NaN or inf anywhere makes the sum non-finite; an overflow of finite values is a false
+        # alarm that the exact check clears)
+        if not (x.is_floating_point() or x.is_complex()):
+            return torch.ones((), dtype=torch.bool, device=x.device)
+        acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else None
+        return torch.isfinite(x.sum(dtype=acc))
+
+    def read(self, values: Sequence[torch.Tensor]) -> list:
+        """Python scalars of 0-d tensors (flags, checksums): one transfer per device and dtype."""
+        groups: dict[tuple, list[int]] = {}
+        for j, v in enumerate(values):
+            groups.setdefault((v.device, v.dtype, tuple(v.shape)), []).append(j)
+        out: list = [None] * len(values)
+        for idx in groups.values():
+            for j, v in zip(idx, torch.stack([values[j] for j in idx]).tolist()):
+                out[j] = v
+        return out
+
+    def check_interval(self, x: torch.Tensor) -> int:
+        """Steps between reads of the deferred checks: 1 on the CPU (reading is free), 8 on a device."""
+        return 1 if x.device.type == "cpu" else 8
+
+    @torch.no_grad()
+    def checksum(self, q: torch.Tensor) -> torch.Tensor:
+        """Position-weighted int64 sums (wrapping) of each batch row (first axis of a 2+-d tensor; the
+        whole tensor otherwise), left on the device; the numpy backend's values."""
+        rows = q.reshape(q.shape[0], -1) if q.ndim >= 2 else q.reshape(1, -1)
+        return (rows * _weights(rows.shape[1], rows.device)).sum(dim=1)
 
     def cast_like(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         return x.to(device=ref.device, dtype=ref.dtype)
@@ -63,10 +96,6 @@ class TorchBackend:
             out, rest = torch.mul(arrays[0], c[0]), 1
         for cj, x in zip(c[rest:], arrays[rest:]):
             out.add_(x, alpha=cj)
-        return out if len(c) > 1 else arrays[0].clone()
-        out = torch.mul(arrays[0], c[0])
-        for cj, x in zip(c[1:], arrays[1:]):
-            out.add_(x, alpha=cj)
         return out
 
     @torch.no_grad()
@@ -89,18 +118,49 @@ def use_deterministic(enabled: bool = True) -> None:
         torch.backends.cudnn.deterministic = enabled
 
 
+_DET_LOCK = threading.Lock()
+_det_users = 0
+_det_before: tuple | None = None
+
+
 @contextlib.contextmanager
 def deterministic() -> Iterator[None]:
-    """Deterministic kernels for the duration of the block; the previous settings are restored after."""
-    before = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch.backends.cudnn.benchmark,
-        torch.backends.cudnn.deterministic,
-    )
-    use_deterministic(True)
+    """Deterministic kernels for the duration of the block; the previous settings are restored after.
+
+    torch's switch is process-wide, so concurrent blocks (threads running mode 'bits') share one
+    switch: the first to enter saves the settings and switches, the last to leave restores them.
+    (Other threads running meanwhile also get deterministic kernels: slower, never wrong.)
+    """
+    global _det_users, _det_before
+    with _DET_LOCK:
+        if _det_users == 0:
+            _det_before = (
+                torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.benchmark,
+                torch.backends.cudnn.deterministic,
+            )
+            use_deterministic(True)
+        _det_users += 1
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2], before[3]
+        with _DET_LOCK:
+            _det_users -= 1
+            if _det_users == 0 and _det_before is not None:
+                before, _det_before = _det_before, None
+                torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+                torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2], before[3]
+
+
+_WEIGHTS: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def _weights(n: int, device: torch.device) -> torch.Tensor:
+    """The numpy backend's checksum weights (same values: checksums agree across backends)."""
+    key = (n, device)
+    if key not in _WEIGHTS:
+        from linmultistep.numpy_backend import checksum_weights
+
+        _WEIGHTS[key] = torch.from_numpy(checksum_weights(n).copy()).to(device)
+    return _WEIGHTS[key]

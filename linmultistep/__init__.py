@@ -6,7 +6,8 @@ Paper indexing throughout: grid index 0 = data end, N = noise end.
 """
 
 from .arrays import ArrayBackend, get_backend, register_backend
-from .diffusion import default_mode, invert, sample
+from .diffusion import invert, sample
+from .entries import Coupled, Entry, Point
 from .errors import (
     FixedPointRangeError,
     GridError,
@@ -15,9 +16,10 @@ from .errors import (
     MethodError,
     NondeterministicNetworkError,
     NonFiniteError,
+    PrecisionWarning,
 )
 from .grid import Grid, scheduled_timesteps
-from .integrator import StepInfo
+from .modes import default_mode, in_mode, resolve_mode
 from .methods import (
     Edict,
     LinearMultistep,
@@ -35,16 +37,20 @@ from .methods import (
 from .schedules import alphas_cumprod_for, betas_for
 from .solve import Solution, solve
 from .state import Latent, State
+from .stepping import Run, StepInfo, finish, start, step
 
 __version__ = "0.2.0"
 
 __all__ = [
     "ArrayBackend", "get_backend", "register_backend",
-    "sample", "invert", "default_mode", "solve", "Solution",
+    "sample", "invert", "solve", "Solution",
+    "default_mode", "in_mode", "resolve_mode",
+    "Run", "start", "step", "finish",
+    "Entry", "Point", "Coupled",
     "Grid", "scheduled_timesteps", "alphas_cumprod_for", "betas_for",
     "Method", "LinearMultistep", "Edict", "MethodSpec", "get_method", "available_methods",
     "ddim", "obelm", "bdia", "edict", "belm", "adams_bashforth",
     "State", "Latent", "StepInfo",
     "LinmultistepError", "GridError", "MethodError", "LatentMismatchError", "NonFiniteError",
-    "FixedPointRangeError", "NondeterministicNetworkError",
+    "FixedPointRangeError", "NondeterministicNetworkError", "PrecisionWarning",
 ]

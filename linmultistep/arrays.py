@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, ContextManager, Protocol, Sequence, runtime_checkable
 
-__all__ = ["ArrayBackend", "get_backend", "register_backend"]
+__all__ = ["ArrayBackend", "get_backend", "register_backend", "check_interval"]
 
 
 @runtime_checkable
@@ -31,6 +31,16 @@ class ArrayBackend(Protocol):
 
     def all_finite(self, x: Any) -> bool:
         """True when every entry of x is finite."""
+        ...
+
+    def finite_flag(self, x: Any) -> Any:
+        """A lazy "every entry of x is finite" (may stay on x's device until :meth:`read_flags`);
+        a false alarm is allowed (it is confirmed with :meth:`all_finite`), a missed NaN is not."""
+        ...
+
+    def read(self, values: Sequence[Any]) -> list[Any]:
+        """Python scalars of lazy values (flags from :meth:`finite_flag` or comparisons, checksums), read
+        in one go: the only host synchronisation of a run's checks."""
         ...
 
     def cast_like(self, x: Any, ref: Any) -> Any:
@@ -62,6 +72,11 @@ class ArrayBackend(Protocol):
         """sum_j coeffs[j] * arrays[j] exactly in int64 (small integer coefficients, no overflow)."""
         ...
 
+    def checksum(self, q: Any) -> Any:
+        """A position-weighted wrapping int64 sum of an int64 array (lazy on a device); equal arrays
+        give equal checksums on every backend."""
+        ...
+
     def equal(self, a: Any, b: Any) -> bool:
         """True when a and b have the same shape and identical values."""
         ...
@@ -74,7 +89,7 @@ class ArrayBackend(Protocol):
 # module prefix of an array type -> "module:attribute" of its backend, imported on first use
 # so that the core never imports torch itself.
 _REGISTRY: dict[str, str] = {
-    "numpy": "linmultistep.backends.numpy:NumpyBackend",
+    "numpy": "linmultistep.numpy_backend:NumpyBackend",
     "torch": "linmultistep.backends.torch:TorchBackend",
 }
 _INSTANCES: dict[str, ArrayBackend] = {}
@@ -84,6 +99,13 @@ def register_backend(module_prefix: str, target: str) -> None:
     """Register ``"pkg.module:Class"`` as the backend for arrays whose type lives in ``module_prefix``."""
     _REGISTRY[module_prefix] = target
     _INSTANCES.pop(module_prefix, None)
+
+
+def check_interval(backend: ArrayBackend, x: Any) -> int:
+    """Steps between reads of the deferred finite checks for arrays like x (a backend may define
+    ``check_interval(x)``; host arrays are read every step)."""
+    f = getattr(backend, "check_interval", None)
+    return int(f(x)) if f is not None else 1
 
 
 def get_backend(x: Any) -> ArrayBackend:

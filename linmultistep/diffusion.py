@@ -11,53 +11,19 @@ import math
 from typing import Any, Callable
 
 from .arrays import ArrayBackend, get_backend
-from .errors import GridError, MethodError
+from .context import StepContext
+from .errors import GridError, LatentMismatchError
 from .grid import Grid
-from .integrator import StepContext, StepInfo, integrate
+from .integrator import integrate
 from .methods import Method, get_method
+from .modes import default_mode, resolve_mode
 from .state import State
+from .stepping import StepInfo
 
 __all__ = ["sample", "invert", "default_mode", "EpsFn"]
 
 #: eps_fn(x, i): the network's noise prediction for x at grid index i (1 <= i <= N).
 EpsFn = Callable[[Any, int], Any]
-
-
-def default_mode(method: Method) -> str:
-    """The mode a run takes when nothing asks for another: 'stable' for the 2-step BELMs with
-    a_{i,2} = 1 on equal steps (O-BELM, BDIA(gamma=1), consistent belm(k=2) rules of that kind),
-    'recurrence' otherwise (BDIA(gamma < 1), EDICT, DDIM, k != 2).
-
-    Measured (benchmarks/precision_table.py, docs/precision.md; O-BELM, SD schedule, 3 seeds):
-    the stable form's float32/float16 round trip is 1.5-100x more accurate than the
-    recurrence's on a Gaussian problem at 10-500 steps, and 0.8-11x (median about 1.6x) on a
-    random MLP, worse only at 20-50 steps in float32 on two of three seeds (0.77-0.95x).
-    """
-    from .forms import check_two_step_belm
-
-    if method.mode != "recurrence":
-        return method.mode
-    try:
-        check_two_step_belm(method, "stable")
-    except MethodError:
-        return "recurrence"
-    # a_2 != 1 on equal steps (BDIA gamma < 1): the inverse map itself expands by 1/a_2 per step,
-    # which no form cures, and the stable form's weights prod a_2 would only move that growth
-    # into the range of v (float16/float32 overflow on long grids even when just sampling)
-    a, _ = method.coefficients([1.0, 1.0])
-    return "stable" if abs(a[1] - 1.0) <= 1e-12 else "recurrence"
-
-
-def _resolve_mode(method: "str | Method", mode: "str | None", state: "State | None") -> str:
-    """An explicit mode wins; then a method object's own non-default mode; then the latent's;
-    then :func:`default_mode`."""
-    if mode is not None:
-        return mode
-    if isinstance(method, Method) and method.mode != "recurrence":
-        return method.mode
-    if state is not None:
-        return state.mode
-    return default_mode(get_method(method))
 
 
 def _check_float(x: Any, what: str) -> None:
@@ -72,14 +38,40 @@ def _check_float(x: Any, what: str) -> None:
     if not ok:
         raise TypeError(f"{what} must be a floating-point array, got dtype {getattr(x, 'dtype', type(x).__name__)}; "
                         "convert it first (e.g. x.astype(np.float64) or x.double())")
+    size = getattr(x, "size", None)
+    n = x.numel() if callable(getattr(x, "numel", None)) else (size if isinstance(size, int) else None)
+    if n == 0:
+        raise ValueError(f"{what} is empty (shape {tuple(getattr(x, 'shape', ()))}); there is nothing to run")
 
 
-def _setup(eps_fn: EpsFn, grid: Grid, method: "str | Method", mode: str, check_finite: bool, backend, probe):
+def _index(value: Any, name: str) -> int:
+    """A grid index given as an integer (3.7 or "3" would be truncated or parsed silently)."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise GridError(f"{name} must be an integer grid index, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
+def _method_for(method: "str | Method | None", mode: str | None, latent: "State | None") -> Method:
+    """The method a run uses: the one given, else the latent's own (its spec rebuilt from the catalogue),
+    in the resolved mode (:func:`linmultistep.modes.resolve_mode`)."""
+    if method is None:
+        if latent is None:
+            method = "obelm"
+        else:
+            if any(k == "rule" for k, _ in latent.method.params):
+                raise LatentMismatchError(
+                    f"this latent was made by {latent.method}, a belm with a user-supplied rule; pass that method "
+                    "object (method=belm(rule=..., k=...)) to continue it"
+                )
+            method = get_method(latent.method.name, **dict(latent.method.params))
+    return resolve_mode(method, mode, latent.mode if latent is not None else None)
+
+
+def _context(eps_fn: EpsFn, grid: Grid, method: Method, check_finite: bool, backend, probe) -> StepContext:
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be a linmultistep.Grid, got {type(grid).__name__}")
     if not callable(eps_fn):
         raise TypeError(f"eps_fn must be callable as eps_fn(x, i), got {type(eps_fn).__name__}")
-    method = get_method(method).with_mode(mode)
     if grid.N < method.k:
         raise GridError(f"{method.spec} needs at least {method.k} steps; the grid has N = {grid.N}")
 
@@ -87,15 +79,14 @@ def _setup(eps_fn: EpsFn, grid: Grid, method: "str | Method", mode: str, check_f
         t = grid.timestep(i)
         return f"timestep {t:g}" if not math.isnan(t) else "clean point"
 
-    ctx = StepContext(grid.h, grid.alpha, eps_fn, backend or get_backend(probe), check_finite, describe)
-    return method, ctx
+    return StepContext(grid.h, grid.alpha, eps_fn, backend or get_backend(probe), check_finite, describe)
 
 
 def sample(
     eps_fn: EpsFn,
     start: Any,
     grid: Grid,
-    method: "str | Method" = "obelm",
+    method: "str | Method | None" = None,
     *,
     stop: int = 0,
     mode: str | None = None,
@@ -108,8 +99,9 @@ def sample(
     """Sample from the noise end (index N) down to grid index ``stop`` (0 = data).
 
     ``start`` is a noise array x_N (generation; the method's starters make its first steps)
-    or the :class:`Latent` that :func:`invert` returned (exact reconstruction: the latent's
-    method, grid and mode must match). Returns x_stop, or the end :class:`State` when
+    or the :class:`Latent` that :func:`invert` returned (exact reconstruction with the latent's
+    own method, grid and mode; a method or mode given must match it). ``method`` defaults to the
+    latent's, or 'obelm' from noise. Returns x_stop, or the end :class:`State` when
     ``return_state`` is true.
 
     ``mode``: 'recurrence' (the LM recurrence), 'stable' (the well-conditioned floating form of
@@ -117,31 +109,31 @@ def sample(
     means: a method object's own mode if not 'recurrence', else the latent's, else
     :func:`default_mode` ('stable' for O-BELM and BDIA(gamma=1), 'recurrence' otherwise).
     """
-    mode = _resolve_mode(method, mode, start if isinstance(start, State) else None)
-    if isinstance(start, State):
-        probe = start.x
-        method_obj, ctx = _setup(eps_fn, grid, method, mode, check_finite, backend, probe)
-        start.check_compatible(method_obj, grid.fingerprint)
-        window = dict(start.window)
+    latent = start if isinstance(start, State) else None
+    method_obj = _method_for(method, mode, latent)
+    stop = _index(stop, "stop")
+    if latent is not None:
+        ctx = _context(eps_fn, grid, method_obj, check_finite, backend, latent.x)
+        latent.check_compatible(method_obj, grid.fingerprint, grid.N)
+        window, nfe0, meta = dict(latent.window), latent.nfe, latent.metadata
     else:
         _check_float(start, "the starting noise")
-        method_obj, ctx = _setup(eps_fn, grid, method, mode, check_finite, backend, start)
+        ctx = _context(eps_fn, grid, method_obj, check_finite, backend, start)
         if check_finite and not ctx.backend.all_finite(start):
             raise GridError("the starting noise contains NaN or infinity")
-        window = {grid.N: method_obj.entry_from_array(start)}
+        window, nfe0, meta = {grid.N: start}, 0, None
     if not 0 <= stop < min(window):
         raise GridError(f"stop must be a grid index below {min(window)} (where sampling starts), got {stop}")
-    window = integrate(ctx, method_obj, window, "forward", stop, callback=callback, progress=progress)
-    nfe = ctx.nfe + (start.nfe if isinstance(start, State) else 0)
-    state = State(window, method_obj.spec, grid.fingerprint, method_obj.mode, nfe)
-    return state if return_state else method_obj.array_from_entry(window[stop])
+    run = integrate(ctx, method_obj, window, "forward", stop, callback=callback, progress=progress, metadata=meta)
+    state = State(run.window, method_obj.spec, grid.fingerprint, method_obj.mode, nfe0 + ctx.nfe)
+    return state if return_state else run.window[stop].x
 
 
 def invert(
     eps_fn: EpsFn,
     x0: Any,
     grid: Grid,
-    method: "str | Method" = "obelm",
+    method: "str | Method | None" = None,
     *,
     stop: int | None = None,
     mode: str | None = None,
@@ -156,24 +148,35 @@ def invert(
     step for a 2-step BELM, as the reference code does); every later step solves the BELM
     relation exactly for its oldest point (paper eq. 13). The returned latent holds the last
     k points, e.g. (x_N, x_{N-1}), which is what exact reconstruction needs. A State (from a
-    partial inversion or sampling run) may be passed instead of x0 to continue it. ``mode`` as
-    in :func:`sample`; the latent records it.
+    partial inversion or sampling run) may be passed instead of x0 to continue it, with its own
+    method by default. ``method`` defaults to 'obelm'; ``mode`` as in :func:`sample`; the
+    latent records both.
     """
-    mode = _resolve_mode(method, mode, x0 if isinstance(x0, State) else None)
-    if isinstance(x0, State):
-        method_obj, ctx = _setup(eps_fn, grid, method, mode, check_finite, backend, x0.x)
-        x0.check_compatible(method_obj, grid.fingerprint)
-        window, nfe0 = dict(x0.window), x0.nfe
+    latent = x0 if isinstance(x0, State) else None
+    method_obj = _method_for(method, mode, latent)
+    if latent is not None:
+        ctx = _context(eps_fn, grid, method_obj, check_finite, backend, latent.x)
+        latent.check_compatible(method_obj, grid.fingerprint, grid.N)
+        window, nfe0 = dict(latent.window), latent.nfe
     else:
         _check_float(x0, "the data to invert")
-        method_obj, ctx = _setup(eps_fn, grid, method, mode, check_finite, backend, x0)
+        ctx = _context(eps_fn, grid, method_obj, check_finite, backend, x0)
         if check_finite and not ctx.backend.all_finite(x0):
             raise GridError("the data to invert contains NaN or infinity")
-        window, nfe0 = {0: method_obj.entry_from_array(x0)}, 0
-    stop = grid.N if stop is None else int(stop)
+        window, nfe0 = {0: x0}, 0
+    stop = grid.N if stop is None else _index(stop, "stop")
     if not max(window) < stop <= grid.N:
-        raise GridError(
-            f"stop must be a grid index in ({max(window)}, {grid.N}], got {stop}"
-        )
-    window = integrate(ctx, method_obj, window, "backward", stop, callback=callback, progress=progress)
-    return State(window, method_obj.spec, grid.fingerprint, method_obj.mode, nfe0 + ctx.nfe)
+        raise GridError(f"stop must be a grid index in ({max(window)}, {grid.N}], got {stop}")
+    run = integrate(ctx, method_obj, window, "backward", stop, callback=callback, progress=progress)
+    metadata = method_obj.latent_metadata(ctx)
+    if latent is not None:
+        metadata = _merge_digests(latent.metadata, metadata)
+    return State(run.window, method_obj.spec, grid.fingerprint, method_obj.mode, nfe0 + ctx.nfe, metadata)
+
+
+def _merge_digests(old: Any, new: dict) -> dict:
+    """A continued inversion keeps the per-step records of the part before it."""
+    out = {k: v for k, v in dict(old or {}).items()}
+    for key, val in new.items():
+        out[key] = {**dict(out.get(key) or {}), **val} if isinstance(val, dict) else val
+    return out

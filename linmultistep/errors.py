@@ -27,3 +27,8 @@ class FixedPointRangeError(LinmultistepError, OverflowError):
 
 class NondeterministicNetworkError(LinmultistepError, RuntimeError):
     """The network gave different outputs for identical inputs, so a bit-exact inversion would be wrong."""
+
+
+class PrecisionWarning(UserWarning):
+    """A run whose rounding errors can grow past 1% of the data (EDICT with small p, BDIA(gamma < 1)
+    inverted over many steps): the round trip may be far from exact."""

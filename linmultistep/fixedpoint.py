@@ -20,35 +20,39 @@ Bx 2^Sx <= 2^62 and Bv 2^Sv <= 2^62, so nothing can overflow int64. The rounding
 trajectory by at most N 2^-(Sx+1) + N 2^-(Sv+1) sum_i w_i (in xbar); that bound must stay below
 2^-30 D, else the grid is refused (BDIA(gamma < 1) needs about N log2(1/gamma) more bits).
 
-Determinism: the run uses the backend's deterministic kernels; an inversion evaluates its
-first network input twice and compares bitwise; the latent keeps the quantised increment of
-its last-but-one point, which the first step of sampling recomputes and compares. A mismatch
-raises :class:`NondeterministicNetworkError` instead of returning a silently wrong result.
+Determinism: every step runs with the backend's deterministic kernels; an inversion evaluates
+its first network input twice and compares bitwise; the latent keeps the quantised increment of
+its last-but-one point, which the first step of sampling recomputes and compares, and a checksum
+of the quantised increment of EVERY point (metadata ``bits_digests``), which sampling compares
+step by step (deferred like the finite checks, naming the first grid index that differs). A
+mismatch raises :class:`NondeterministicNetworkError` instead of returning a silently wrong result.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from contextlib import ExitStack
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, ContextManager, Mapping, NamedTuple
 
 import numpy as np
 
+from .context import StepContext
+from .entries import Entry
 from .errors import FixedPointRangeError, MethodError, NondeterministicNetworkError
-from .forms import TwoStepTables, _FormBase, two_step_tables
+from .forms import TwoStepForm, TwoStepTables, two_step_tables
 from .methods import LinearMultistep
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .integrator import StepContext
-
-__all__ = ["FixedEntry", "FixedPointBelm", "FixedPointScales", "fixed_point_scales", "DEFAULT_DATA_BOUND", "DEFAULT_EPS_BOUND"]
+__all__ = [
+    "FixedEntry", "FixedPointBelm", "FixedPointRun", "FixedPointScales", "fixed_point_scales",
+    "DEFAULT_DATA_BOUND", "DEFAULT_EPS_BOUND", "DIGESTS_KEY",
+]
 
 DEFAULT_DATA_BOUND = 64.0  # |x| at the start of a run: pixels in [-1, 1], VAE latents, Gaussian noise
 DEFAULT_EPS_BOUND = 64.0  # |eps| from the network: noise predictions are O(1)
 _INT_LIMIT_BITS = 62  # values stay below 2^62 so that one more increment cannot overflow int64
 _TOLERANCE_BITS = 30  # rounding may move the trajectory by at most 2^-30 * data_bound
+DIGESTS_KEY = "bits_digests"  # latent metadata: {grid index: [checksum of each batch row's quantised increment]}
 
 
 class FixedEntry(NamedTuple):
@@ -94,13 +98,26 @@ def fixed_point_scales(t: TwoStepTables, data_bound: float, eps_bound: float) ->
     return FixedPointScales(Sx, Sv, Bx, Bv, rounding, tol)
 
 
-class FixedPointBelm(_FormBase):
+@dataclass
+class FixedPointRun:
+    """The per-run data of mode 'bits': tables, scales, and the determinism bookkeeping."""
+
+    tables: TwoStepTables
+    scales: FixedPointScales
+    unchecked: bool  # the first network input of an inversion is still to be evaluated twice
+    digests: dict[int, Any] = field(default_factory=dict)  # grid index -> checksum(dV) (lazy)
+    expected: dict[int, list[int]] = field(default_factory=dict)  # from the latent being reconstructed (per row)
+
+
+class FixedPointBelm(TwoStepForm):
     """A 2-step BELM in int64 fixed point: round trips exact to the last bit (module docstring).
 
     ``data_bound`` bounds |x| of the array a run starts from (data for inversion, noise for
     sampling); ``eps_bound`` bounds the network's |eps|. Both are checked during the run and
     are part of the mode string ('bits' for the defaults), which a latent records.
     """
+
+    above_field = "V"
 
     def __init__(
         self, base: LinearMultistep, data_bound: float = DEFAULT_DATA_BOUND, eps_bound: float = DEFAULT_EPS_BOUND
@@ -136,12 +153,11 @@ class FixedPointBelm(_FormBase):
         return cls(base, **{**parsed, **options})
 
     # --- run set-up ---------------------------------------------------------------------
-    def scales(self, ctx: "StepContext") -> FixedPointScales:
-        return ctx.memo["fixed_point_scales"]
+    def scales(self, ctx: StepContext) -> FixedPointScales:
+        return ctx.prepared.scales
 
-    def begin(self, ctx: "StepContext", window: dict[int, Any], direction: str) -> dict[int, Any]:
-        super().begin(ctx, window, direction)
-        t = self.tables(ctx)
+    def prepare(self, ctx: StepContext, direction: str, window: Mapping[int, Entry]) -> FixedPointRun:
+        t = two_step_tables(self.base, ctx)
         sc = fixed_point_scales(t, self.data_bound, self.eps_bound)
         if sc.rounding_bound > sc.tolerance:
             raise FixedPointRangeError(
@@ -152,29 +168,45 @@ class FixedPointBelm(_FormBase):
                 "(BDIA gamma < 1) grows the state by N log2(1/a_2) bits; use fewer steps, gamma = 1, "
                 "or tighter data_bound/eps_bound"
             )
-        ctx.memo["fixed_point_scales"] = sc
-        stack = ExitStack()
-        ctx.memo["fixed_point_exit"] = stack
-        stack.enter_context(ctx.backend.deterministic())
-        ctx.memo["fixed_point_unchecked"] = direction == "backward"
-        out = {}
+        return FixedPointRun(t, sc, unchecked=direction == "backward")
+
+    def guard(self, ctx: StepContext) -> ContextManager[Any]:
+        return ctx.backend.deterministic()
+
+    def latent_metadata(self, ctx: StepContext) -> dict[str, Any]:
+        run: FixedPointRun = ctx.prepared
+        if not run.digests:
+            return {}
+        keys = sorted(run.digests)
+        values = ctx.backend.read([run.digests[k] for k in keys])
+        return {DIGESTS_KEY: {str(k): [int(r) for r in v] for k, v in zip(keys, values)}}
+
+    def use_latent_metadata(self, ctx: StepContext, metadata: Mapping[str, Any]) -> None:
+        recorded = metadata.get(DIGESTS_KEY)
+        if recorded:
+            ctx.prepared.expected = {int(k): [int(r) for r in v] for k, v in dict(recorded).items()}
+
+    def enter(self, ctx: StepContext, window: dict[int, Any]) -> dict[int, Entry]:
+        t, sc, be = self.tables(ctx), self.scales(ctx), ctx.backend
+        out: dict[int, FixedEntry] = {}
         for m, e in window.items():
             if isinstance(e, FixedEntry):
                 out[m] = e
                 continue
-            if isinstance(e, tuple):
+            if isinstance(e, tuple) and len(e) != 1:
                 raise MethodError(f"mode {self.mode!r} cannot start from the entry at grid index {m} ({type(e).__name__})")
-            big = ctx.backend.max_abs(e)
+            x = e[0] if isinstance(e, tuple) else e
+            big = be.max_abs(x)
             if not big <= self.data_bound:
                 raise FixedPointRangeError(
                     f"|x| reaches {big:.4g} at grid index {m}, beyond data_bound = {self.data_bound:g} that fixes the "
-                    f"fixed-point scale; pass method=get_method(...).with_mode('bits', data_bound=...) with a larger bound"
+                    "fixed-point scale; pass mode_options={'data_bound': ...} (linmultistep.in_mode(method, 'bits', "
+                    "data_bound=...)) with a larger bound"
                 )
-            X = ctx.backend.quantize(e, 2.0**sc.Sx / t.s[m])
-            out[m] = FixedEntry(ctx.backend.dequantize(X, t.s[m] * 2.0**-sc.Sx, e), X, None, None)
+            X = be.quantize(x, 2.0**sc.Sx / t.s[m])
+            out[m] = FixedEntry(be.dequantize(X, t.s[m] * 2.0**-sc.Sx, x), X, None, None)
         # adjacent plain arrays (solve's warm_start): V_{m+1} from the difference, and X_m moved
         # by at most the rounding so that the shear relation between them holds exactly
-        be = ctx.backend
         for m in sorted(out, reverse=True):
             if m + 1 in out and not isinstance(window[m], FixedEntry):
                 above = out[m + 1]
@@ -183,20 +215,16 @@ class FixedPointBelm(_FormBase):
                 out[m] = FixedEntry(be.dequantize(X, t.s[m] * 2.0**-sc.Sx, out[m].x), X, V, None)
         return out
 
-    def end(self, ctx: "StepContext") -> None:
-        stack = ctx.memo.pop("fixed_point_exit", None)
-        if stack is not None:
-            stack.close()
-
     def entry_from_array(self, x: Any) -> Any:
-        return x  # converted in begin(), which knows the grid's scales
+        raise MethodError("mode 'bits' builds its entries from arrays when a run starts (it needs the grid's scales)")
 
     # --- the network, bounded and checked -----------------------------------------------
-    def _increment(self, ctx: "StepContext", m: int, x: Any, c: float, cached: bool = True) -> Any:
+    def _increment(self, ctx: StepContext, m: int, x: Any, c: float, cached: bool = True) -> Any:
         """q(c eps(x_m) 2^Sv), refusing |eps| > eps_bound; the first call of an inversion is made twice."""
+        run: FixedPointRun = ctx.prepared
         eps = ctx.slope(m, x) if cached else ctx.evaluate(x, m)
-        if ctx.memo.get("fixed_point_unchecked"):
-            ctx.memo["fixed_point_unchecked"] = False
+        if run.unchecked:
+            run.unchecked = False
             again = ctx.evaluate(x, m)
             if not ctx.backend.equal(eps, again):
                 raise NondeterministicNetworkError(
@@ -208,19 +236,25 @@ class FixedPointBelm(_FormBase):
         if not big <= self.eps_bound:
             raise FixedPointRangeError(
                 f"|eps| = {big:.4g} at grid index {m} ({ctx.describe(m)}) exceeds eps_bound = {self.eps_bound:g} "
-                "that fixes the fixed-point scale; pass a larger eps_bound to with_mode('bits', eps_bound=...)"
+                "that fixes the fixed-point scale; pass a larger eps_bound (mode_options={'eps_bound': ...})"
             )
-        return ctx.backend.quantize(eps, c * 2.0 ** self.scales(ctx).Sv)
+        return ctx.backend.quantize(eps, c * 2.0 ** run.scales.Sv)
 
-    def _shift(self, ctx: "StepContext", m: int, V: Any) -> Any:
+    def _shift(self, ctx: StepContext, m: int, V: Any) -> Any:
         """q(w_m V 2^(Sx-Sv)): the xbar increment of step m in X units."""
         sc = self.scales(ctx)
         return ctx.backend.quantize(V, self.tables(ctx).w[m] * 2.0 ** (sc.Sx - sc.Sv))
 
     # --- the two shears ---------------------------------------------------------------------
-    def down(self, ctx: "StepContext", i: int, above: FixedEntry, c: float) -> FixedEntry:
+    def down(self, ctx: StepContext, i: int, above: FixedEntry, c: float) -> FixedEntry:
         """Point i-1 from point i: V_i = -V_{i+1} + q(c_i eps_i), X_{i-1} = X_i - q(w_i V_i)."""
         be, t, sc = ctx.backend, self.tables(ctx), self.scales(ctx)
+        run: FixedPointRun = ctx.prepared
+        if above.V is None and abs(c) > abs(t.c_top) + abs(t.c_bot):
+            raise FixedPointRangeError(
+                f"mode 'bits' cannot start sampling at grid index {i}: its starter coefficient {c:.4g} exceeds the "
+                f"bound {abs(t.c_top) + abs(t.c_bot):.4g} that fixed the scales (start at the noise end)"
+            )
         dV = self._increment(ctx, i, above.x, c)
         if above.dV is not None and not be.equal(dV, above.dV):
             raise NondeterministicNetworkError(
@@ -228,17 +262,27 @@ class FixedPointBelm(_FormBase):
                 "for the same input (another device, dtype, batch composition or a non-deterministic kernel); "
                 "the reconstruction would not be exact"
             )
+        if above.V is not None and i in run.expected:
+            ctx.watch_equal(i, be.checksum(dV), run.expected[i], (
+                f"the network's output at grid index {i} ({ctx.describe(i)}) differs from the one the inversion saw "
+                "at that step (its checksum in the latent's bits_digests); the network drifted or is not "
+                "deterministic, so the reconstruction would not be exact"))
         V = dV if above.V is None else be.int_lincomb([-1, 1], [above.V, dV])
         X = be.int_lincomb([1, -1], [above.X, self._shift(ctx, i, V)])
         return FixedEntry(be.dequantize(X, t.s[i - 1] * 2.0**-sc.Sx, above.x), X, V, None)
 
-    def up(self, ctx: "StepContext", n: int, below: FixedEntry, start_c: float | None) -> FixedEntry:
-        """Point n from point n-1: X_n = X_{n-1} + q(w_n V_n), V_{n+1} = -V_n + q(c_n eps_n)."""
+    def up(self, ctx: StepContext, n: int, below: FixedEntry) -> FixedEntry:
+        """Point n from point n-1: X_n = X_{n-1} + q(w_n V_n) (V_{n+1} follows at the next step)."""
         be, t, sc = ctx.backend, self.tables(ctx), self.scales(ctx)
-        V_n = below.V if start_c is None else self._increment(ctx, n, below.x, start_c, cached=False)
-        X = be.int_lincomb([1, 1], [below.X, self._shift(ctx, n, V_n)])
-        x = be.dequantize(X, t.s[n] * 2.0**-sc.Sx, below.x)
-        if n == t.N:
-            return FixedEntry(x, X, None, None)
-        dV = self._increment(ctx, n, x, t.c[n])
-        return FixedEntry(x, X, be.int_lincomb([-1, 1], [V_n, dV]), dV)
+        X = be.int_lincomb([1, 1], [below.X, self._shift(ctx, n, below.V)])
+        return FixedEntry(be.dequantize(X, t.s[n] * 2.0**-sc.Sx, below.x), X, None, None)
+
+    def completed(self, ctx: StepContext, n: int, entry: FixedEntry, V_n: Any) -> FixedEntry:
+        """V_{n+1} = -V_n + q(c_n eps(x_n)); the increment and its checksum are recorded."""
+        dV = self._increment(ctx, n, entry.x, self.tables(ctx).c[n])
+        ctx.prepared.digests[n] = ctx.backend.checksum(dV)
+        return entry._replace(V=ctx.backend.int_lincomb([-1, 1], [V_n, dV]), dV=dV)
+
+    def started(self, ctx: StepContext, n: int, below: FixedEntry) -> FixedEntry:
+        """V_n = q(c_start_n eps(x_{n-1} at point n's time)): the DDIM-inversion guess."""
+        return below._replace(V=self._increment(ctx, n, below.x, self.tables(ctx).c_start[n], cached=False))

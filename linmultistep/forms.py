@@ -20,30 +20,32 @@ order). For O-BELM w_i = h_i^2 and c_i = (h_i + h_{i+1}) / (h_i h_{i+1}); for BD
 w_i = gamma^{N-i} h_N^2, so for gamma < 1 the weights span gamma^{-N}: the form moves the
 problem into the range of v but cannot remove it (the inverse map itself amplifies by 1/gamma).
 
-The starter (one DDIM step, or its approximate inverse at the data end) fits the same form with
-v_{N+1} = 0: v_N = c_top epsbar_N, c_top = -b^{starter}_1 h_N / w_N.
+The starter (one DDIM step from a point with nothing above it, or its approximate inverse) fits
+the same form with v_{i+1} = 0: v_i = c^start_i epsbar_i, c^start_i = -b^{starter}_1 h_i / w_i.
 
 Entries are :class:`StableEntry` (x_n, xbar_n, v_{n+1}): the state is (xbar_n, v_{n+1}), v being
 the difference that led *down* to point n, so that a sampling step only reads the entry above
 it; x_n = s_n xbar_n is the network's view (model coordinates), derived, never fed back.
-The top entry of an inversion has v = None (nothing above the noise end). Derivation and
-measurements: docs/precision.md.
+The top entry has v = None (nothing above it). An inversion step n makes xbar_n and leaves the
+entry *open* (v_{n+1} needs the network at x_n); step n+1 completes it with that output first,
+so a step consumes the model output at its start, like a sampling step. A run that stops before
+the noise end completes its last entry in :meth:`~Method.close`. Derivation and measurements:
+docs/precision.md.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
+from typing import Any, Mapping, MutableMapping, NamedTuple
 
 import numpy as np
 
-from .errors import MethodError, NonFiniteError
-from .methods import LinearMultistep, Method, _PROBES
+from .context import StepContext
+from .entries import Entry
+from .errors import MethodError
+from .methods import PROBES, LinearMultistep, Method
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .integrator import StepContext
-
-__all__ = ["StableEntry", "StableBelm", "TwoStepTables", "two_step_tables", "check_two_step_belm"]
+__all__ = ["StableEntry", "StableBelm", "TwoStepForm", "TwoStepTables", "two_step_tables", "check_two_step_belm"]
 
 
 class StableEntry(NamedTuple):
@@ -60,16 +62,25 @@ class TwoStepTables:
     """float64 host coefficients of the shear form on one grid (index 0..N).
 
     ``w[i]`` (i = 1..N) weights of the differences, ``c[i]`` (i = 1..N-1) slope coefficients of the
-    BELM relations, ``c_top`` of the starter step N -> N-1, ``c_bot`` of the approximate starter
-    inverse 0 -> 1; ``s[m]`` the stored-coordinate scales.
+    BELM relations, ``c_start[i]`` (i = 1..N) of the starter step i -> i-1 (and its approximate
+    inverse i-1 -> i); ``s[m]`` the stored-coordinate scales.
     """
 
     N: int
     w: np.ndarray
     c: np.ndarray
-    c_top: float
-    c_bot: float
+    c_start: np.ndarray
     s: np.ndarray
+
+    @property
+    def c_top(self) -> float:
+        """The starter's coefficient at the noise end (sampling starts there)."""
+        return float(self.c_start[self.N])
+
+    @property
+    def c_bot(self) -> float:
+        """The starter inverse's coefficient at the data end (inversion starts there)."""
+        return float(self.c_start[1])
 
 
 def check_two_step_belm(method: Method, mode: str) -> LinearMultistep:
@@ -84,7 +95,7 @@ def check_two_step_belm(method: Method, mode: str) -> LinearMultistep:
     st = method.starter
     if not isinstance(st, LinearMultistep) or st.k != 1:
         raise MethodError(f"mode {mode!r} needs a one-step starter; {method.spec} has {st}")
-    for p in _PROBES:
+    for p in PROBES:
         a, _ = method.coefficients(p[:2])
         if abs(a[0] + a[1] - 1.0) > 1e-12:
             raise MethodError(
@@ -97,7 +108,7 @@ def check_two_step_belm(method: Method, mode: str) -> LinearMultistep:
     return method
 
 
-def two_step_tables(method: LinearMultistep, ctx: "StepContext") -> TwoStepTables:
+def two_step_tables(method: LinearMultistep, ctx: StepContext) -> TwoStepTables:
     """Weights and coefficients of the shear form (module docstring) for the context's grid."""
     h = np.asarray(ctx.h, dtype=np.float64)
     N = h.shape[0] - 1
@@ -114,18 +125,25 @@ def two_step_tables(method: LinearMultistep, ctx: "StepContext") -> TwoStepTable
             f"grid (w from {w[1:].min():.3g} to {w[1:].max():.3g}); the inverse of this method amplifies "
             "rounding beyond any precision here (docs/precision.md)"
         )
-    _, b_top = method.starter.coefficients(h[N : N + 1])
-    _, b_bot = method.starter.coefficients(h[1:2])
+    c_start = np.zeros(N + 1)
+    for i in range(1, N + 1):
+        _, b_st = method.starter.coefficients(h[i : i + 1])
+        c_start[i] = -b_st[1] * h[i] / w[i]
     s = np.array([ctx.scale(m) for m in range(N + 1)])
-    return TwoStepTables(N, w, c, float(-b_top[1] * h[N] / w[N]), float(-b_bot[1] * h[1] / w[1]), s)
+    for arr in (w, c, c_start, s):
+        arr.setflags(write=False)
+    return TwoStepTables(N, w, c, c_start, s)
 
 
-class _FormBase(Method):
-    """Shared plumbing of the 'stable' and 'bits' forms of a 2-step BELM ``base``."""
+class TwoStepForm(Method):
+    """What the 'stable' and 'bits' forms of a 2-step BELM ``base`` share: the identity of the base,
+    the starter, the open entries of an inversion, and the two shears ``down`` / ``up`` that the
+    subclasses define on their own entry types."""
 
     k = 2
     nfe_per_step = 1
-    _memo_key = "two_step_form"
+    mode = "form"
+    above_field = "v"  # the entry's part that links it to the point above (v_{n+1}; 'V' in mode 'bits')
 
     def __init__(self, base: LinearMultistep) -> None:
         self.base = check_two_step_belm(base, self.mode)
@@ -139,50 +157,64 @@ class _FormBase(Method):
     def order(self) -> int | None:
         return self.base.order
 
-    def tables(self, ctx: "StepContext") -> TwoStepTables:
-        return ctx.memo[self._memo_key]
+    def tables(self, ctx: StepContext) -> TwoStepTables:
+        return ctx.prepared.tables
 
-    def begin(self, ctx: "StepContext", window: dict[int, Any], direction: str) -> dict[int, Any]:
-        ctx.memo[self._memo_key] = two_step_tables(self.base, ctx)
-        return window
-
-    def array_from_entry(self, entry: Any) -> Any:
-        return entry[0] if isinstance(entry, tuple) else entry
-
-    def exact_backward(self, ctx: "StepContext", n: int) -> bool:
+    def exact_backward(self, ctx: StepContext, n: int) -> bool:
         return True
 
-    def with_mode(self, mode: str, **options: Any) -> Method:
-        if mode == self.mode and not options:
-            return self
-        return self.base.with_mode(mode, **options)
-
-    # the two directions, i.e. the relation of point i in shear form; the starter reuses them
-    def down(self, ctx: "StepContext", i: int, above: Any, c: float) -> Any:  # pragma: no cover
+    # the subclass's shears on its own entries
+    def down(self, ctx: StepContext, i: int, above: Any, c: float) -> Any:  # pragma: no cover
+        """Point i-1 from point i (sampling) with slope coefficient c (c_i, or c_start_i from a top entry)."""
         raise NotImplementedError
 
-    def up(self, ctx: "StepContext", n: int, below: Any, start_c: float | None) -> Any:  # pragma: no cover
+    def up(self, ctx: StepContext, n: int, below: Any) -> Any:  # pragma: no cover
+        """Point n from the COMPLETE point n-1 (its v is v_n): the new entry is open unless n = N."""
         raise NotImplementedError
 
-    def forward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
+    def completed(self, ctx: StepContext, n: int, entry: Any, v_n: Any) -> Any:  # pragma: no cover
+        """The open entry at n with its v_{n+1} = -v_n + c_n eps(x_n)."""
+        raise NotImplementedError
+
+    def started(self, ctx: StepContext, n: int, below: Any) -> Any:  # pragma: no cover
+        """The point n-1 (no point below it in the run) with v_n of the starter's inverse guess."""
+        raise NotImplementedError
+
+    def is_open(self, n: int, entry: Any, N: int) -> bool:
+        """An inversion's entry whose link to the point above awaits the network output at n."""
+        return getattr(entry, self.above_field) is None and 0 < n < N
+
+    def _complete_below(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Any:
+        below = window[n - 1]
+        if self.is_open(n - 1, below, self.tables(ctx).N):
+            link = getattr(window[n - 2], self.above_field)
+            below = window[n - 1] = self.completed(ctx, n - 1, below, link)
+        return below
+
+    def close(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> None:
+        if self.is_open(n, window[n], self.tables(ctx).N) and n - 1 in window:
+            window[n] = self.completed(ctx, n, window[n], getattr(window[n - 1], self.above_field))
+
+    def forward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
         i = n + 1
         return self.down(ctx, i, window[i], self.tables(ctx).c[i])
 
-    def backward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
-        return self.up(ctx, n, window[n - 1], None)
+    def backward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
+        return self.up(ctx, n, self._complete_below(ctx, n, window))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec} mode={self.mode!r}>"
 
 
 class _Starter(Method):
-    """The starter step in shear form: DDIM N -> N-1 (v_{N+1} = 0) and its approximate inverse 0 -> 1."""
+    """The starter step in shear form: DDIM i -> i-1 from a point with nothing above (v_{i+1} = 0),
+    and its approximate inverse n-1 -> n from a point with nothing below."""
 
     k = 1
     nfe_per_step = 1
     starter = None
 
-    def __init__(self, parent: _FormBase) -> None:
+    def __init__(self, parent: TwoStepForm) -> None:
         self.parent = parent
         self.mode = parent.mode
 
@@ -190,23 +222,25 @@ class _Starter(Method):
     def spec(self):  # type: ignore[override]
         return self.parent.base.starter.spec
 
-    def exact_backward(self, ctx: "StepContext", n: int) -> bool:
+    def exact_backward(self, ctx: StepContext, n: int) -> bool:
         return False
 
-    def forward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
-        t = self.parent.tables(ctx)
-        if n + 1 != t.N:
-            raise MethodError(f"the starter of {self.parent.spec} runs only from the noise end, not from {n + 1}")
-        return self.parent.down(ctx, n + 1, window[n + 1], t.c_top)
+    def forward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
+        return self.parent.down(ctx, n + 1, window[n + 1], self.parent.tables(ctx).c_start[n + 1])
 
-    def backward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
-        t = self.parent.tables(ctx)
-        if n != 1:
-            raise MethodError(f"the starter inverse of {self.parent.spec} runs only from the data end, not to {n}")
-        return self.parent.up(ctx, n, window[0], t.c_bot)
+    def backward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
+        below = window[n - 1] = self.parent.started(ctx, n, window[n - 1])
+        return self.parent.up(ctx, n, below)
 
 
-class StableBelm(_FormBase):
+@dataclass
+class TwoStepRun:
+    """The per-run data of mode 'stable': the grid's shear tables."""
+
+    tables: TwoStepTables
+
+
+class StableBelm(TwoStepForm):
     """A 2-step BELM in the shear form of the module docstring, in the arrays' own dtype.
 
     The state is (xbar, v), updated by the two shears; the network sees x = s xbar, rounded
@@ -216,17 +250,23 @@ class StableBelm(_FormBase):
 
     mode = "stable"
 
-    def entry_from_array(self, x: Any) -> Any:
-        return x  # converted in begin(), which knows the grid's scales
+    def prepare(self, ctx: StepContext, direction: str, window: Mapping[int, Entry]) -> TwoStepRun:
+        return TwoStepRun(two_step_tables(self.base, ctx))
 
-    def begin(self, ctx: "StepContext", window: dict[int, Any], direction: str) -> dict[int, Any]:
-        super().begin(ctx, window, direction)
+    def entry_from_array(self, x: Any) -> Any:
+        raise MethodError("mode 'stable' builds its entries from arrays when a run starts (it needs the grid's scales)")
+
+    def enter(self, ctx: StepContext, window: dict[int, Any]) -> dict[int, Entry]:
         t = self.tables(ctx)
-        out = {}
+        out: dict[int, StableEntry] = {}
         for m, e in window.items():
-            if isinstance(e, tuple) and not isinstance(e, StableEntry):
+            if isinstance(e, StableEntry):
+                out[m] = e
+                continue
+            if isinstance(e, tuple) and len(e) != 1:
                 raise MethodError(f"mode 'stable' cannot start from the entry at grid index {m} ({type(e).__name__})")
-            out[m] = e if isinstance(e, StableEntry) else StableEntry(e, ctx.lincomb([1.0 / t.s[m]], [e]), None)
+            x = e[0] if isinstance(e, tuple) else e
+            out[m] = StableEntry(x, ctx.lincomb([1.0 / t.s[m]], [x]), None)
         # adjacent plain arrays (solve's warm_start): v_{m+1} = (xbar_{m+1} - xbar_m) / w_{m+1}
         for m in sorted(out, reverse=True):
             if m + 1 in out and not isinstance(window[m], StableEntry):
@@ -234,36 +274,25 @@ class StableBelm(_FormBase):
                 out[m] = out[m]._replace(v=ctx.lincomb([1.0 / w, -1.0 / w], [out[m + 1].xbar, out[m].xbar]))
         return out
 
-    def _entry(self, ctx: "StepContext", m: int, xbar: Any, v: Any) -> StableEntry:
+    def _entry(self, ctx: StepContext, m: int, xbar: Any, v: Any) -> StableEntry:
         return StableEntry(ctx.lincomb([self.tables(ctx).s[m]], [xbar]), xbar, v)
 
-    def _eps(self, ctx: "StepContext", m: int, x: Any, direction: str, cached: bool = True) -> Any:
-        """The network at point m; a non-finite answer to a non-finite state is blamed on rounding growth."""
-        try:
-            return ctx.slope(m, x) if cached else ctx.evaluate(x, m)
-        except NonFiniteError:
-            if ctx.backend.all_finite(x):
-                raise
-            raise NonFiniteError(
-                f"the state became NaN or infinite at grid index {m} ({ctx.describe(m)}) in a {direction} step "
-                f"of {self.spec}: rounding errors grew past the floating-point range (docs/precision.md)"
-            ) from None
-
-    def down(self, ctx: "StepContext", i: int, above: StableEntry, c: float) -> StableEntry:
+    def down(self, ctx: StepContext, i: int, above: StableEntry, c: float) -> StableEntry:
         """Point i-1 from point i: v_i = -v_{i+1} + c_i eps_i, xbar_{i-1} = xbar_i - w_i v_i."""
-        eps = self._eps(ctx, i, above.x, "forward")
+        eps = ctx.slope(i, above.x)
         v = ctx.lincomb([c], [eps]) if above.v is None else ctx.lincomb([-1.0, c], [above.v, eps])
         return self._entry(ctx, i - 1, ctx.lincomb([1.0, -self.tables(ctx).w[i]], [above.xbar, v]), v)
 
-    def up(self, ctx: "StepContext", n: int, below: StableEntry, start_c: float | None) -> StableEntry:
-        """Point n from point n-1: xbar_n = xbar_{n-1} + w_n v_n, then v_{n+1} = -v_n + c_n eps_n.
+    def up(self, ctx: StepContext, n: int, below: StableEntry) -> StableEntry:
+        """Point n from point n-1: xbar_n = xbar_{n-1} + w_n v_n (v_{n+1} follows at the next step)."""
+        return self._entry(ctx, n, ctx.lincomb([1.0, self.tables(ctx).w[n]], [below.xbar, below.v]), None)
 
-        ``start_c`` (starter only): v_1 = c_bot eps(x_0 at point 1's time), the DDIM-inversion guess.
-        """
-        t = self.tables(ctx)
-        v_n = below.v if start_c is None else ctx.lincomb([start_c], [self._eps(ctx, n, below.x, "backward", False)])
-        entry = self._entry(ctx, n, ctx.lincomb([1.0, t.w[n]], [below.xbar, v_n]), None)
-        if n == t.N:
-            return entry
-        eps = self._eps(ctx, n, entry.x, "backward")
-        return entry._replace(v=ctx.lincomb([-1.0, t.c[n]], [v_n, eps]))
+    def completed(self, ctx: StepContext, n: int, entry: StableEntry, v_n: Any) -> StableEntry:
+        """v_{n+1} = -v_n + c_n eps(x_n)."""
+        eps = ctx.slope(n, entry.x)
+        return entry._replace(v=ctx.lincomb([-1.0, self.tables(ctx).c[n]], [v_n, eps]))
+
+    def started(self, ctx: StepContext, n: int, below: StableEntry) -> StableEntry:
+        """v_n = c_start_n eps(x_{n-1} at point n's time): the DDIM-inversion guess."""
+        eps = ctx.evaluate(below.x, n)
+        return below._replace(v=ctx.lincomb([self.tables(ctx).c_start[n]], [eps]))

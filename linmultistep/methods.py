@@ -13,16 +13,19 @@ the stored array. EDICT's entries are pairs (x, y).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ContextManager, Mapping, MutableMapping, Sequence
 
 import numpy as np
 
+from . import generated_belm
 from . import rules as _rules
-from .errors import MethodError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .integrator import StepContext
+from .context import StepContext
+from .entries import Coupled, Entry, Point
+from .errors import MethodError, PrecisionWarning
 
 __all__ = [
     "Method",
@@ -37,11 +40,23 @@ __all__ = [
     "belm",
     "adams_bashforth",
     "available_methods",
+    "rule_digest",
+    "PROBES",
+    "MAX_ADAMS_BASHFORTH_K",
 ]
 
-# step-size vectors on which structural properties (explicit, backward explicit) are probed
+# step-size vectors on which structural properties (explicit, backward explicit) are probed and
+# from which a user rule's identity is computed
 _PROBE_RNG = np.random.default_rng(20241009)
-_PROBES = [np.ones(8), np.linspace(1.0, 2.5, 8), _PROBE_RNG.uniform(0.05, 3.0, 8), _PROBE_RNG.uniform(0.05, 3.0, 8)]
+PROBES: tuple[np.ndarray, ...] = (
+    np.ones(8), np.linspace(1.0, 2.5, 8), _PROBE_RNG.uniform(0.05, 3.0, 8), _PROBE_RNG.uniform(0.05, 3.0, 8)
+)
+for _p in PROBES:
+    _p.setflags(write=False)
+
+#: variable-step Adams-Bashforth coefficients come from Lagrange integrals whose cancellation grows
+#: with k; beyond this they lose the float64 digits that order k needs
+MAX_ADAMS_BASHFORTH_K = 12
 
 
 @dataclass(frozen=True)
@@ -86,36 +101,47 @@ class Method:
         return out
 
     # entries <-> plain arrays at the ends of a run
-    def entry_from_array(self, x: Any) -> Any:
-        return x
+    def entry_from_array(self, x: Any) -> Entry:
+        return Point(x)
 
-    def array_from_entry(self, entry: Any) -> Any:
-        return entry
+    def array_from_entry(self, entry: Entry) -> Any:
+        return entry.x
 
-    # hooks around one run of the integrator (the starters' own hooks are not called)
-    def begin(self, ctx: "StepContext", window: dict[int, Any], direction: str) -> dict[int, Any]:
-        """Prepare per-run data in ``ctx.memo`` and convert the start window; returns the window."""
-        return window
+    # hooks around one run (the starters' own hooks are not called; they read the run's data)
+    def prepare(self, ctx: StepContext, direction: str, window: Mapping[int, Entry]) -> Any:
+        """Per-run data of this method (tables, scales...), stored by the run in ``ctx.prepared``."""
+        return None
 
-    def end(self, ctx: "StepContext") -> None:
-        """Called once when the run ends, also on error."""
+    def enter(self, ctx: StepContext, window: dict[int, Any]) -> dict[int, Entry]:
+        """Convert the start window (entries or plain arrays) into this method's entries."""
+        return {m: e if isinstance(e, tuple) else self.entry_from_array(e) for m, e in window.items()}
 
-    def exact_backward(self, ctx: "StepContext", n: int) -> bool:
+    def guard(self, ctx: StepContext) -> ContextManager[Any]:
+        """A context every step of the run executes in (mode 'bits': deterministic kernels)."""
+        return contextlib.nullcontext()
+
+    def close(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> None:
+        """Complete the entry at n if the run ended before it was (open entries: modes 'stable'/'bits'
+        inverting, whose step n+1 would complete point n with the network output at n)."""
+
+    def latent_metadata(self, ctx: StepContext) -> dict[str, Any]:
+        """What this run records in the latent besides the window (mode 'bits': per-step digests)."""
+        return {}
+
+    def use_latent_metadata(self, ctx: StepContext, metadata: Mapping[str, Any]) -> None:
+        """Take what :meth:`latent_metadata` recorded when continuing a latent."""
+
+    def exact_backward(self, ctx: StepContext, n: int) -> bool:
         raise NotImplementedError
 
-    def forward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
+    def forward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
+        """The entry at point n from points n+1..n+k (the method's own direction, sampling)."""
         raise NotImplementedError
 
-    def backward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
+    def backward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
+        """The entry at point n from points n-k..n-1 (inversion). May complete the open entry at n-1
+        in ``window`` (the run's own dict) with the network output at n-1."""
         raise NotImplementedError
-
-    def with_mode(self, mode: str, **options: Any) -> "Method":
-        """The same method computed in another form: 'recurrence' (the LM recurrence itself),
-        'stable' or 'bits' (2-step BELMs only, see :mod:`linmultistep.forms` and
-        :mod:`linmultistep.fixedpoint`)."""
-        if mode == self.mode and not options:
-            return self
-        raise MethodError(f"method {self.spec} has no mode {mode!r}; available: {self.mode!r}")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec} k={self.k}>"
@@ -169,7 +195,7 @@ class LinearMultistep(Method):
         return a, b
 
     def _probe(self, test: Callable[[np.ndarray, np.ndarray], bool]) -> bool:
-        return all(test(*self.coefficients(p[: self.k])) for p in _PROBES)
+        return all(test(*self.coefficients(p[: self.k])) for p in PROBES)
 
     @property
     def explicit(self) -> bool:
@@ -181,7 +207,7 @@ class LinearMultistep(Method):
         """b_{i,k} = 0 and a_{i,k} != 0 on every probed step-size vector: exactly invertible."""
         return self._probe(lambda a, b: b[-1] == 0 and a[-1] != 0)
 
-    def _local(self, ctx: "StepContext", i: int) -> tuple[np.ndarray, np.ndarray]:
+    def _local(self, ctx: StepContext, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Coefficients of the relation that produces point i-1 from points i..i-1+k."""
         a, b = self.coefficients(ctx.h[i : i + self.k])
         if b[0] != 0:
@@ -190,44 +216,55 @@ class LinearMultistep(Method):
             )
         return a, b
 
-    def exact_backward(self, ctx: "StepContext", n: int) -> bool:
+    def exact_backward(self, ctx: StepContext, n: int) -> bool:
         a, b = self._local(ctx, n - self.k + 1)
         return b[-1] == 0 and a[-1] != 0
 
-    def with_mode(self, mode: str, **options: Any) -> Method:
-        """'recurrence' (this object), or for a 2-step BELM the well-conditioned floating
-        form 'stable' or the fixed-point form 'bits' (options: data_bound, eps_bound)."""
-        if mode == "recurrence" and not options:
-            return self
-        if mode == "stable":
-            from .forms import StableBelm
-
-            return StableBelm(self, **options)
-        if isinstance(mode, str) and mode.startswith("bits"):
-            from .fixedpoint import FixedPointBelm
-
-            return FixedPointBelm.from_mode(self, mode, **options)
-        raise MethodError(f"unknown mode {mode!r} for {self.spec}; available: 'recurrence', 'stable', 'bits'")
+    def prepare(self, ctx: StepContext, direction: str, window: Mapping[int, Entry]) -> None:
+        if direction == "backward" and self.k == 2 and window:
+            _warn_parasitic_growth(self, ctx, _first_array(window))
 
     # --- steps ------------------------------------------------------------------------
-    def forward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
-        """x_{i-1} = s_{i-1} [sum_j a_{i,j} x_{i-1+j}/s_{i-1+j} + sum_j b_{i,j} h_{i-1+j} f_{i-1+j}], i = n+1."""
+    # A step is a linear combination whose float64 coefficients depend only on the grid: its plan
+    # [(coefficient, point, is_slope)] is computed once per run and point (StepContext.plan).
+    def _forward_plan(self, ctx: StepContext, n: int) -> list[tuple[float, int, int]]:
         i = n + 1
         a, b = self._local(ctx, i)
         s_new = ctx.scale(n)
-        coeffs: list[float] = []
-        arrays: list[Any] = []
+        plan: list[tuple[float, int, int]] = []
         for j in range(1, self.k + 1):
             p = n + j
             if a[j - 1] != 0:
-                coeffs.append(s_new * a[j - 1] / ctx.scale(p))
-                arrays.append(window[p])
+                plan.append((s_new * a[j - 1] / ctx.scale(p), p, 0))
             if b[j] != 0:
-                coeffs.append(s_new * b[j] * ctx.h[p])
-                arrays.append(ctx.slope(p, window[p]))
-        return ctx.lincomb(coeffs, arrays)
+                plan.append((s_new * b[j] * ctx.h[p], p, 1))
+        return plan
 
-    def backward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
+    def _backward_plan(self, ctx: StepContext, n: int) -> list[tuple[float, int, int]]:
+        k = self.k
+        i = n - k + 1
+        a, b = self._local(ctx, i)
+        if a[-1] == 0:
+            raise MethodError(f"{self.spec} cannot run backwards at grid index {n}: a_{{i,k}} = 0")
+        c = ctx.scale(n) / a[-1]
+        plan = [(c / ctx.scale(i - 1), i - 1, 0)]
+        for j in range(1, k):
+            p = i - 1 + j
+            if a[j - 1] != 0:
+                plan.append((-c * a[j - 1] / ctx.scale(p), p, 0))
+            if b[j] != 0:
+                plan.append((-c * b[j] * ctx.h[p], p, 1))
+        if b[k] != 0:
+            plan.append((-c * b[k] * ctx.h[n], n, 2))  # 2: the slope at n evaluated on point n-1
+        return plan
+
+    def forward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
+        """x_{i-1} = s_{i-1} [sum_j a_{i,j} x_{i-1+j}/s_{i-1+j} + sum_j b_{i,j} h_{i-1+j} f_{i-1+j}], i = n+1."""
+        plan = ctx.plan(self, "forward", n, self._forward_plan)
+        arrays = [ctx.slope(p, window[p].x) if kind else window[p].x for _, p, kind in plan]
+        return Point(ctx.lincomb([c for c, _, _ in plan], arrays))
+
+    def backward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
         """Solve the relation of point n-k for its oldest point n (paper eq. 13).
 
         x_n = (s_n / a_{i,k}) [x_{i-1}/s_{i-1} - sum_{j<k} a_{i,j} x_{i-1+j}/s_{i-1+j}
@@ -236,26 +273,44 @@ class LinearMultistep(Method):
         point n-1 evaluated with point n's time (diffusers' DDIMInverseScheduler convention),
         which makes the step approximate: DDIM inversion for k = 1.
         """
-        k = self.k
-        i = n - k + 1
-        a, b = self._local(ctx, i)
-        if a[-1] == 0:
-            raise MethodError(f"{self.spec} cannot run backwards at grid index {n}: a_{{i,k}} = 0")
-        c = ctx.scale(n) / a[-1]
-        coeffs = [c / ctx.scale(i - 1)]
-        arrays = [window[i - 1]]
-        for j in range(1, k):
-            p = i - 1 + j
-            if a[j - 1] != 0:
-                coeffs.append(-c * a[j - 1] / ctx.scale(p))
-                arrays.append(window[p])
-            if b[j] != 0:
-                coeffs.append(-c * b[j] * ctx.h[p])
-                arrays.append(ctx.slope(p, window[p]))
-        if b[k] != 0:
-            coeffs.append(-c * b[k] * ctx.h[n])
-            arrays.append(ctx.evaluate(window[n - 1], n))
-        return ctx.lincomb(coeffs, arrays)
+        plan = ctx.plan(self, "backward", n, self._backward_plan)
+        arrays = [
+            window[p].x if kind == 0 else ctx.slope(p, window[p].x) if kind == 1 else ctx.evaluate(window[n - 1].x, n)
+            for _, p, kind in plan
+        ]
+        return Point(ctx.lincomb([c for c, _, _ in plan], arrays))
+
+
+def _first_array(window: Mapping[int, Any]) -> Any:
+    """An array of a start window (entries or plain arrays)."""
+    e = next(iter(window.values()))
+    return e[0] if isinstance(e, tuple) else e
+
+
+def _itemsize(x: Any) -> int:
+    size = getattr(x, "itemsize", None)
+    return int(size) if isinstance(size, int) else int(getattr(getattr(x, "dtype", None), "itemsize", 8) or 8)
+
+
+#: unit roundoff by bytes per element (float16, float32, float64)
+_ROUNDOFF = {2: 2.0**-11, 4: 2.0**-24, 8: 2.0**-53}
+
+
+def _warn_parasitic_growth(method: "LinearMultistep", ctx: StepContext, x: Any) -> None:
+    """Warn when the inverse recurrence of a 2-step method amplifies rounding past 1% of the data:
+    its parasitic root is 1/a_{i,2} per step (BDIA(gamma): gamma^-N over the grid)."""
+    N = len(ctx.h) - 1
+    growth = 0.0
+    for i in range(1, N):
+        a, _ = method.coefficients(ctx.h[i : i + 2])
+        growth += -np.log2(abs(a[1])) if a[1] != 0 else np.inf
+    u = _ROUNDOFF.get(_itemsize(x), 2.0**-53)
+    if growth > 0 and growth + np.log2(u) > np.log2(0.01):
+        warnings.warn(
+            f"inverting with {method.spec} on this grid (N = {N}) amplifies rounding by about 2^{growth:.0f} = "
+            f"prod 1/a_(i,2) (BDIA: gamma^-N): with this dtype's unit roundoff {u:.1e} the round trip can be "
+            "off by more than 1% of the data; use gamma = 1, fewer steps, float64, or O-BELM",
+            PrecisionWarning, stacklevel=4)
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -281,28 +336,36 @@ class Edict(Method):
     def spec(self) -> MethodSpec:  # type: ignore[override]
         return MethodSpec("edict", (("p", float(self.p)),))
 
-    def entry_from_array(self, x: Any) -> Any:
-        return (x, x)
+    def entry_from_array(self, x: Any) -> Entry:
+        return Coupled(x, x)
 
-    def with_mode(self, mode: str, **options: Any) -> Method:
-        """Only 'recurrence': EDICT's mixing by p is no shear, see docs/precision.md."""
-        if mode == "recurrence" and not options:
-            return self
-        if mode in ("stable", "bits") or str(mode).startswith("bits"):
-            raise MethodError(
-                f"EDICT has no {mode!r} mode: its mixing step x <- p x' + (1-p) y' contracts by p, so its "
-                "inverse amplifies rounding by about 1/p^2 per step in any floating form, and a bit-exact "
-                "form would need about N log2(1/p) extra bits per state (docs/precision.md); use O-BELM or BDIA(gamma=1)"
-            )
-        raise MethodError(f"unknown mode {mode!r} for EDICT; available: 'recurrence'")
+    def enter(self, ctx: StepContext, window: dict[int, Any]) -> dict[int, Entry]:
+        out: dict[int, Entry] = {}
+        for m, e in window.items():
+            if isinstance(e, tuple) and not isinstance(e, Coupled):
+                if getattr(e, "_fields", None) is not None or len(e) != 2:
+                    raise MethodError(f"EDICT cannot start from the entry at grid index {m} ({type(e).__name__})")
+                e = Coupled(*e)
+            out[m] = e if isinstance(e, Coupled) else self.entry_from_array(e)
+        return out
 
-    def array_from_entry(self, entry: Any) -> Any:
-        return entry[0]
+    def prepare(self, ctx: StepContext, direction: str, window: Mapping[int, Entry]) -> None:
+        # the inverse of the mixing step divides by p twice: rounding grows like p^-2 per step
+        N = len(ctx.h) - 1
+        growth = -2.0 * N * np.log2(float(self.p))
+        x = _first_array(window) if window else None
+        u = _ROUNDOFF.get(_itemsize(x), 2.0**-53) if x is not None else 2.0**-53
+        if direction == "backward" and growth > 0 and growth + np.log2(u) > np.log2(0.01):
+            warnings.warn(
+                f"inverting with EDICT(p={self.p}) over N = {N} steps amplifies rounding by about p^(-2N) = "
+                f"2^{growth:.0f}: with this dtype's unit roundoff {u:.1e} the round trip can be off by more than "
+                "1% of the data; use p >= 0.9 (0.93 customary), fewer steps or float64, or O-BELM",
+                PrecisionWarning, stacklevel=4)
 
-    def exact_backward(self, ctx: "StepContext", n: int) -> bool:
+    def exact_backward(self, ctx: StepContext, n: int) -> bool:
         return True
 
-    def forward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
+    def forward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
         i, p = n + 1, float(self.p)
         x, y = window[i]
         r, eh = ctx.scale(n) / ctx.scale(i), -ctx.scale(n) * ctx.h[i]
@@ -310,9 +373,9 @@ class Edict(Method):
         yi = ctx.lincomb([r, eh], [y, ctx.evaluate(xi, i)])
         x_new = ctx.lincomb([p, 1 - p], [xi, yi])
         y_new = ctx.lincomb([p, 1 - p], [yi, x_new])
-        return (x_new, y_new)
+        return Coupled(x_new, y_new)
 
-    def backward(self, ctx: "StepContext", n: int, window: Mapping[int, Any]) -> Any:
+    def backward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
         i, p = n, float(self.p)
         x_new, y_new = window[n - 1]
         yi = ctx.lincomb([1 / p, -(1 - p) / p], [y_new, x_new])
@@ -320,7 +383,7 @@ class Edict(Method):
         r, eh = ctx.scale(i) / ctx.scale(i - 1), ctx.scale(i) * ctx.h[i]
         y = ctx.lincomb([r, eh], [yi, ctx.evaluate(xi, i)])
         x = ctx.lincomb([r, eh], [xi, ctx.evaluate(y, i)])
-        return (x, y)
+        return Coupled(x, y)
 
 
 # --- catalogue ----------------------------------------------------------------------------
@@ -349,9 +412,20 @@ def edict(p: float = 0.93) -> Edict:
 
 def adams_bashforth(k: int = 2) -> LinearMultistep:
     """Variable-step k-step Adams-Bashforth (order k), started by Adams-Bashforth k-1, ..., 1."""
+    if isinstance(k, bool) or not hasattr(k, "__index__"):
+        raise MethodError(f"Adams-Bashforth needs an integer k, got {k!r} ({type(k).__name__})")
     k = int(k)
-    starter = adams_bashforth(k - 1) if k > 1 else None
-    return LinearMultistep("adams_bashforth", k, _rules.adams_bashforth(k), params=(("k", k),), starter=starter, order=k)
+    if not 1 <= k <= MAX_ADAMS_BASHFORTH_K:
+        raise MethodError(
+            f"Adams-Bashforth needs 1 <= k <= {MAX_ADAMS_BASHFORTH_K}, got k = {k}: its variable-step coefficients "
+            "are Lagrange integrals whose cancellation grows with k, and beyond that they lose the float64 digits "
+            "order k needs"
+        )
+    m: LinearMultistep | None = None
+    for j in range(1, k + 1):  # the starter chain, built from the bottom (no recursion)
+        m = LinearMultistep("adams_bashforth", j, _rules.adams_bashforth(j), params=(("k", j),), starter=m, order=j)
+    assert m is not None
+    return m
 
 
 def belm(
@@ -380,13 +454,11 @@ def belm(
         # the rule is part of the identity: two rules under one name must not continue each other's latents
         params = {**(params or {}), "rule": rule_digest(rule, k)}
     if rule is None:
-        from . import generated_belm
-
         rule = generated_belm.optimal_rule(k)
         params = {"k": k, **(params or {})}
         order = order if order is not None else generated_belm.global_order(k)
     if starter is None:
-        starter = ddim() if k == 2 else (belm(k=k - 1) if k > 2 else None)
+        starter = _belm_starters(k)
     m = LinearMultistep(name, k, rule, params=tuple(sorted((params or {}).items())), starter=starter, order=order)
     if not m.explicit:
         raise MethodError(f"{m.spec} is not explicit (b_{{i,0}} != 0): not a BELM")
@@ -395,14 +467,20 @@ def belm(
     return m
 
 
+def _belm_starters(k: int) -> "Method | None":
+    """DDIM, then the optimal 2-, 3-, ... (k-1)-step BELMs: built from the bottom (no recursion)."""
+    m: Method | None = ddim() if k >= 2 else None
+    for j in range(2, k):
+        m = belm(k=j, starter=m)
+    return m
+
+
 def rule_digest(rule: Callable[[Sequence[Any]], tuple[Sequence[Any], Sequence[Any]]], k: int) -> str:
     """A stable digest of a coefficient rule: sha256 of its coefficients (a, b) at fixed probe step
     sizes, to 11 significant digits (12 hex digits). Equal rules give equal digests; rules that
     differ on the probes beyond rounding differ."""
-    import hashlib
-
     h = hashlib.sha256()
-    for probe in _PROBES:
+    for probe in PROBES:
         a, b = rule([float(x) for x in probe[:k]])
         # 11 significant digits: one rule written two ways (e.g. the catalogue's O-BELM and the derived
         # k = 2 rule) differs in the last bits only and must keep one identity

@@ -16,10 +16,12 @@ from typing import Any, Callable
 import numpy as np
 
 from .arrays import ArrayBackend, get_backend
-from .errors import GridError
-from .integrator import StepContext, StepInfo, integrate
+from .context import StepContext
+from .errors import GridError, LatentMismatchError
+from .integrator import integrate
 from .methods import Method, get_method
 from .state import State
+from .stepping import StepInfo
 
 __all__ = ["solve", "Solution", "time_grid"]
 
@@ -56,7 +58,7 @@ def solve(
     f: Callable[[float, Any], Any],
     start: Any,
     ts,
-    method: "str | Method" = "adams_bashforth",
+    method: "str | Method | None" = None,
     *,
     reverse: bool = False,
     warm_start: "list | tuple" = (),
@@ -68,16 +70,27 @@ def solve(
     """Integrate dy/dt = f(t, y) over ts with an explicit linear multistep method.
 
     Forward (default): ``start`` is y(ts[0]); returns y at ts[-1] and the end state.
-    ``reverse=True``: ``start`` is a :class:`State` from a forward run on the same ts and
-    method (an exact run back for a bidirectional explicit method), or an array y(ts[-1])
-    (then the first k-1 points come from the starters' approximate inverses); returns y
-    at ts[0].
+    ``reverse=True``: ``start`` is the :class:`Solution` (or its :class:`State`) of a forward run
+    on the same ts (an exact run back for a bidirectional explicit method, with the solution's own
+    method unless one is given), or an array y(ts[-1]) (then the first k-1 points come from the
+    starters' approximate inverses); returns y at ts[0]. ``method`` defaults to the start's own,
+    else 'adams_bashforth'.
 
     ``warm_start`` = [y(ts[1]), ..., y(ts[j])] (j < k) replaces the starter's first j steps
     of a forward run. A low-order starter caps the global order: one explicit Euler step
     leaves an O(h^2) error, so Adams-Bashforth k >= 3 needs accurate starting values to
     show order k.
     """
+    if isinstance(start, Solution):
+        start = start.state
+    if method is None:
+        if isinstance(start, State):
+            if any(k == "rule" for k, _ in start.method.params):
+                raise LatentMismatchError(f"this state was made by {start.method}, a belm with a user-supplied "
+                                          "rule; pass that method object to continue it")
+            method = get_method(start.method.name, **dict(start.method.params))
+        else:
+            method = "adams_bashforth"
     method = get_method(method)
     t, fingerprint = time_grid(ts)
     M = t.shape[0] - 1
@@ -92,20 +105,21 @@ def solve(
         return f(float(T[m]), y)
 
     if isinstance(start, State):
-        start.check_compatible(method, fingerprint)
+        start.check_compatible(method, fingerprint, M)
         window, nfe0 = dict(start.window), start.nfe
     else:
-        window, nfe0 = {0 if reverse else M: method.entry_from_array(start)}, 0
+        window, nfe0 = {0 if reverse else M: start}, 0
         if warm_start:
             if reverse or len(warm_start) >= method.k:
                 raise GridError(f"warm_start takes at most k-1 = {method.k - 1} values, and only forward")
             for j, y in enumerate(warm_start, 1):
-                window[M - j] = method.entry_from_array(y)
-    probe = method.array_from_entry(next(iter(window.values())))
+                window[M - j] = y
+    first = window[max(window)] if not reverse else window[min(window)]
+    probe = first.x if isinstance(first, tuple) else first
     ctx = StepContext(h, None, field, backend or get_backend(probe), check_finite, lambda m: f"t = {T[m]!r}")
     if ctx.check_finite and not ctx.backend.all_finite(probe):
         raise GridError("the initial state contains NaN or infinity")
     direction, stop = ("backward", M) if reverse else ("forward", 0)
-    window = integrate(ctx, method, window, direction, stop, callback=callback, progress=progress)
-    state = State(window, method.spec, fingerprint, method.mode, nfe0 + ctx.nfe)
-    return Solution(method.array_from_entry(window[stop]), state, ctx.nfe, t)
+    run = integrate(ctx, method, window, direction, stop, callback=callback, progress=progress)
+    state = State(run.window, method.spec, fingerprint, method.mode, nfe0 + ctx.nfe)
+    return Solution(run.window[stop].x, state, ctx.nfe, t)

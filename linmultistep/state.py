@@ -12,8 +12,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .entries import Coupled, Entry, Point, entry_parts
 from .errors import LatentMismatchError
 from .methods import Method, MethodSpec
+from .modes import get_mode
 
 __all__ = ["State", "Latent"]
 
@@ -22,8 +24,8 @@ __all__ = ["State", "Latent"]
 class State:
     """A window of consecutive grid points (paper indices) with the identity of its run.
 
-    ``window`` maps grid index -> entry (an array, or (x, y) for EDICT). ``nfe`` counts the
-    network evaluations spent producing it.
+    ``window`` maps grid index -> entry (:mod:`linmultistep.entries`: ``.x`` is the array the
+    network sees there). ``nfe`` counts the network evaluations spent producing it.
     """
 
     window: Mapping[int, Any]
@@ -37,6 +39,19 @@ class State:
         idx = sorted(self.window)
         if not idx or idx != list(range(idx[0], idx[-1] + 1)):
             raise ValueError(f"a state's window must be non-empty consecutive grid indices, got {idx}")
+        for i, e in self.window.items():
+            if not isinstance(e, tuple) or getattr(e, "_fields", None) is None:
+                raise TypeError(f"the window entry at grid index {i} is a {type(e).__name__}, not an entry "
+                                "(linmultistep.entries: Point(x), Coupled(x, y), StableEntry, FixedEntry)")
+
+    def __repr__(self) -> str:
+        x = self.x
+        shape = tuple(getattr(x, "shape", ()))
+        dtype = str(getattr(x, "dtype", type(x).__name__)).replace("torch.", "")
+        model = self.metadata.get("model") if isinstance(self.metadata, Mapping) else None
+        extra = f", model={model!r}" if model else ""
+        return (f"State({self.method}, mode={self.mode!r}, points={sorted(self.window)}, shape={shape}, "
+                f"dtype={dtype}, nfe={self.nfe}, grid={self.fingerprint}{extra})")
 
     @property
     def lo(self) -> int:
@@ -51,23 +66,15 @@ class State:
     @property
     def x(self) -> Any:
         """The primary array at the window's noise-most point (x_N for an inverted latent)."""
-        entry = self.window[self.hi]
-        return entry[0] if isinstance(entry, tuple) else entry
+        return self.window[self.hi].x
 
     def named_arrays(self) -> dict[str, Any]:
-        """Flat {name: array}: 'x[i]' per point, plus 'y[i]' for coupled (EDICT) entries and the
-        field names of named entries ('v[i]'; 'X[i]', 'V[i]', 'dV[i]' in mode 'bits')."""
+        """Flat {name: array}: 'field[i]' for every known part of every entry ('x[i]'; 'y[i]' for
+        EDICT; 'xbar[i]', 'v[i]' in mode 'stable'; 'X[i]', 'V[i]', 'dV[i]' in mode 'bits')."""
         out: dict[str, Any] = {}
         for i in sorted(self.window, reverse=True):
-            entry = self.window[i]
-            if isinstance(entry, tuple):
-                # named entries (modes 'stable', 'bits') use their field names; absent parts are None
-                names = getattr(entry, "_fields", "xyzw")
-                for name, arr in zip(names, entry):
-                    if arr is not None:
-                        out[f"{name}[{i}]"] = arr
-            else:
-                out[f"x[{i}]"] = entry
+            for name, arr in entry_parts(self.window[i]):
+                out[f"{name}[{i}]"] = arr
         return out
 
     @classmethod
@@ -80,32 +87,32 @@ class State:
         nfe: int = 0,
         metadata: Mapping[str, Any] | None = None,
     ) -> "State":
-        """The inverse of :meth:`named_arrays` (e.g. after loading a file): entries are rebuilt as
-        arrays, (x, y) tuples, or the named entries of mode 'stable' / 'bits'."""
+        """The inverse of :meth:`named_arrays` (e.g. after loading a file): entries are rebuilt as the
+        mode's entry type (Point or Coupled in mode 'recurrence')."""
         parts: dict[int, dict[str, Any]] = {}
         for key, arr in named.items():
             m = _NAME.match(key)
             if m is None:
                 raise ValueError(f"array name {key!r} is not of the form 'part[index]'")
             parts.setdefault(int(m.group(2)), {})[m.group(1)] = arr
-        entry_type = _entry_type(mode)
-        window: dict[int, Any] = {}
+        mode_entry = get_mode(mode).entry
+        window: dict[int, Entry] = {}
         for i, p in parts.items():
-            if entry_type is not None:
-                unknown = set(p) - set(entry_type._fields)
-                if unknown:
-                    raise ValueError(f"parts {sorted(unknown)} at index {i} do not belong to mode {mode!r}")
-                window[i] = entry_type(*(p.get(f) for f in entry_type._fields))
-            elif set(p) == {"x"}:
-                window[i] = p["x"]
-            elif set(p) <= set("xyzw"):
-                window[i] = tuple(p[c] for c in "xyzw" if c in p)
+            if mode_entry is not None:
+                kind = mode_entry
             else:
-                raise ValueError(f"parts {sorted(p)} at index {i} do not belong to mode {mode!r}")
+                kind = Coupled if set(p) == {"x", "y"} else Point
+            unknown = set(p) - set(kind._fields)
+            if unknown or "x" not in p:
+                raise ValueError(f"parts {sorted(p)} at index {i} do not belong to mode {mode!r} "
+                                 f"(expected {list(kind._fields)})")
+            window[i] = kind(*(p.get(f) for f in kind._fields))
         return cls(window, method, fingerprint, mode, nfe, dict(metadata or {}))
 
-    def check_compatible(self, method: Method, fingerprint: str) -> None:
-        """Raise LatentMismatchError unless this state belongs to ``method`` on this grid and mode."""
+    def check_compatible(self, method: Method, fingerprint: str, N: int | None = None) -> None:
+        """Raise LatentMismatchError unless this state belongs to ``method`` on this grid and mode, and
+        its window is complete: k consecutive points, every part the mode needs (with ``N``, the grid's
+        noise end, where the part above -- v, V -- is absent by design)."""
         if self.method != method.spec:
             raise LatentMismatchError(
                 f"this latent was produced by {self.method} and cannot be continued with {method.spec}; "
@@ -118,22 +125,20 @@ class State:
             )
         if self.mode != method.mode:
             raise LatentMismatchError(f"this latent was computed in mode {self.mode!r}, not {method.mode!r}")
+        if len(self.window) != method.k:
+            raise LatentMismatchError(
+                f"this latent holds grid points {sorted(self.window)}, but {method.spec} continues from its last "
+                f"{method.k} consecutive points: the latent is incomplete"
+            )
+        for i, e in self.window.items():
+            for name, part in zip(e._fields, e):
+                optional = name == "dV" or (name in ("v", "V") and (i == N or i == self.hi))
+                if part is None and not optional:
+                    raise LatentMismatchError(f"this latent lacks part {name!r} of grid point {i}: it is incomplete "
+                                              "and cannot be continued exactly")
 
 
 _NAME = re.compile(r"^(\w+)\[(\d+)\]$")
-
-
-def _entry_type(mode: str):
-    """The named entry type of a mode (None for the recurrence's arrays and EDICT's tuples)."""
-    if mode == "stable":
-        from .forms import StableEntry
-
-        return StableEntry
-    if mode.startswith("bits"):
-        from .fixedpoint import FixedEntry
-
-        return FixedEntry
-    return None
 
 
 #: In diffusion terms the state returned by :func:`linmultistep.invert` is the latent.

@@ -95,7 +95,7 @@ def test_scheduler_started_mid_way_reads_the_form_state_off_a_ddim_step(pipe, mo
     x4 = lms.sample(lambda x, i: f(x, i), start.clone(), lms.Grid(grid.alpha[:6], grid.sigma[:6], grid.timesteps[:6]),
                     "ddim", stop=4)
     obelm = lms.get_method("obelm")
-    ref = lms.sample(f, lms.State({5: start, 4: x4}, obelm.spec, grid.fingerprint), grid, obelm, mode="recurrence")
+    ref = lms.sample(f, lms.State({5: lms.Point(start), 4: lms.Point(x4)}, obelm.spec, grid.fingerprint), grid, obelm, mode="recurrence")
     assert torch.equal(out["recurrence"], ref)
     assert float((out["stable"] - ref).norm() / ref.norm()) < 1e-5
     assert float((out[mode] - ref).norm() / ref.norm()) < 1e-5

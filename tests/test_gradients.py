@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import linmultistep as lms  # noqa: E402
+from linmultistep.modes import in_mode  # noqa: E402
 from linmultistep import MethodError, NondeterministicNetworkError  # noqa: E402
 from linmultistep.backends import gradients as G  # noqa: E402
 
@@ -84,7 +85,7 @@ def test_gradient_through_a_latent_window(method):
         xs = [t.clone().requires_grad_() for t in latent.window[grid.N]]
         window = {grid.N: tuple(xs)}
     else:
-        xs = [latent.window[i].clone().requires_grad_() for i in (grid.N, grid.N - 1)]
+        xs = [latent.window[i].x.clone().requires_grad_() for i in (grid.N, grid.N - 1)]
         window = {grid.N: xs[0], grid.N - 1: xs[1]}
     res = {}
     for gradient in G.GRADIENTS:
@@ -127,7 +128,7 @@ def test_non_invertible_and_bad_requests_are_refused():
     with pytest.raises(ValueError, match="gradient must be one of"):
         G.sample(eps, x, grid, "obelm", gradient="adjoint")
     with pytest.raises(MethodError, match="recurrence form"):
-        G.sample(eps, x, grid, lms.obelm().with_mode("stable"))
+        G.sample(eps, x, grid, in_mode(lms.obelm(), "stable"))
     with pytest.raises(ValueError, match="ending at the noise end N = 5, got \\[2, 3\\]"):
         G.sample(eps, {3: x, 2: x}, grid, "obelm")
     with pytest.raises(TypeError, match="floating-point"):

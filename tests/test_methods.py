@@ -40,7 +40,9 @@ CONSISTENT = [lm.ddim(), lm.obelm(), lm.bdia(1.0), lm.bdia(0.5), lm.bdia(0.13)] 
 def test_rules_are_consistent(method, h):
     h = np.array(h[: method.k])
     a, b = method.coefficients(h)
-    assert a.sum() == pytest.approx(1.0, abs=1e-12)
+    # a_j can be large when step ratios are (O-BELM: h_i^2/h_{i+1}^2): their sum cancels to 1 with
+    # rounding relative to the largest term
+    assert a.sum() == pytest.approx(1.0, abs=1e-14 * max(1.0, np.abs(a).max()))
     assert order_defect(method, h, 1) == pytest.approx(0.0, abs=1e-9 * np.abs(b).max() * h.max())
 
 
@@ -51,7 +53,8 @@ def test_obelm_is_exact_on_quadratics_not_cubics(h):
     scale = (h.sum() / h.min()) ** 2
     for q in (0, 1, 2):
         assert order_defect(m, h, q) == pytest.approx(0.0, abs=1e-12 * scale * h.sum() ** q)
-    assert abs(order_defect(m, h, 3)) > 1e-6 * h.sum() ** 3
+    # the cubic defect vanishes with either step (it is a multiple of h_i h_{i+1} (h_i + h_{i+1}))
+    assert abs(order_defect(m, h, 3)) > 1e-6 * h.prod() * h.sum()
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
@@ -80,10 +83,11 @@ def test_obelm_step_matches_reference_x_form(seed, n):
     rng = np.random.default_rng(seed)
     grid = lm.Grid.from_sigmabar(np.concatenate([[0.0], np.cumsum(rng.uniform(0.1, 2.0, n))]))
     x = {j: rng.standard_normal(5) for j in range(n + 1)}
+    window = {j: lm.Point(v) for j, v in x.items()}
     eps = {j: rng.standard_normal(5) for j in range(n + 1)}
     ctx = StepContext(grid.h, grid.alpha, lambda y, j: eps[j], NumpyBackend())
     i = int(rng.integers(1, n))
-    got = lm.obelm().forward(ctx, i - 1, x)
+    got = lm.obelm().forward(ctx, i - 1, window).x
     h0, h1, al = grid.h[i], grid.h[i + 1], grid.alpha
     want = (h0**2 / h1**2) * (al[i - 1] / al[i + 1]) * x[i + 1] \
         + ((h1**2 - h0**2) / h1**2) * (al[i - 1] / al[i]) * x[i] \

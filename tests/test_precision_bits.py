@@ -3,6 +3,8 @@
 from dataclasses import replace
 
 import numpy as np
+
+from linmultistep.modes import in_mode
 import pytest
 import torch
 from hypothesis import assume, given
@@ -160,13 +162,13 @@ def test_data_and_network_beyond_their_bounds_are_refused():
     with pytest.raises(FixedPointRangeError, match=r"\|eps\| = 1000 .* eps_bound"):
         L.invert(lambda x, i: net(x, i) * 0 + 1e3, np.ones(4, np.float32), grid, "obelm", mode="bits")
     # larger bounds work, and are part of the mode the latent records
-    m = L.obelm().with_mode("bits", data_bound=256.0)
+    m = in_mode(L.obelm(), "bits", data_bound=256.0)
     lat = L.invert(net, np.full((4,), 100.0, np.float32), grid, m)
     assert lat.mode == "bits(data_bound=256.0, eps_bound=64.0)"
     with pytest.raises(L.LatentMismatchError, match="bits"):
         L.sample(net, lat, grid, "obelm", mode="bits")
     assert L.sample(net, lat, grid, "obelm").tobytes() == np.full((4,), 100.0, np.float32).tobytes()
-    assert L.obelm().with_mode(lat.mode).mode == lat.mode
+    assert in_mode(L.obelm(), lat.mode).mode == lat.mode
 
 
 def test_bdia_growth_supported_as_far_as_int64_allows_then_refused():
@@ -191,7 +193,7 @@ def test_bdia_growth_supported_as_far_as_int64_allows_then_refused():
     with pytest.raises(FixedPointRangeError, match="int64"):
         L.invert(net, x0, L.Grid.from_alphas_cumprod(AC, n + 10), method, mode="bits")
     # the same grid in the recurrence loses digits: the growth is the method's, not the form's
-    assert L.bdia(1.0).with_mode("bits") is not None
+    assert in_mode(L.bdia(1.0), "bits") is not None
 
 
 # --- determinism -------------------------------------------------------------------------------
@@ -258,14 +260,14 @@ def test_latent_of_another_mode_is_refused():
 
 def test_methods_without_a_bits_mode_say_why():
     with pytest.raises(L.MethodError, match="EDICT.*1/p"):
-        L.edict(0.93).with_mode("bits")
+        in_mode(L.edict(0.93), "bits")
     with pytest.raises(L.MethodError, match="2-step BELMs"):
-        L.ddim().with_mode("bits")
+        in_mode(L.ddim(), "bits")
     with pytest.raises(L.MethodError, match="unknown option"):
-        L.obelm().with_mode("bits(scale=3)")
+        in_mode(L.obelm(), "bits(scale=3)")
     with pytest.raises(L.MethodError, match="positive"):
-        L.obelm().with_mode("bits", eps_bound=-1.0)
-    assert isinstance(L.obelm().with_mode("bits"), FixedPointBelm)
+        in_mode(L.obelm(), "bits", eps_bound=-1.0)
+    assert isinstance(in_mode(L.obelm(), "bits"), FixedPointBelm)
 
 
 @pytest.mark.parametrize("be,arr", [(NumpyBackend(), np.asarray), (TorchBackend(), torch.as_tensor)])

@@ -38,6 +38,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from linmultistep import State
+from linmultistep.fixedpoint import DIGESTS_KEY
 
 from .images import ImageSizeError, load_image, to_pil, to_tensor
 from .latents import load_latent, save_latent, write_atomic
@@ -130,21 +131,30 @@ def _concat(states: Sequence[State]) -> State:
         e = parts[0]
         if isinstance(e, tuple):
             fields = [None if e[j] is None else torch.cat([p[j] for p in parts]) for j in range(len(e))]
-            return type(e)(*fields) if hasattr(e, "_fields") else tuple(fields)
-        return torch.cat(list(parts))
+            return type(e)(*fields)
+        raise TypeError(f"window entries are NamedTuples, got {type(e).__name__}")
 
     window = {i: cat([s.window[i] for s in states]) for i in first.window}
-    return dataclasses.replace(first, window=window, nfe=sum(s.nfe for s in states))
+    metadata = dict(first.metadata)
+    if all(DIGESTS_KEY in s.metadata for s in states):  # mode 'bits': per-row digests concatenate like the rows
+        metadata[DIGESTS_KEY] = {k: [r for s in states for r in s.metadata[DIGESTS_KEY][k]]
+                                 for k in first.metadata[DIGESTS_KEY]}
+    else:
+        metadata.pop(DIGESTS_KEY, None)
+    return dataclasses.replace(first, window=window, nfe=sum(s.nfe for s in states), metadata=metadata)
 
 
 def _slice(state: State, j: int) -> State:
     def one(e: Any) -> Any:
         if isinstance(e, tuple):
             fields = [None if p is None else p[j:j + 1] for p in e]
-            return type(e)(*fields) if hasattr(e, "_fields") else tuple(fields)
-        return e[j:j + 1]
+            return type(e)(*fields)
+        raise TypeError(f"window entries are NamedTuples, got {type(e).__name__}")
 
-    return dataclasses.replace(state, window={i: one(e) for i, e in state.window.items()})
+    metadata = dict(state.metadata)
+    if DIGESTS_KEY in metadata:  # mode 'bits': one digest per batch row
+        metadata[DIGESTS_KEY] = {k: v[j:j + 1] for k, v in metadata[DIGESTS_KEY].items()}
+    return dataclasses.replace(state, window={i: one(e) for i, e in state.window.items()}, metadata=metadata)
 
 
 def _chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:

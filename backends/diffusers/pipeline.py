@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 
 import linmultistep as lms
+from linmultistep.fixedpoint import DIGESTS_KEY
 from linmultistep import FixedPointRangeError, Grid, LatentMismatchError, Method, State, get_method
 
 from .adapters import Conditioning, UNetEps, encode_classes, encode_prompts, is_class_conditional, is_conditional
@@ -99,12 +100,9 @@ def method_in_mode(method: "str | Method", mode: str | None, mode_options: dict 
     """``method`` computed in ``mode`` with the mode's keyword options (e.g. ``{"eps_bound": 256}``
     for 'bits'); mode None: the method object's own mode if not 'recurrence', else the core's
     :func:`linmultistep.default_mode`."""
-    m = get_method(method)
-    if mode is None and m.mode != "recurrence" and not mode_options:
-        return m
     if mode_options is not None and not isinstance(mode_options, dict):
         raise TypeError(f"mode_options must be a dict such as {{'eps_bound': 256}}, got {type(mode_options).__name__}")
-    return m.with_mode(lms.default_mode(m) if mode is None else mode, **dict(mode_options or {}))
+    return lms.resolve_mode(method, mode, options=mode_options)
 
 
 def model_digest(unet: Any) -> str:
@@ -206,11 +204,12 @@ def _bound_hint():
 
 
 def _as_edit(latent: State) -> State:
-    """The latent without mode 'bits'' reconstruction check (the increment dV its first sampling step
-    must recompute bit for bit): sampling it with another prompt or guidance is an edit, whose
-    network outputs differ from the inversion's by design."""
+    """The latent without mode 'bits'' reconstruction checks (the increment dV its first sampling step
+    must recompute bit for bit, the per-step digests): sampling it with another prompt or guidance is
+    an edit, whose network outputs differ from the inversion's by design."""
     window = {i: (e._replace(dV=None) if hasattr(e, "dV") else e) for i, e in latent.window.items()}
-    return dataclasses.replace(latent, window=window)
+    metadata = {k: v for k, v in latent.metadata.items() if k != DIGESTS_KEY}
+    return dataclasses.replace(latent, window=window, metadata=metadata)
 
 
 def _jsonable_prompt(prompt: Any) -> Any:

@@ -1,0 +1,101 @@
+"""NumPy array backend (part of the core, so that the core runs from a plain source checkout)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+import numpy as np
+
+__all__ = ["NumpyBackend", "checksum_weights"]
+
+
+class NumpyBackend:
+    """Linear combinations in the arrays' own dtype, accumulated in place in one output buffer."""
+
+    name = "numpy"
+
+    def lincomb(self, coeffs: Sequence[float], arrays: Sequence[np.ndarray]) -> np.ndarray:
+        if len(coeffs) != len(arrays) or not arrays:
+            raise ValueError(f"lincomb needs as many coefficients as arrays, got {len(coeffs)} and {len(arrays)}")
+        dtype = np.result_type(*arrays)
+        out = np.multiply(arrays[0], dtype.type(coeffs[0]), dtype=dtype)
+        tmp = np.empty_like(out)
+        for c, x in zip(coeffs[1:], arrays[1:]):
+            np.multiply(x, dtype.type(c), out=tmp, dtype=dtype)
+            out += tmp
+        return out
+
+    def all_finite(self, x: np.ndarray) -> bool:
+        if np.asarray(x).dtype.kind in "iub":  # integers (the fixed-point state) are always finite
+            return True
+        return bool(np.isfinite(x).all())
+
+    def finite_flag(self, x: np.ndarray) -> bool:
+        # one reduction instead of isfinite(x).all()'s mask; a NaN or inf anywhere makes the sum
+        # non-finite (an overflow of finite values is a false alarm that the exact check clears)
+        x = np.asarray(x)
+        if x.dtype.kind in "iub":
+            return True
+        return bool(np.isfinite(np.sum(x, dtype=np.float64 if x.dtype.itemsize < 4 else None)))
+
+    def read(self, values: Sequence) -> list:
+        return [v.tolist() if hasattr(v, "tolist") else v for v in values]
+
+    def checksum(self, q: np.ndarray) -> np.ndarray:
+        """Position-weighted int64 sums (wrapping) of each batch row of an int64 array (the first axis
+        of an array of 2+ dimensions; the whole array otherwise): equal rows give equal sums."""
+        q = np.asarray(q, dtype=np.int64)
+        rows = q.reshape(q.shape[0], -1) if q.ndim >= 2 else q.reshape(1, -1)
+        return rows @ checksum_weights(rows.shape[1])
+
+    def cast_like(self, x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        return x if x.dtype == ref.dtype else x.astype(ref.dtype)
+
+    # --- fixed point (bit-exact mode) -------------------------------------------------
+    def max_abs(self, x: np.ndarray) -> float:
+        x = np.asarray(x)
+        return float(np.max(np.abs(x))) if x.size else 0.0
+
+    def quantize(self, x: np.ndarray, factor: float) -> np.ndarray:
+        y = np.multiply(np.asarray(x), np.float64(factor), dtype=np.float64)
+        return np.rint(y, out=y).astype(np.int64)
+
+    def dequantize(self, q: np.ndarray, factor: float, like: np.ndarray) -> np.ndarray:
+        y = np.multiply(q, np.float64(factor), dtype=np.float64)
+        return y.astype(np.asarray(like).dtype, copy=False)
+
+    def int_lincomb(self, coeffs: Sequence[int], arrays: Sequence[np.ndarray]) -> np.ndarray:
+        if len(coeffs) != len(arrays) or not arrays:
+            raise ValueError(f"int_lincomb needs as many coefficients as arrays, got {len(coeffs)} and {len(arrays)}")
+        c = [int(v) for v in coeffs]
+        if c == [-1, 1]:  # the shear V <- -V + dV in one pass
+            return np.subtract(arrays[1], arrays[0], dtype=np.int64)
+        if len(c) > 1 and c[0] == 1 and abs(c[1]) == 1:
+            out, rest = (np.add if c[1] == 1 else np.subtract)(arrays[0], arrays[1], dtype=np.int64), 2
+        else:
+            out, rest = np.multiply(arrays[0], np.int64(c[0]), dtype=np.int64), 1
+        for cj, x in zip(c[rest:], arrays[rest:]):
+            out += np.multiply(x, np.int64(cj), dtype=np.int64)
+        return out
+
+    def equal(self, a: np.ndarray, b: np.ndarray) -> bool:
+        return bool(np.array_equal(a, b))
+
+    @contextlib.contextmanager
+    def deterministic(self) -> Iterator[None]:
+        """NumPy's kernels are deterministic for a given array and build: nothing to switch."""
+        yield
+
+
+_WEIGHTS: dict[int, np.ndarray] = {}
+
+
+def checksum_weights(n: int) -> np.ndarray:
+    """Odd int64 weights 1, 3, 5, ... times a large odd constant (wrapping): a change in any one element,
+    or a swap of two, changes the checksum."""
+    if n not in _WEIGHTS:
+        with np.errstate(over="ignore"):
+            _WEIGHTS[n] = (np.arange(n, dtype=np.int64) * 2 + 1) * np.int64(0x9E3779B97F4A7C15 - 2**64)
+    return _WEIGHTS[n]
