@@ -16,12 +16,16 @@ from typing import Sequence
 
 import sympy as sp
 
+from linmultistep import generated_belm
+
 from .derive import derive_belm
 from .stability import is_zero_stable
 
 KS = (2, 3, 4, 5)
 COMMAND = "python -m linmultistep.analysis.codegen"
-TARGET = Path(__file__).resolve().parent.parent / "linmultistep" / "generated_belm.py"
+# the core package's own file, wherever it is installed (source checkout, editable or wheel): the
+# analysis package sits next to it in a checkout and inside it (linmultistep.analysis) when installed
+TARGET = Path(generated_belm.__file__).resolve()
 
 HEADER = '''"""LTE-optimal k-step BELM coefficient rules, GENERATED - do not edit.
 
@@ -99,8 +103,12 @@ def rule_source(k: int) -> str:
     return "\n".join(lines)
 
 
-def generate(ks: Sequence[int] = KS) -> str:
-    zs = {k: bool(is_zero_stable(derive_belm(k))) for k in ks}
+def generate(ks: Sequence[int] = KS, progress: bool = False) -> str:
+    zs = {}
+    for k in ks:  # derivation and the exact zero-stability decision: seconds per k, minutes in all
+        if progress:
+            print(f"deriving the optimal {k}-step BELM and deciding its zero-stability ...", file=sys.stderr, flush=True)
+        zs[k] = bool(is_zero_stable(derive_belm(k)))
     stab = "\n".join(f"    k = {k}: {'zero-stable' if zs[k] else 'NOT zero-stable'}" for k in ks)
     body = "\n\n\n".join(rule_source(k) for k in ks)
     rules = ", ".join(f"{k}: _rule_{k}" for k in ks)
@@ -113,8 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the checked-in module differs")
     parser.add_argument("--ks", type=int, nargs="+", default=list(KS))
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
-    src = generate(args.ks)
+    src = generate(args.ks, progress=not args.quiet)
     if args.check:
         same = TARGET.exists() and TARGET.read_text() == src
         print("up to date" if same else f"{TARGET} is out of date; run {COMMAND}")

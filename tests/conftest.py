@@ -13,6 +13,18 @@ settings.register_profile("thorough", max_examples=400, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
+def pytest_configure(config):
+    """.ci/check_wheel.sh runs the whole suite against an installed wheel: make sure that is what runs."""
+    expect = os.environ.get("LINMULTISTEP_EXPECT_INSTALLED")
+    if expect:
+        import linmultistep
+        import linmultistep.backends
+
+        for mod in (linmultistep, linmultistep.backends):
+            if not os.path.realpath(mod.__file__).startswith(os.path.realpath(expect)):
+                raise pytest.UsageError(f"{mod.__name__} imported from {mod.__file__}, not the installed copy in {expect}")
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch
