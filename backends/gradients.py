@@ -30,6 +30,7 @@ equal the given one to a tolerance (the rounding of the inverse). Otherwise
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, Sequence
 
@@ -49,7 +50,10 @@ GRADIENTS = ("reversible", "checkpoint", "autograd")
 
 
 class _GradBackend(TorchBackend):
-    """The torch backend with an out-of-place, differentiable linear combination."""
+    """The torch backend with an out-of-place, differentiable linear combination (and a graph)."""
+
+    def run_context(self):
+        return contextlib.nullcontext()
 
     def lincomb(self, coeffs: Sequence[float], arrays: Sequence[torch.Tensor]) -> torch.Tensor:
         out = arrays[0] * float(coeffs[0])

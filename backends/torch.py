@@ -19,12 +19,21 @@ __all__ = ["TorchBackend", "use_deterministic", "deterministic"]
 class TorchBackend:
     name = "torch"
 
-    @torch.no_grad()
+    def run_context(self):
+        """Entered around a whole run by the integrator: no autograd graph (one switch per run instead
+        of one per operation)."""
+        return torch.no_grad()
+
     def lincomb(self, coeffs: Sequence[float], arrays: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(coeffs) != len(arrays) or not arrays:
             raise ValueError(f"lincomb needs as many coefficients as arrays, got {len(coeffs)} and {len(arrays)}")
-        out = torch.mul(arrays[0], float(coeffs[0]))
-        for c, x in zip(coeffs[1:], arrays[1:]):
+        c0 = float(coeffs[0])
+        if c0 == 1.0 and len(arrays) > 1:  # x + c y in one kernel (the product by 1 would be a copy)
+            out = torch.add(arrays[0], arrays[1], alpha=float(coeffs[1]))
+            rest = 2
+        else:
+            out, rest = torch.mul(arrays[0], c0), 1
+        for c, x in zip(coeffs[rest:], arrays[rest:]):
             out.add_(x, alpha=float(c))
         return out
 
@@ -34,15 +43,14 @@ class TorchBackend:
             return True
         return bool(torch.isfinite(x).all())
 
-    @torch.no_grad()
     def finite_flag(self, x: torch.Tensor) -> torch.Tensor:
-        # a 0-d tensor on x's device: no host synchronisation until read_flags; one reduction
-        # (a NaN or inf anywhere makes the sum non-finite; an overflow of finite values is a false
-        # alarm that the exact check clears)
+        # the sum, a 0-d tensor left on x's device (no host synchronisation until read): one reduction;
+        # a NaN or inf anywhere makes it non-finite (an overflow of finite values is a false alarm that
+        # the exact check clears)
         if not (x.is_floating_point() or x.is_complex()):
-            return torch.ones((), dtype=torch.bool, device=x.device)
+            return torch.zeros((), device=x.device)
         acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else None
-        return torch.isfinite(x.sum(dtype=acc))
+        return x.detach().sum(dtype=acc)
 
     def read(self, values: Sequence[torch.Tensor]) -> list:
         """Python scalars of 0-d tensors (flags, checksums): one transfer per device and dtype."""
@@ -56,8 +64,9 @@ class TorchBackend:
         return out
 
     def check_interval(self, x: torch.Tensor) -> int:
-        """Steps between reads of the deferred checks: 1 on the CPU (reading is free), 8 on a device."""
-        return 1 if x.device.type == "cpu" else 8
+        """Steps between reads of the deferred checks: 8 (on a device each read is a synchronisation;
+        a NaN is still reported with the first grid index that went bad)."""
+        return 8
 
     @torch.no_grad()
     def checksum(self, q: torch.Tensor) -> torch.Tensor:
@@ -67,6 +76,8 @@ class TorchBackend:
         return (rows * _weights(rows.shape[1], rows.device)).sum(dim=1)
 
     def cast_like(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        if x.dtype == ref.dtype and x.device == ref.device:
+            return x
         return x.to(device=ref.device, dtype=ref.dtype)
 
     # --- fixed point (bit-exact mode) -------------------------------------------------
@@ -74,16 +85,22 @@ class TorchBackend:
     def max_abs(self, x: torch.Tensor) -> float:
         return float(x.detach().abs().max()) if x.numel() else 0.0
 
-    @torch.no_grad()
+    def max_abs_lazy(self, x: torch.Tensor) -> torch.Tensor:
+        """max |x| as a 0-d tensor on x's device (read later with the deferred checks)."""
+        if not x.numel():
+            return torch.zeros((), device=x.device)
+        lo, hi = torch.aminmax(x.detach())  # one pass, no |x| temporary
+        return torch.maximum(-lo, hi)
+
     def quantize(self, x: torch.Tensor, factor: float) -> torch.Tensor:
-        # float64 product: a deterministic function of x on every device (MPS lacks float64)
-        return torch.round(x.to(torch.float64) * float(factor)).to(torch.int64)
+        # float64 product: a deterministic function of x on every device (MPS lacks float64); widened
+        # once, then scaled and rounded in place (a mixed int64 x float64 product is slower on the CPU)
+        y = x.detach().to(torch.float64, copy=True).mul_(float(factor))
+        return y.round_().to(torch.int64)
 
-    @torch.no_grad()
     def dequantize(self, q: torch.Tensor, factor: float, like: torch.Tensor) -> torch.Tensor:
-        return (q.to(torch.float64) * float(factor)).to(device=like.device, dtype=like.dtype)
+        return q.to(torch.float64).mul_(float(factor)).to(device=like.device, dtype=like.dtype)
 
-    @torch.no_grad()
     def int_lincomb(self, coeffs: Sequence[int], arrays: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(coeffs) != len(arrays) or not arrays:
             raise ValueError(f"int_lincomb needs as many coefficients as arrays, got {len(coeffs)} and {len(arrays)}")

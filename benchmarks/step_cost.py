@@ -103,12 +103,17 @@ def network_free(rounds: int) -> None:
 
 
 def with_unet(rounds: int) -> None:
-    from linmultistep.backends.digits import load_pipeline
-    from linmultistep.backends.diffusers import UNetEps
+    from diffusers.utils import logging as dlogging
 
+    from linmultistep.backends.diffusers import UNetEps
+    from linmultistep.backends.diffusers.adapters import encode_classes
+    from linmultistep.backends.digits import load_pipeline
+
+    dlogging.set_verbosity_error()
     pipe = load_pipeline()
+    pipe.set_progress_bar_config(disable=True)
     grid = grid_from_config(pipe.scheduler.config, STEPS)
-    f = UNetEps(pipe.unet, grid, "epsilon", None)
+    f = UNetEps(pipe.unet, grid, "epsilon", encode_classes(pipe.unet, 3, 1))
     x = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     calls = {"t": 0.0}
 

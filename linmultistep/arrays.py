@@ -34,8 +34,9 @@ class ArrayBackend(Protocol):
         ...
 
     def finite_flag(self, x: Any) -> Any:
-        """A lazy "every entry of x is finite" (may stay on x's device until :meth:`read_flags`);
-        a false alarm is allowed (it is confirmed with :meth:`all_finite`), a missed NaN is not."""
+        """A lazy scalar (may stay on x's device until :meth:`read`) that is finite when every entry of
+        x is, e.g. the sum; a false alarm is allowed (it is confirmed with :meth:`all_finite`), a missed
+        NaN is not."""
         ...
 
     def read(self, values: Sequence[Any]) -> list[Any]:
@@ -54,6 +55,10 @@ class ArrayBackend(Protocol):
     # --- fixed point (bit-exact mode) -------------------------------------------------
     def max_abs(self, x: Any) -> float:
         """max |x| as a Python float (0.0 for an empty array); used to bound the fixed-point range."""
+        ...
+
+    def max_abs_lazy(self, x: Any) -> Any:
+        """max |x| as a lazy scalar (read with :meth:`read`), for bounds checked with the deferred checks."""
         ...
 
     def quantize(self, x: Any, factor: float) -> Any:

@@ -1,15 +1,20 @@
 """What a method step sees: step sizes, scales, the counted vector field, the backend, and
 the run's own prepared data.
 
-The finite checks are deferred: each step records a cheap flag (is the sum of the array
-finite?) that stays on the array's device; the flags are read every ``check_every`` steps
-and at the end of the run, so a GPU run does not synchronise with the host at every step.
-A failed flag is confirmed with an exact check and reported with the FIRST grid index that
-went bad, as the network's fault (its output) or the state's (rounding growth).
+The finite checks are deferred: each step records one cheap probe of the new state (the sum
+of its entries, finite unless a NaN or infinity is in there) that stays on the array's device;
+the probes are read every ``check_every`` steps and at the end of the run, so a GPU run does
+not synchronise with the host at every step. A state that went bad is confirmed with an exact
+check and reported with the FIRST grid index: as the network's fault when one of the network
+outputs since the last read is itself non-finite (they are kept by reference, not reduced), as
+rounding growth otherwise. Other lazy conditions (a checksum equal to a recorded one, a bound)
+are read at the same time.
 """
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -54,17 +59,23 @@ class StepContext:
         self.nfe = 0
         self.prepared: Any = None
         self._slopes: dict[int, Any] = {}
-        self._flags: list[tuple[int, str, Any, Any]] = []  # (grid index, kind, lazy flag, array)
-        self._plans: dict[tuple[int, str, int], Any] = {}
+        # (grid index, kind, lazy value or None, reference): kinds 'field' (an output, examined only
+        # when a state went bad), 'state', 'equal:<message>', 'bound'
+        self._flags: list[tuple[int, str, Any, Any]] = []
+        self._plans: dict[Any, dict] = _plans_for(self, h, scale)
 
     def plan(self, method: Any, direction: str, n: int, build: Callable[["StepContext", int], Any]) -> Any:
-        """``build(ctx, n)`` once per run, method, direction and point: a step's float64 coefficients
-        depend only on the grid, so they are computed the first time and reused (a scheduler keeps
-        its context across calls)."""
-        key = (id(method), direction, n)
-        got = self._plans.get(key)
+        """``build(ctx, n)`` once per method (by its :attr:`~Method.plan_key`), direction, point and
+        grid: a step's float64 coefficients depend only on these, so they are computed the first time
+        and reused by every later run on the same grid (the last few grids are kept)."""
+        mkey = method.plan_key
+        plans = self._plans.get(mkey)
+        if plans is None:
+            plans = self._plans[mkey] = {}
+        key = (direction, n)
+        got = plans.get(key)
         if got is None:
-            got = self._plans[key] = build(self, n)
+            got = plans[key] = build(self, n)
         return got
 
     def scale(self, m: int) -> float:
@@ -75,11 +86,11 @@ class StepContext:
         if raw is None:
             raise TypeError(f"the vector field returned None at grid index {m} ({self.describe(m)}); "
                             "it must return an array of the state's shape")
-        shape = tuple(getattr(x, "shape", ()))
-        if shape and tuple(getattr(raw, "shape", ())) != shape:
+        shape = getattr(x, "shape", ())
+        if shape and getattr(raw, "shape", ()) != shape:
             # broadcasting a (8,) or scalar output over a (2, 8) state would give a wrong run, silently
             raise ValueError(f"the vector field returned shape {tuple(getattr(raw, 'shape', ()))} at grid index {m} "
-                             f"for a state of shape {shape}; it must return the state's shape")
+                             f"for a state of shape {tuple(shape)}; it must return the state's shape")
         try:
             out = self.backend.cast_like(raw, x)
         except (AttributeError, TypeError) as exc:
@@ -87,7 +98,7 @@ class StepContext:
                             f"{type(x).__name__} state; it must return the state's array type") from exc
         self.nfe += 1
         if self.check_finite:
-            self._flags.append((m, "field", self.backend.finite_flag(out), out))
+            self._flags.append((m, "field", None, out))
         return out
 
     def slope(self, m: int, x: Any) -> Any:
@@ -96,47 +107,81 @@ class StepContext:
         return self._slopes[m]
 
     def forget_outside(self, lo: int, hi: int) -> None:
-        for m in [m for m in self._slopes if not lo <= m <= hi]:
-            del self._slopes[m]
+        if self._slopes:
+            for m in [m for m in self._slopes if not lo <= m <= hi]:
+                del self._slopes[m]
 
     def lincomb(self, coeffs: Sequence[float], arrays: Sequence[Any]) -> Any:
         return self.backend.lincomb(coeffs, arrays)
 
     # --- deferred checks -----------------------------------------------------------------
-    def watch_state(self, n: int, x: Any, what: str) -> None:
-        """Record the finiteness flag of the state produced at grid index n (``what`` names the step)."""
+    def watch_state(self, n: int, x: Any, what: Any) -> None:
+        """Record the finiteness probe of the state produced at grid index n; ``what`` is (direction,
+        method) of the step (formatted only for an error)."""
         if self.check_finite:
-            self._flags.append((n, what, self.backend.finite_flag(x), x))
+            self._flags.append((n, "state", self.backend.finite_flag(x), (x, what)))
 
     def watch_equal(self, n: int, value: Any, expected: Any, what: str) -> None:
         """Record a lazy value that must equal ``expected`` once read (a recomputed checksum against the
         one a latent recorded); ``what`` is the error message if it does not."""
         self._flags.append((n, "equal:" + what, value, expected))
 
+    def watch_bound(self, n: int, value: Any, bound: float, error: Callable[[float], Exception]) -> None:
+        """Record a lazy value that must be <= ``bound`` (NaN fails); ``error(value)`` is raised if not."""
+        self._flags.append((n, "bound", value, (bound, error)))
+
     def due(self, steps: int) -> bool:
-        every = self.check_every or 1
-        return steps % every == 0
+        return steps % (self.check_every or 1) == 0
 
     def check(self) -> None:
-        """Read the recorded flags (one host synchronisation) and raise for the first that failed."""
+        """Read the recorded probes (one host synchronisation) and raise for the first that failed."""
         if not self._flags:
             return
         flags, self._flags = self._flags, []
-        values = self.backend.read([f for _, _, f, _ in flags])
-        for value, (n, kind, _, arr) in zip(values, flags):
+        lazy = [f for _, _, f, _ in flags if f is not None]
+        values = iter(self.backend.read(lazy) if lazy else [])
+        for j, (n, kind, flag, ref) in enumerate(flags):
+            if flag is None:
+                continue
+            value = next(values)
             if kind.startswith("equal:"):
-                if value != arr:
+                if value != ref:
                     raise NondeterministicNetworkError(kind[len("equal:"):])
-                continue
-            if value:
-                continue
-            if self.backend.all_finite(arr):
-                continue  # the cheap flag overflowed on large finite values
-            if kind == "field":
-                raise NonFiniteError(
-                    f"the vector field returned NaN or infinity at grid index {n} ({self.describe(n)}) "
-                    "for a finite input; the run stopped and nothing you passed in was changed"
-                )
-            raise NonFiniteError(
-                f"the state became NaN or infinite at grid index {n} ({self.describe(n)}) in {kind}: {_ROUNDING_HINT}"
-            )
+            elif kind == "bound":
+                if not value <= ref[0]:
+                    raise ref[1](value)
+            elif not math.isfinite(value) and not self.backend.all_finite(ref[0]):  # else: the sum overflowed
+                for m, k2, _, out in flags[:j]:
+                    if k2 == "field" and not self.backend.all_finite(out):
+                        raise NonFiniteError(
+                            f"the vector field returned NaN or infinity at grid index {m} ({self.describe(m)}) "
+                            "for a finite input; the run stopped and nothing you passed in was changed"
+                        )
+                direction, method = ref[1]
+                raise NonFiniteError(f"the state became NaN or infinite at grid index {n} ({self.describe(n)}) in "
+                                     f"a {direction} step of {method.spec}: {_ROUNDING_HINT}")
+
+
+# plans depend only on the method and the grid: shared by the contexts of one grid (a few grids kept)
+_PLAN_CACHE: "OrderedDict[tuple[bytes, bytes], dict]" = OrderedDict()
+_PLAN_CACHE_SIZE = 16
+
+
+def _plans_for(ctx: "StepContext", h: Any, scale: Any) -> dict:
+    try:
+        key = (np.asarray(h, dtype=np.float64).tobytes(),
+               b"" if scale is None else np.asarray(scale, dtype=np.float64).tobytes())
+    except (TypeError, ValueError):
+        return {}
+    got = _PLAN_CACHE.get(key)
+    if got is None:
+        got = _PLAN_CACHE[key] = _MethodPlans()
+        while len(_PLAN_CACHE) > _PLAN_CACHE_SIZE:
+            _PLAN_CACHE.popitem(last=False)
+    else:
+        _PLAN_CACHE.move_to_end(key)
+    return got
+
+
+class _MethodPlans(dict):
+    """Method.plan_key -> {(direction, point): plan} on one grid."""

@@ -40,7 +40,7 @@ import numpy as np
 from .context import StepContext
 from .entries import Entry
 from .errors import FixedPointRangeError, MethodError, NondeterministicNetworkError
-from .forms import TwoStepForm, TwoStepTables, two_step_tables
+from .forms import TwoStepForm, TwoStepTables
 from .methods import LinearMultistep
 
 __all__ = [
@@ -157,7 +157,7 @@ class FixedPointBelm(TwoStepForm):
         return ctx.prepared.scales
 
     def prepare(self, ctx: StepContext, direction: str, window: Mapping[int, Entry]) -> FixedPointRun:
-        t = two_step_tables(self.base, ctx)
+        t = self.grid_tables(ctx)
         sc = fixed_point_scales(t, self.data_bound, self.eps_bound)
         if sc.rounding_bound > sc.tolerance:
             raise FixedPointRangeError(
@@ -232,12 +232,10 @@ class FixedPointBelm(TwoStepForm):
                     f"({ctx.describe(m)}); mode 'bits' needs a deterministic network (torch: "
                     "linmultistep.backends.torch.use_deterministic, same device, same batch composition)"
                 )
-        big = ctx.backend.max_abs(eps)
-        if not big <= self.eps_bound:
-            raise FixedPointRangeError(
-                f"|eps| = {big:.4g} at grid index {m} ({ctx.describe(m)}) exceeds eps_bound = {self.eps_bound:g} "
-                "that fixes the fixed-point scale; pass a larger eps_bound (mode_options={'eps_bound': ...})"
-            )
+        # checked with the deferred checks (no host synchronisation per step); a NaN fails it too
+        ctx.watch_bound(m, ctx.backend.max_abs_lazy(eps), self.eps_bound, lambda big: FixedPointRangeError(
+            f"|eps| = {big:.4g} at grid index {m} ({ctx.describe(m)}) exceeds eps_bound = {self.eps_bound:g} "
+            "that fixes the fixed-point scale; pass a larger eps_bound (mode_options={'eps_bound': ...})"))
         return ctx.backend.quantize(eps, c * 2.0 ** run.scales.Sv)
 
     def _shift(self, ctx: StepContext, m: int, V: Any) -> Any:

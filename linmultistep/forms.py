@@ -157,8 +157,16 @@ class TwoStepForm(Method):
     def order(self) -> int | None:
         return self.base.order
 
+    @property
+    def plan_key(self) -> Any:
+        return ("form", self.base.plan_key)
+
     def tables(self, ctx: StepContext) -> TwoStepTables:
         return ctx.prepared.tables
+
+    def grid_tables(self, ctx: StepContext) -> TwoStepTables:
+        """The shear tables of the context's grid (computed once per grid, see StepContext.plan)."""
+        return ctx.plan(self, "tables", 0, lambda c, _: two_step_tables(self.base, c))
 
     def exact_backward(self, ctx: StepContext, n: int) -> bool:
         return True
@@ -222,6 +230,10 @@ class _Starter(Method):
     def spec(self):  # type: ignore[override]
         return self.parent.base.starter.spec
 
+    @property
+    def plan_key(self) -> Any:
+        return ("starter", self.parent.plan_key)
+
     def exact_backward(self, ctx: StepContext, n: int) -> bool:
         return False
 
@@ -251,7 +263,7 @@ class StableBelm(TwoStepForm):
     mode = "stable"
 
     def prepare(self, ctx: StepContext, direction: str, window: Mapping[int, Entry]) -> TwoStepRun:
-        return TwoStepRun(two_step_tables(self.base, ctx))
+        return TwoStepRun(self.grid_tables(ctx))
 
     def entry_from_array(self, x: Any) -> Any:
         raise MethodError("mode 'stable' builds its entries from arrays when a run starts (it needs the grid's scales)")

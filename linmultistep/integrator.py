@@ -7,6 +7,7 @@ low grid index, inversion (``backward``) from low to high; both use the paper's 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Mapping
 
 from .context import StepContext
@@ -53,7 +54,9 @@ def integrate(
         opts = {"desc": progress_label(method, direction), **(progress if isinstance(progress, dict) else {})}
         bar = tqdm(total=run.total, **opts)
     try:
-        with method.guard(ctx):  # once around the loop: the steps' own guards nest for free
+        run_context = getattr(ctx.backend, "run_context", None)  # e.g. torch: no autograd graph
+        with method.guard(ctx), (run_context() if run_context else contextlib.nullcontext()):
+            # (the guard once around the loop: the steps' own guards nest for free)
             while not run.done:
                 info = step(run)
                 if bar is not None:

@@ -14,6 +14,7 @@ the stored array. EDICT's entries are pairs (x, y).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import warnings
 from dataclasses import dataclass, field
@@ -90,6 +91,11 @@ class Method:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def plan_key(self) -> Any:
+        """What determines this method's step coefficients on a grid (the key of cached step plans)."""
+        return (type(self).__name__, self.spec, self.mode)
 
     def chain(self) -> list["Method"]:
         """The method followed by its starters, longest window first."""
@@ -175,6 +181,11 @@ class LinearMultistep(Method):
     @property
     def spec(self) -> MethodSpec:  # type: ignore[override]
         return MethodSpec(self.label, self.params)
+
+    @functools.cached_property
+    def plan_key(self) -> Any:  # type: ignore[override]
+        # the rule's own digest: two methods under one label with different rules never share plans
+        return ("lm", self.label, self.k, self.params, rule_digest(self.rule, self.k))
 
     # --- coefficients -----------------------------------------------------------------
     def coefficients(self, h: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:

@@ -33,13 +33,14 @@ class NumpyBackend:
             return True
         return bool(np.isfinite(x).all())
 
-    def finite_flag(self, x: np.ndarray) -> bool:
-        # one reduction instead of isfinite(x).all()'s mask; a NaN or inf anywhere makes the sum
+    def finite_flag(self, x: np.ndarray) -> float:
+        # the sum: one reduction instead of isfinite(x).all()'s mask; a NaN or inf anywhere makes it
         # non-finite (an overflow of finite values is a false alarm that the exact check clears)
         x = np.asarray(x)
         if x.dtype.kind in "iub":
-            return True
-        return bool(np.isfinite(np.sum(x, dtype=np.float64 if x.dtype.itemsize < 4 else None)))
+            return 0.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            return float(np.sum(x, dtype=np.float64 if x.dtype.itemsize < 4 else None))
 
     def read(self, values: Sequence) -> list:
         return [v.tolist() if hasattr(v, "tolist") else v for v in values]
@@ -59,6 +60,9 @@ class NumpyBackend:
     def max_abs(self, x: np.ndarray) -> float:
         x = np.asarray(x)
         return float(np.max(np.abs(x))) if x.size else 0.0
+
+    def max_abs_lazy(self, x: np.ndarray) -> float:
+        return self.max_abs(x)
 
     def quantize(self, x: np.ndarray, factor: float) -> np.ndarray:
         y = np.multiply(np.asarray(x), np.float64(factor), dtype=np.float64)

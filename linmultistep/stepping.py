@@ -21,8 +21,8 @@ data -- so a run can be stepped, inspected and finished by anyone holding it:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, NamedTuple
 
 from .arrays import check_interval, get_backend
 from .context import StepContext
@@ -36,8 +36,7 @@ __all__ = ["Run", "StepInfo", "Direction", "start", "start_on", "step", "finish"
 Direction = Literal["forward", "backward"]
 
 
-@dataclass(frozen=True)
-class StepInfo:
+class StepInfo(NamedTuple):
     """What one step did (passed to callbacks)."""
 
     index: int  # grid index just produced
@@ -65,6 +64,7 @@ class Run:
     stop: int
     count: int = 0
     total: int = 0
+    chain: list = field(default_factory=list)  # the method and its starters, longest window first
 
     @property
     def next_index(self) -> int:
@@ -94,7 +94,7 @@ def start_on(ctx: StepContext, method: Method, window: dict[int, Any], direction
     with method.guard(ctx):
         entries = method.enter(ctx, dict(window))
     total = (idx[0] - stop) if direction == "forward" else (stop - idx[-1])
-    return Run(ctx, method, direction, entries, int(stop), 0, max(total, 0))
+    return Run(ctx, method, direction, entries, int(stop), 0, max(total, 0), method.chain())
 
 
 def start(
@@ -121,11 +121,11 @@ def start(
     return start_on(ctx, m, {top: x}, direction, stop)
 
 
-def _pick(method: Method, have: int) -> Method:
-    for m in method.chain():
+def _pick(run: Run, have: int) -> Method:
+    for m in run.chain:
         if m.k <= have:
             return m
-    raise MethodError(f"no method in the starter chain of {method.spec} can step from {have} point(s)")
+    raise MethodError(f"no method in the starter chain of {run.method.spec} can step from {have} point(s)")
 
 
 def step(run: Run) -> StepInfo:
@@ -135,26 +135,24 @@ def step(run: Run) -> StepInfo:
         raise GridError(f"the run has reached its stop (grid index {run.stop}); nothing to step")
     ctx, method, window, K = run.ctx, run.method, run.window, run.method.k
     n = run.next_index
-    if run.direction == "forward":
-        have = next(j for j in range(K + 1) if n + j + 1 not in window)
-        m = _pick(method, have)
-        exact = True
-        with method.guard(ctx):
+    have = len(window)  # consecutive points next to n: the window never holds anything else
+    m = _pick(run, have)
+    with method.guard(ctx):
+        if run.direction == "forward":
+            exact = True
             entry = m.forward(ctx, n, window)
-        keep = (n, n + K - 1)
-    else:
-        have = next(j for j in range(K + 1) if n - j - 1 not in window)
-        m = _pick(method, have)
-        exact = m.exact_backward(ctx, n)
-        with method.guard(ctx):
+            lo, hi = n, n + K - 1
+        else:
+            exact = m.exact_backward(ctx, n)
             entry = m.backward(ctx, n, window)
-        keep = (n - K + 1, n)
+            lo, hi = n - K + 1, n
     window[n] = entry
     run.count += 1
-    ctx.watch_state(n, entry.x, f"a {run.direction} step of {m.spec}")
-    for j in [j for j in window if not keep[0] <= j <= keep[1]]:
-        del window[j]
-    ctx.forget_outside(*keep)
+    ctx.watch_state(n, entry.x, (run.direction, m))
+    if len(window) > K:
+        for j in [j for j in window if j < lo or j > hi]:
+            del window[j]
+    ctx.forget_outside(lo, hi)
     if ctx.due(run.count):
         ctx.check()
     return StepInfo(n, entry, run.direction, m.spec.name, exact, ctx.nfe, run.count, run.total)
