@@ -14,6 +14,7 @@ are read at the same time.
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
@@ -167,7 +168,15 @@ _PLAN_CACHE: "OrderedDict[tuple[bytes, bytes], dict]" = OrderedDict()
 _PLAN_CACHE_SIZE = 16
 
 
+_PLAN_LOCK = threading.Lock()
+
+
 def _plans_for(ctx: "StepContext", h: Any, scale: Any) -> dict:
+    with _PLAN_LOCK:  # runs in several threads share the cache
+        return _plans_locked(h, scale)
+
+
+def _plans_locked(h: Any, scale: Any) -> dict:
     try:
         key = (np.asarray(h, dtype=np.float64).tobytes(),
                b"" if scale is None else np.asarray(scale, dtype=np.float64).tobytes())
