@@ -109,6 +109,10 @@ def test_inverse_scheduler_equals_core_invert_and_pipeline_continues_exactly(pip
     pipe.scheduler.load_state(invert(pipe, sample_images(1), "a cat", num_steps=5, mode=mode))
     with pytest.raises(LatentMismatchError):
         pipe("a cat", num_inference_steps=7, height=16, width=16, latents=inv.state.x.clone(), output_type="latent")
+    # a loaded latent with the right grid but without latents=state.x: fresh noise is refused, not sampled
+    pipe.scheduler.load_state(inv.state)
+    with pytest.raises(LatentMismatchError, match="pass latents=state.x"):
+        pipe("a cat", num_inference_steps=7, height=16, width=16, guidance_scale=1.0, output_type="latent")
 
 
 def test_add_noise_matches_forward_process(pipe):
