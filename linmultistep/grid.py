@@ -40,7 +40,9 @@ def scheduled_timesteps(
     """The timesteps diffusers' DDIMScheduler.set_timesteps uses, in ASCENDING order.
 
     'linspace': round(linspace(0, T-1, n)); 'leading': arange(n) * (T // n) + steps_offset;
-    'trailing': round(arange(T, 0, -T/n)) - 1.  Duplicates (e.g. 1000 'linspace' steps of a
+    'trailing': round(arange(T, 0, -T/n)) - 1, exactly n of them (numpy's float ``arange`` gives
+    diffusers an (n+1)-th timestep -1 for some n, e.g. 61 of 1000; the first n agree bit for bit).
+    Duplicates (e.g. 1000 'linspace' steps of a
     1000-step schedule) are reported by :class:`Grid`, not silently removed.
     """
     for name, v in (("num_train_timesteps", num_train_timesteps), ("num_steps", num_steps), ("steps_offset", steps_offset)):
@@ -58,7 +60,8 @@ def scheduled_timesteps(
     elif spacing == "leading":
         ts = np.arange(n) * (T // n) + int(steps_offset)
     elif spacing == "trailing":
-        ts = np.round(np.arange(T, 0, -T / n)) - 1
+        delta = (T - T / n) - T  # the increment numpy's arange uses, so the values match diffusers'
+        ts = np.round(T + np.arange(n) * delta) - 1
     else:
         raise GridError(f"unknown timestep spacing {spacing!r}; expected 'linspace', 'leading' or 'trailing'")
     return np.sort(ts.astype(np.int64))

@@ -127,3 +127,16 @@ def test_fewer_steps_than_the_method_needs():
     with pytest.raises(GridError, match=r"needs at least 2 steps"):
         lm.invert(lambda x, i: x, x, grid, "bdia")
     assert lm.sample(lambda x, i: x, x, grid, "ddim").shape == (3,)
+
+
+@pytest.mark.parametrize("n", [61, 103, 121, 122])
+def test_trailing_spacing_gives_exactly_n_timesteps_where_diffusers_adds_minus_one(n):
+    # numpy's float arange gives diffusers an extra timestep -1 for these n (it would index
+    # alphas_cumprod[-1], the noisiest entry); the grid keeps diffusers' first n timesteps
+    sched = diffusers.DDIMScheduler(beta_schedule="scaled_linear", timestep_spacing="trailing")
+    sched.set_timesteps(n)
+    theirs = sched.timesteps.numpy()
+    assert len(theirs) == n + 1 and theirs[-1] == -1
+    grid = lm.Grid.from_alphas_cumprod(sched.alphas_cumprod.double().numpy(), n, "trailing")
+    assert grid.N == n
+    np.testing.assert_array_equal(grid.timesteps[1:], np.sort(theirs[:n]))
