@@ -319,8 +319,10 @@ def _warn_parasitic_growth(method: "LinearMultistep", ctx: StepContext, x: Any) 
     if growth > 0 and growth + np.log2(u) > np.log2(0.01):
         warnings.warn(
             f"inverting with {method.spec} on this grid (N = {N}) amplifies rounding by about 2^{growth:.0f} = "
-            f"prod 1/a_(i,2) (BDIA: gamma^-N): with this dtype's unit roundoff {u:.1e} the round trip can be "
-            "off by more than 1% of the data; use gamma = 1, fewer steps, float64, or O-BELM",
+            f"prod 1/a_(i,2){' = gamma^-N' if method.spec.name == 'bdia' else ''}: with this dtype's unit roundoff "
+            f"{u:.1e} the round trip can be off by more than 1% of the data; "
+            f"{'use gamma = 1, ' if method.spec.name == 'bdia' else 'use '}fewer steps, float64, or mode 'bits' "
+            "(exact to the last bit in any dtype)",
             PrecisionWarning, stacklevel=4)
 
 
