@@ -43,3 +43,20 @@ def test_examples_have_a_docstring_with_the_command():
         text = path.read_text()
         assert text.startswith('"""') and f"python examples/{path.name}" in text, path.name
         assert spec is not None
+
+
+def test_inverse_scheduler_example_reconstructs_exactly(tmp_path):
+    """examples/inverse_scheduler.py, short: BELMInverseScheduler + BELMScheduler come back bit for bit in
+    mode 'bits' and to float32 rounding in the default mode; diffusers' DDIM pair does not."""
+    pytest.importorskip("diffusers")
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "inverse_scheduler.py"), "--steps", "10",
+                           "--images", "4", "--threads", "1"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    bits = next(i for i, line in enumerate(lines) if line.startswith("BELM mode 'bits'"))
+    assert "max |error| 0.00e+00, bit for bit: True" in lines[bits + 1]
+    stable = next(i for i, line in enumerate(lines) if line.startswith("BELM mode 'stable'"))
+    assert float(lines[stable + 1].split("max |error|")[1].split(",")[0]) < 1e-4
+    ddim = next(line for line in lines if line.startswith("diffusers DDIMInverseScheduler"))
+    assert float(ddim.rsplit(" ", 1)[1]) > 1e-2
