@@ -253,6 +253,9 @@ def _broadcast(name: str, value: Any, batch: int) -> list | None:
         return None
     if isinstance(value, str):
         return [value] * batch
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{name} must be a string or a list of strings for a text-conditioned UNet, got "
+                        f"{value!r:.80}" + ("" if isinstance(value, (list, tuple)) else f" ({type(value).__name__})"))
     value = list(value)
     if len(value) == 1:
         return value * batch

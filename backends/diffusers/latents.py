@@ -20,9 +20,11 @@ fsync'ed, then moved over the target with ``os.replace`` (a crash never leaves h
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -71,29 +73,49 @@ def _digests(meta: dict, tensors: dict) -> dict:
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporaries of ``path`` left by a write whose process was killed (SIGKILL cannot be caught):
+    their names carry the writer's pid; remove those whose writer is gone."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            pid = int(tmp.name[len(path.name) + 2:].split(".", 1)[0])
+            os.kill(pid, 0)  # raises if no such process
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (ValueError, PermissionError, OSError):
+            continue  # not ours, or a live writer of another user
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it and rename it over ``path``: a crash
-    or an interrupt leaves either the old file or the new one, and no temporary behind."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    or an interrupt leaves either the old file or the new one, and no temporary behind.
+
+    A symlink is written through (its target is replaced, the link kept); an existing file keeps its
+    permission bits, a new one gets the usual ``0o666 & ~umask``. Temporaries of killed writers
+    (their pid is in the name) are removed on the next write."""
+    path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    _remove_stale_temporaries(path)
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            os.fchmod(fh.fileno(), mode)  # mkstemp makes 0600
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def _read_batch(path: "str | os.PathLike") -> int:
-    """The number of images a latent file holds (1 when it cannot be read: load_latent reports why later)."""
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            return int(json.loads((fh.metadata() or {}).get("info", "{}")).get("batch") or 1)
-    except Exception:
-        return 1
 
 
 def load_latent(path: "str | os.PathLike", device: "str | torch.device | None" = None) -> State:
@@ -123,12 +145,48 @@ def load_latent(path: "str | os.PathLike", device: "str | torch.device | None" =
     missing = [k for k in ("method", "params", "fingerprint", "mode", "nfe", "info") if k not in meta]
     if missing:
         raise ValueError(f"{path}: latent metadata lacks the field(s) {', '.join(missing)}")
+    params, nfe, info = _parse_fields(path, meta)
     if device is not None:
         tensors = {name: t.to(device) for name, t in tensors.items()}
-    spec = MethodSpec(meta["method"], tuple((k, v) for k, v in json.loads(meta["params"])))
+    spec = MethodSpec(meta["method"], params)
     try:
-        return State.from_named_arrays(
-            tensors, spec, meta["fingerprint"], meta["mode"], int(meta["nfe"]), json.loads(meta["info"])
-        )
-    except ValueError as exc:
+        return State.from_named_arrays(tensors, spec, meta["fingerprint"], meta["mode"], nfe, info)
+    except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"{path}: {exc}") from None
+
+
+#: bounds on what a latent file may claim, checked before anything is built from it
+MAX_RECORDED_STEPS = 100_000
+
+
+def _parse_fields(path: Path, meta: dict) -> tuple[tuple, int, dict]:
+    """params, nfe and info of a latent file, each checked: a malformed or crafted field is refused
+    naming the file and the field (never a JSONDecodeError or a truncated number)."""
+
+    def field(name: str) -> Any:
+        try:
+            return json.loads(meta[name])
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: metadata field {name!r} is not valid JSON ({exc.msg})") from None
+
+    params = field("params")
+    if not isinstance(params, list) or not all(
+        isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], (int, float, str, bool))
+        for p in params
+    ):
+        raise ValueError(f"{path}: metadata field 'params' must be a list of [name, value] pairs, got {meta['params']!r}")
+    nfe = field("nfe")
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 0:
+        raise ValueError(f"{path}: metadata field 'nfe' must be a non-negative integer, got {meta['nfe']!r}")
+    info = field("info")
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: metadata field 'info' must be a JSON object, got {type(info).__name__}")
+    steps = info.get("num_steps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_RECORDED_STEPS):
+        raise ValueError(f"{path}: metadata field 'info.num_steps' must be an integer in [1, {MAX_RECORDED_STEPS}], "
+                         f"got {steps!r}")
+    for name in ("batch", "eval_batch", "eval_threads"):
+        v = info.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{path}: metadata field 'info.{name}' must be a positive integer, got {v!r}")
+    return tuple((k, v) for k, v in params), nfe, info
