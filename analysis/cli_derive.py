@@ -19,11 +19,8 @@ def run(args: argparse.Namespace) -> int:
     from .stability import is_zero_stable
 
     if args.k < 1:
-        raise SystemExit(f"linmultistep derive: --k must be >= 1, got {args.k}")
-    try:
-        d = derive_belm(args.k, args.order)
-    except ValueError as exc:
-        raise SystemExit(f"linmultistep derive: {exc}") from None
+        raise ValueError(f"--k must be >= 1, got {args.k}")
+    d = derive_belm(args.k, args.order)  # a ValueError (e.g. an order too high) ends as one line, exit 2
     print(d.latex() if args.latex else d)
     if d.params:
         from .search import zero_stable_family

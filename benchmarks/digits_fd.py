@@ -34,7 +34,7 @@ def main() -> None:
     noise = initial_noise(pipe, a.samples, generator=torch.Generator().manual_seed(a.seed), dtype=torch.float64)
     t0 = time.time()
     x = generate(pipe, labels, num_steps=a.steps, method="obelm", guidance_scale=a.guidance, noise=noise,
-                 state_dtype=torch.float64).float()
+                 state_dtype=torch.float64, progress=False).images.float()
     with torch.no_grad():
         fd = frechet_distance(clf.features(x).numpy(), clf.features(held).numpy())
         acc = float((clf.predict(x) == torch.tensor(labels)).float().mean())

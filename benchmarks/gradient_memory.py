@@ -40,7 +40,7 @@ def _one(strategy: str, steps: int, batch: int, threads: int, device: str) -> di
     t_sample = math.inf
     for _ in range(2):  # the faster of two runs: the machine may be shared
         t0 = time.perf_counter()
-        generate(pipe, labels, num_steps=steps, guidance_scale=2.0, noise=noise, mode="stable")
+        generate(pipe, labels, num_steps=steps, guidance_scale=2.0, noise=noise, mode="stable", progress=False)
         t_sample = min(t_sample, time.perf_counter() - t0)
 
     def peak() -> float:

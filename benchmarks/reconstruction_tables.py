@@ -78,7 +78,7 @@ def main() -> None:
     for n in args.steps:
         for label, name, dtype, mode in METHODS:
             lat = invert(pipe, x, "", num_steps=n, method=name, state_dtype=dtype, mode=mode)
-            img, z0 = reconstruct(pipe, lat, output_type="pt", return_latents=True)
+            img, z0 = reconstruct(pipe, lat, output_type="pt", return_dict=False, progress=False)
             latent[label, n] = float(((z0.double() - z.double()) ** 2).mean())
             pixel[label, n] = float(((img.double() - x.double()) ** 2).mean())
         print(f"[{n} steps done, {time.time() - t0:.0f} s]", file=sys.stderr, flush=True)

@@ -75,3 +75,16 @@ def gaussian_problem(grid: lm.Grid, dim: int, mean: float = 0.5, std: float = 0.
 def rel_err(a, b) -> float:
     a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(np.abs(a64 - b64).max() / max(np.abs(b64).max(), 1e-300))
+
+
+def cli_error(capsys, argv: list) -> str:
+    """Run the command line expecting a user error: exit code 2 and ONE line on stderr naming it
+    (no traceback); returns that line."""
+    from linmultistep.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2, f"exit code {code}, stderr {err}"
+    assert len(err) == 1 and ": error: " in err[0] and "Traceback" not in err[0], err
+    return err[0]

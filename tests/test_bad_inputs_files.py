@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 
 import pytest
@@ -13,6 +15,7 @@ from linmultistep import LatentMismatchError  # noqa: E402
 from linmultistep.backends.diffusers import invert, load_latent, reconstruct, save_latent  # noqa: E402
 from linmultistep.backends.diffusers.pipeline import model_digest  # noqa: E402
 from linmultistep.backends.digits import load_heldout, load_pipeline  # noqa: E402
+from strategies import cli_error  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +36,9 @@ def test_reconstruction_with_other_weights_is_refused(digits, tmp_path):
     assert model_digest(other.unet) != model_digest(pipe.unet)
     with pytest.raises(LatentMismatchError, match="another model .*check_model=False"):
         reconstruct(other, latent)
-    out = reconstruct(other, latent, check_model=False)  # explicit override: sampled, not a reconstruction
+    out = reconstruct(other, latent, check_model=False).images  # explicit override: sampled, not a reconstruction
     assert out.shape == x.shape
-    assert torch.equal(reconstruct(pipe, latent), x)
+    assert torch.equal(reconstruct(pipe, latent).images, x)
     # the digest follows in-place weight updates (not a stale cache)
     before = model_digest(other.unet)
     with torch.no_grad():
@@ -53,9 +56,8 @@ def test_cli_names_the_override(digits, tmp_path, capsys):
     other.save_pretrained(tmp_path / "other")
     latent = invert(pipe, x, y, num_steps=6)
     save_latent(latent, tmp_path / "l.safetensors")
-    with pytest.raises(SystemExit, match="--ignore-model-mismatch"):
-        main(["reconstruct", "--model", str(tmp_path / "other"), str(tmp_path / "l.safetensors"), "-o",
-              str(tmp_path / "o.png"), "--quiet"])
+    assert re.search("--ignore-model-mismatch", cli_error(capsys, ["reconstruct", "--model", str(tmp_path / "other"), str(tmp_path / "l.safetensors"), "-o",
+              str(tmp_path / "o.png"), "--quiet"]))
     assert main(["reconstruct", "--model", str(tmp_path / "other"), str(tmp_path / "l.safetensors"), "-o",
                  str(tmp_path / "o.png"), "--quiet", "--ignore-model-mismatch"]) == 0
 
@@ -70,7 +72,7 @@ def test_edited_or_damaged_latent_files_are_refused(digits, tmp_path):
     (tmp_path / "flipped.safetensors").write_bytes(bytes(flipped))
     with pytest.raises(ValueError, match="flipped.safetensors.*integrity"):
         load_latent(tmp_path / "flipped.safetensors")
-    assert torch.equal(reconstruct(pipe, load_latent(path)), x)
+    assert torch.equal(reconstruct(pipe, load_latent(path)).images, x)
 
 
 def test_metadata_changed_through_the_header_is_refused(digits, tmp_path):
@@ -90,7 +92,7 @@ def test_metadata_changed_through_the_header_is_refused(digits, tmp_path):
         load_latent(tmp_path / "m.safetensors")
 
 
-def test_cli_never_writes_over_inputs_or_existing_files(digits, tmp_path):
+def test_cli_never_writes_over_inputs_or_existing_files(digits, tmp_path, capsys):
     from PIL import Image
 
     from linmultistep.cli import main
@@ -100,25 +102,20 @@ def test_cli_never_writes_over_inputs_or_existing_files(digits, tmp_path):
     Image.fromarray(((x[0, 0] + 1) * 127.5).round().byte().numpy(), "L").save(png)
     before = png.read_bytes()
     common = ["invert", "--model", "digits", str(png), "--prompt", str(y[0]), "--steps", "5", "--quiet"]
-    with pytest.raises(SystemExit, match="must end with .safetensors"):  # checked before any work
-        main(common + ["-o", str(png)])
-    with pytest.raises(SystemExit, match="is one of the inputs"):
-        main(["edit", "--model", "digits", str(png), "--source-prompt", str(y[0]), "--target-prompt", "1",
-              "--steps", "5", "--quiet", "-o", str(png)])
+    assert "must end with .safetensors" in cli_error(capsys, common + ["-o", png])  # checked before any work
+    assert re.search("is one of the inputs", cli_error(capsys, ["edit", "--model", "digits", str(png), "--source-prompt", str(y[0]), "--target-prompt", "1",
+              "--steps", "5", "--quiet", "-o", str(png)]))
     assert png.read_bytes() == before
     lat = tmp_path / "digit.safetensors"
     lat.write_bytes(b"precious")
-    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
-        main(common + ["-o", str(lat)])
+    assert "exists; pass --overwrite" in cli_error(capsys, common + ["-o", lat])
     assert lat.read_bytes() == b"precious"
     assert main(common + ["-o", str(lat), "--overwrite"]) == 0
     out = tmp_path / "back.png"
     out.write_bytes(b"keep")
-    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
-        main(["reconstruct", "--model", "digits", str(lat), "-o", str(out), "--quiet"])
+    assert re.search("exists; pass --overwrite", cli_error(capsys, ["reconstruct", "--model", "digits", str(lat), "-o", str(out), "--quiet"]))
     assert out.read_bytes() == b"keep"
-    with pytest.raises(SystemExit, match="must end with"):
-        main(["reconstruct", "--model", "digits", str(lat), "-o", str(tmp_path / "back.txt"), "--quiet"])
+    assert re.search("must end with", cli_error(capsys, ["reconstruct", "--model", "digits", str(lat), "-o", str(tmp_path / "back.txt"), "--quiet"]))
 
 
 def test_grid_mismatch_says_what_differs(digits):

@@ -77,7 +77,7 @@ def test_invert_dataset_records_failures_and_reconstructs_each_image_exactly(pip
     import numpy as np
 
     for r in ok[:4]:  # each image alone, from a batch of 4 / 1
-        back = reconstruct(pipe, D.load_image_latent(out, r), output_type="pil")[0]
+        back = reconstruct(pipe, D.load_image_latent(out, r), output_type="pil").images[0]
         assert np.array_equal(np.asarray(back), np.asarray(Image.open(r["path"])))
     # the whole dataset in batches of another size
     res = D.reconstruct_dataset(pipe, out, folder / "back", batch_size=3, verify=True, progress=False)

@@ -75,7 +75,7 @@ def test_latent_round_trip_float32(pipe, method, guidance):
     x = sample_images(2)
     latent = invert(pipe, x, ["a cat", "a dog"], num_steps=10, method=method, guidance_scale=guidance)
     assert latent.metadata["prompt"] == ["a cat", "a dog"] and latent.metadata["guidance_scale"] == guidance
-    images, z0 = reconstruct(pipe, latent, return_latents=True)
+    images, z0 = reconstruct(pipe, latent, return_dict=False)
     z_true = encode_images(parts_of(pipe), x)
     assert z0.dtype == torch.float32
     assert rel(z0, z_true) <= 1e-5
@@ -87,7 +87,7 @@ def test_latent_round_trip_float64(pipe64, method):
     x = sample_images(1).double()
     for guidance in (1.0, 5.0):
         latent = invert(pipe64, x, "a cat", num_steps=10, method=method, guidance_scale=guidance)
-        _, z0 = reconstruct(pipe64, latent, return_latents=True)
+        _, z0 = reconstruct(pipe64, latent, return_dict=False)
         assert rel(z0, encode_images(parts_of(pipe64), x)) <= 1e-10
 
 
@@ -95,7 +95,7 @@ def test_float64_states_with_float32_network(pipe):
     x = sample_images(1)
     latent = invert(pipe, x, "a cat", num_steps=10, method="obelm", guidance_scale=3.0, state_dtype=torch.float64)
     assert latent.x.dtype == torch.float64
-    _, z0 = reconstruct(pipe, latent, return_latents=True)
+    _, z0 = reconstruct(pipe, latent, return_dict=False)
     assert rel(z0, encode_images(parts_of(pipe), x).double()) <= 1e-10
 
 
@@ -106,7 +106,7 @@ def test_pixel_round_trip_is_bounded_by_the_vae(pipe):
     ddim_err = None
     for method in ("obelm", "ddim"):
         latent = invert(pipe, x, "a cat", num_steps=10, method=method)
-        err = float(((reconstruct(pipe, latent) - x) ** 2).mean())
+        err = float(((reconstruct(pipe, latent).images - x) ** 2).mean())
         if method == "obelm":
             assert err <= floor * (1 + 1e-4) + 1e-7
         else:
@@ -134,7 +134,7 @@ def test_v_prediction_sd2_layout_inverts_exactly():
     x = sample_images(1)
     latent = invert(pipe, x, "a cat", num_steps=10, method="obelm", guidance_scale=2.0)
     assert latent.metadata["prediction_type"] == "v_prediction"
-    _, z0 = reconstruct(pipe, latent, return_latents=True)
+    _, z0 = reconstruct(pipe, latent, return_dict=False)
     assert rel(z0, encode_images(parts_of(pipe), x)) <= 1e-5
 
 
@@ -146,7 +146,7 @@ def test_unconditional_unet2d_pair_inverts_exactly(prediction_type):
     sched = DDPMScheduler(prediction_type=prediction_type)
     x = sample_images(2, size=8).double()
     latent = invert((unet, sched), x, num_steps=8, method="obelm")
-    out = reconstruct((unet, sched), latent)
+    out = reconstruct((unet, sched), latent).images
     assert rel(out, x) <= 1e-10
     with pytest.raises(ValueError, match="unconditional"):
         invert((unet, sched), x, "a prompt", num_steps=8)
@@ -160,7 +160,7 @@ def test_sampling_reaches_the_same_point_with_prompt_embeddings(pipe):
     assert same_entry(a.window[6], b.window[6])
     with pytest.raises(ValueError, match="no prompt"):
         reconstruct(pipe, b)
-    _, z0 = reconstruct(pipe, b, prompt_embeds=cond.cond, negative_prompt_embeds=cond.uncond, return_latents=True)
+    _, z0 = reconstruct(pipe, b, prompt_embeds=cond.cond, negative_prompt_embeds=cond.uncond, return_dict=False)
     assert rel(z0, encode_images(parts_of(pipe), x)) <= 1e-5
 
 
@@ -187,7 +187,7 @@ def test_round_trip_on_the_gpu_uses_the_pipeline_device():
         x = sample_images(2)
         latent = invert(pipe, x, "a cat", num_steps=10, method="obelm", guidance_scale=3.0)
         assert latent.x.device.type == "cuda"
-        images, z0 = reconstruct(pipe, latent, return_latents=True)
+        images, z0 = reconstruct(pipe, latent, return_dict=False)
         assert images.device.type == "cuda"
         assert rel(z0, encode_images(parts_of(pipe), x)) <= 1e-5
     finally:

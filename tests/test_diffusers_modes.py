@@ -30,7 +30,7 @@ def test_bits_round_trip_through_the_pipeline_is_exact(pipe, guidance):
     x = sample_images(2)
     latent = invert(pipe, x, ["a cat", "a dog"], num_steps=6, guidance_scale=guidance, mode="bits")
     assert latent.mode == "bits"
-    _, z0 = reconstruct(pipe, latent, return_latents=True)
+    _, z0 = reconstruct(pipe, latent, return_dict=False)
     # 0 error in the latent: the reconstruction is the encoded input itself, bit for bit
     assert torch.equal(z0, encode_images(parts_of(pipe), x))
 
@@ -42,7 +42,7 @@ def test_bits_with_strong_guidance_needs_and_takes_a_larger_eps_bound(pipe):
         invert(pipe, x, "a cat", num_steps=5, guidance_scale=1000.0, mode="bits")
     latent = invert(pipe, x, "a cat", num_steps=5, guidance_scale=1000.0, mode="bits", mode_options={"eps_bound": 1024})
     assert latent.mode == "bits(data_bound=64.0, eps_bound=1024.0)"
-    _, z0 = reconstruct(pipe, latent, return_latents=True)
+    _, z0 = reconstruct(pipe, latent, return_dict=False)
     assert torch.equal(z0, encode_images(parts_of(pipe), x))
 
 
@@ -55,7 +55,7 @@ def test_latent_files_round_trip_every_mode_bit_for_bit(pipe, tmp_path, mode):
     assert set(back.window) == set(latent.window) == {4, 5}
     for i, e in latent.window.items():
         assert same_entry(e, back.window[i]) and type(e).__name__ == ("StableEntry" if mode == "stable" else "FixedEntry")
-    assert torch.equal(reconstruct(pipe, back, output_type="pt"), reconstruct(pipe, latent, output_type="pt"))
+    assert torch.equal(reconstruct(pipe, back, output_type="pt").images, reconstruct(pipe, latent, output_type="pt").images)
 
 
 def test_a_latent_of_another_mode_is_refused(pipe):
@@ -71,7 +71,7 @@ def test_a_latent_of_another_mode_is_refused(pipe):
 
 def test_edit_to_the_same_prompt_reproduces_the_input_in_the_default_mode(pipe):
     x = sample_images(1)
-    _, z0 = edit(pipe, x, "a cat", "a cat", num_steps=6, guidance_scale=1.0, return_latents=True, output_type="pt")
+    _, z0 = edit(pipe, x, "a cat", "a cat", num_steps=6, guidance_scale=1.0, output_type="pt", return_dict=False)[:2]
     ref = encode_images(parts_of(pipe), x)
     assert float((z0 - ref).norm() / ref.norm()) < 1e-5
 
@@ -120,11 +120,11 @@ def test_bits_latents_can_be_edited(pipe):
     (the first step's increment must equal the inversion's) does not apply, the edit runs."""
     x = sample_images(1)
     ref = encode_images(parts_of(pipe), x)
-    _, same = edit(pipe, x, "a cat", "a cat", num_steps=6, guidance_scale=1.0, mode="bits", return_latents=True,
-                   output_type="pt")
+    _, same = edit(pipe, x, "a cat", "a cat", num_steps=6, guidance_scale=1.0, mode="bits",
+                   output_type="pt", return_dict=False)[:2]
     assert float((same - ref).norm() / ref.norm()) < 1e-5  # batched with the source branch: rounding apart
-    _, dog = edit(pipe, x, "a cat", "a dog", num_steps=6, guidance_scale=3.0, mode="bits", return_latents=True,
-                  output_type="pt")
+    _, dog = edit(pipe, x, "a cat", "a dog", num_steps=6, guidance_scale=3.0, mode="bits",
+                  output_type="pt", return_dict=False)[:2]
     latent = invert(pipe, x, "a cat", num_steps=6, mode="bits")
-    _, plain = reconstruct(pipe, latent, "a dog", return_latents=True)
+    _, plain = reconstruct(pipe, latent, "a dog", return_dict=False)
     assert float((dog - ref).norm() / ref.norm()) > 1e-3 and float((plain - ref).norm() / ref.norm()) > 1e-3

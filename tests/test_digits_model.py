@@ -5,6 +5,8 @@ Nothing here trains: every test loads the files that ship in linmultistep/backen
 
 from __future__ import annotations
 
+import re
+
 import json
 import shutil
 
@@ -21,6 +23,7 @@ from linmultistep.backends.diffusers.generate import generate  # noqa: E402
 from linmultistep.backends.diffusers.grid import grid_from_config  # noqa: E402
 from linmultistep.backends.digits import MODEL_DIR, load_classifier, load_heldout, load_pipeline  # noqa: E402
 from linmultistep.backends.digits.data import HELDOUT_PER_CLASS  # noqa: E402
+from strategies import cli_error  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +71,7 @@ def test_exact_samplers_reconstruct_heldout_digits_float64(digits, method, guida
     x = images[:6]
     latent = invert(pipe, x, labels[:6].tolist(), num_steps=20, method=method, guidance_scale=guidance,
                     state_dtype=torch.float64)
-    back = reconstruct(pipe, latent)
+    back = reconstruct(pipe, latent).images
     assert float((back.double() - x.double()).norm() / x.double().norm()) <= 1e-10
 
 
@@ -78,7 +81,7 @@ def test_bits_mode_reconstructs_heldout_digits_exactly(digits, method):
     x = images[10:16]
     latent = invert(pipe, x, labels[10:16].tolist(), num_steps=20, method=method, mode="bits", guidance_scale=2.0,
                     mode_options={"eps_bound": 128.0})
-    assert torch.equal(reconstruct(pipe, latent), x)
+    assert torch.equal(reconstruct(pipe, latent).images, x)
 
 
 def test_ddim_reconstruction_is_clearly_worse(digits):
@@ -87,7 +90,7 @@ def test_ddim_reconstruction_is_clearly_worse(digits):
     errs = {}
     for method in ("ddim", "obelm"):
         latent = invert(pipe, x, labels[:6].tolist(), num_steps=20, method=method, state_dtype=torch.float64)
-        errs[method] = float((reconstruct(pipe, latent).double() - x.double()).pow(2).mean())
+        errs[method] = float((reconstruct(pipe, latent).images.double() - x.double()).pow(2).mean())
     assert errs["ddim"] > 1e-4 and errs["ddim"] > 1e6 * errs["obelm"]
 
 
@@ -96,7 +99,7 @@ def test_guided_samples_are_recognised_by_the_shipped_classifier(digits):
     pipe, _, _ = digits
     classifier = load_classifier()
     labels = [k % 10 for k in range(50)]
-    x = generate(pipe, labels, num_steps=50, guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
+    x = generate(pipe, labels, num_steps=50, guidance_scale=2.0, generator=torch.Generator().manual_seed(0)).images
     assert x.shape == (50, 1, 8, 8)
     acc = float((classifier.predict(x) == torch.tensor(labels)).float().mean())
     assert acc >= 0.9
@@ -149,7 +152,7 @@ def test_belm_scheduler_with_class_labels_equals_the_core(digits):
         with torch.no_grad():
             out = pipe.unet(x, t, class_labels=labels).sample
         x = sched.step(out, t, x).prev_sample
-    ref = generate(pipe, labels, num_steps=12, noise=noise.clone())
+    ref = generate(pipe, labels, num_steps=12, noise=noise.clone()).images
     assert torch.equal(x.clamp(-1, 1), ref)
 
 
@@ -157,10 +160,10 @@ def test_edit_changes_the_class_and_same_class_edit_reproduces(digits):
     pipe, images, labels = digits
     x, src = images[:4], labels[:4].tolist()
     same = edit(pipe, x, src, src, num_steps=20, guidance_scale=1.0, source_guidance_scale=1.0,
-                state_dtype=torch.float64)
+                state_dtype=torch.float64).images
     assert float((same.double() - x.double()).abs().max()) < 1e-5  # float32 output; DI batch is 2B
     tgt = [(a + 5) % 10 for a in src]
-    out = edit(pipe, x, src, tgt, num_steps=20, guidance_scale=2.0)
+    out = edit(pipe, x, src, tgt, num_steps=20, guidance_scale=2.0).images
     assert float((load_classifier().predict(out) == torch.tensor(tgt)).float().mean()) >= 0.75
 
 
@@ -217,13 +220,13 @@ def test_sample_quality_does_not_depend_on_the_method_name_only(digits):
     """DDIM and O-BELM from the same noise land near each other (same ODE) but not on the same bits."""
     pipe, _, _ = digits
     noise = torch.randn(10, 1, 8, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    a = generate(pipe, list(range(10)), num_steps=50, noise=noise, method="ddim", state_dtype=torch.float64)
-    b = generate(pipe, list(range(10)), num_steps=50, noise=noise, method="obelm", state_dtype=torch.float64)
+    a = generate(pipe, list(range(10)), num_steps=50, noise=noise, method="ddim", state_dtype=torch.float64).images
+    b = generate(pipe, list(range(10)), num_steps=50, noise=noise, method="obelm", state_dtype=torch.float64).images
     d = float((a - b).pow(2).mean().sqrt())
     assert 0 < d < 0.2
 
 
-def test_reproduce_on_another_local_model(tmp_path):
+def test_reproduce_on_another_local_model(tmp_path, capsys):
     """The same command on a local text-to-image folder (the tiny Stable Diffusion pipeline)."""
     from PIL import Image
 
@@ -236,8 +239,7 @@ def test_reproduce_on_another_local_model(tmp_path):
     for k, im in enumerate(to_pil(sample_images(2, 16))):
         paths.append(tmp_path / f"im{k}.png")
         im.save(paths[-1])
-    with pytest.raises(SystemExit, match="--images"):
-        main(["reproduce", "--model", str(tmp_path / "sd"), "--out", str(tmp_path / "r0")])
+    assert re.search("--images", cli_error(capsys, ["reproduce", "--model", str(tmp_path / "sd"), "--out", str(tmp_path / "r0")]))
     assert main(["reproduce", "--model", str(tmp_path / "sd"), "--quick", "--threads", "1", "--out", str(tmp_path / "r"),
                  "--images", *map(str, paths), "--prompt", "a cat"]) == 0
     results = json.loads((tmp_path / "r" / "results.json").read_text())

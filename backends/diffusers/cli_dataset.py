@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from linmultistep.modes import mode_names
+
 from .cli import DTYPES, _dtype, load_pipeline
 
 __all__ = ["invert_arguments", "invert_run", "reconstruct_arguments", "reconstruct_run"]
@@ -27,7 +29,7 @@ def invert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default="", help="prompt (or class label) of images without their own (default '')")
     parser.add_argument("--steps", type=int, default=50, help="number of inference steps N (default 50)")
     parser.add_argument("--method", default="obelm", choices=["obelm", "bdia", "edict", "ddim"], help="(default obelm)")
-    parser.add_argument("--mode", choices=["recurrence", "stable", "bits"], default=None,
+    parser.add_argument("--mode", choices=mode_names(), default=None,
                         help="(default: the core's default for the method; 'bits' reconstructs to the last bit)")
     parser.add_argument("--guidance-scale", type=float, default=1.0, help="(default 1.0: no guidance)")
     parser.add_argument("--state-dtype", choices=DTYPES, default=None, help="dtype of the sampler states (default: the network's)")

@@ -350,7 +350,7 @@ def reconstruct_dataset(
         state = _concat([load_image_latent(latents, r) for r in group])
         state = dataclasses.replace(state, metadata={**state.metadata, "prompt": [p for r in group for p in [r["prompt"]]],
                                                      "batch": len(group)})
-        x = reconstruct(pipe, state, output_type="pt")
+        x = reconstruct(pipe, state, output_type="pt", progress=False).images
         for r, img in zip(group, to_pil(x)):
             name = out / f"{records.index(r):06d}_{Path(r['path']).stem}.png"
             img.save(name)

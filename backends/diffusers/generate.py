@@ -11,7 +11,8 @@ from linmultistep import Method
 
 from .adapters import UNetEps
 from .grid import grid_from_config
-from .pipeline import _bound_hint, _conditioning, _output, decode_latents, method_in_mode, parts_of
+from .outputs import GenerationOutput, pipeline_progress
+from .pipeline import _bound_hint, _check_arguments, _conditioning, _output, decode_latents, method_in_mode, parts_of
 
 __all__ = ["generate", "initial_noise"]
 
@@ -44,16 +45,22 @@ def generate(
     mode: str | None = None,
     mode_options: dict | None = None,
     output_type: str = "pt",
-    progress: bool | dict = False,
-) -> Any:
+    return_dict: bool = True,
+    progress: bool | dict | None = None,
+) -> "GenerationOutput | tuple":
     """Sample images from noise x_N along the ``num_steps`` grid of the pipeline's scheduler.
 
     ``prompt``: text (text-conditioned UNets), class label(s) (class-conditional UNet2DModel), or
     nothing (unconditional). ``noise`` (B, C, h, w) is used as x_N when given, else it is drawn with
-    ``generator`` (batch = the number of prompts/labels, or ``batch``). Returns images in [-1, 1]
-    (``output_type='pt'``) or PIL images (``'pil'``).
+    ``generator`` (batch = the number of prompts/labels, or ``batch``). Returns a
+    :class:`~.outputs.GenerationOutput` (``return_dict=False``: the tuple (images, latents, noise))
+    with images in [-1, 1] (``output_type='pt'``) or PIL images (``'pil'``). ``progress`` None follows
+    the pipeline's ``set_progress_bar_config`` (on by default).
     """
     parts = parts_of(pipe)
+    _check_arguments(generator, state_dtype, guidance_scale=guidance_scale)
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
     if noise is None:
         n = batch or (len(prompt) if isinstance(prompt, (list, tuple)) else 1)
         noise = initial_noise(parts, n, generator=generator, dtype=state_dtype or parts.dtype)
@@ -65,5 +72,6 @@ def generate(
     cond = _conditioning(parts, x_n.shape[0], prompt, guidance_scale, negative_prompt, None, None)
     eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond)
     with _bound_hint():
-        z0 = lms.sample(eps_fn, x_n, grid, method_obj, mode=method_obj.mode, progress=progress)
-    return _output(decode_latents(parts, z0), "pt", output_type)
+        z0 = lms.sample(eps_fn, x_n, grid, method_obj, mode=method_obj.mode, progress=pipeline_progress(parts.pipe, progress))
+    out = GenerationOutput(images=_output(decode_latents(parts, z0), "pt", output_type), latents=z0, noise=x_n)
+    return out if return_dict else out.to_tuple()

@@ -23,10 +23,11 @@ from linmultistep import FixedPointRangeError, Grid, LatentMismatchError, Method
 from .adapters import Conditioning, UNetEps, encode_classes, encode_prompts, is_class_conditional, is_conditional
 from .attention import SharedSelfAttention
 from .grid import grid_from_config, scheduler_config
-from .images import to_pil, to_tensor
+from .images import read_images, resize_to, to_pil
+from .outputs import EditOutput, ReconstructionOutput, pipeline_progress
 
 __all__ = ["Parts", "parts_of", "invert", "reconstruct", "edit", "encode_images", "decode_latents", "method_of",
-           "method_in_mode", "model_digest"]
+           "method_in_mode", "model_digest", "ReconstructionOutput", "EditOutput"]
 
 
 @dataclass
@@ -225,6 +226,36 @@ def _jsonable_prompt(prompt: Any) -> Any:
     return [int(p) if hasattr(p, "__index__") and not isinstance(p, bool) else p for p in prompt]
 
 
+def _check_arguments(generator: Any = None, state_dtype: Any = None, **numbers: Any) -> None:
+    """Arguments that would otherwise fail deep inside torch or compute something else silently."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        hint = f" (e.g. torch.Generator().manual_seed({generator}))" if isinstance(generator, int) else ""
+        raise TypeError(f"generator must be a torch.Generator{hint} or None, got {type(generator).__name__}")
+    if state_dtype is not None and (not isinstance(state_dtype, torch.dtype) or not state_dtype.is_floating_point
+                                    or state_dtype.is_complex):
+        raise TypeError(f"state_dtype must be a real floating-point torch dtype (torch.float32, torch.float64, ...), "
+                        f"got {state_dtype!r}: an integer state would truncate the latent")
+    for name, value in numbers.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def _restore_sizes(x: torch.Tensor, images: Any, meta: dict, restore_size: bool) -> Any:
+    """Give images back at the sizes they had before ``resize=`` fitted them to the model."""
+    sizes = meta.get("input_sizes")
+    if not restore_size or not sizes:
+        return images
+    if isinstance(images, torch.Tensor):
+        if len({tuple(sz) for sz in sizes}) == 1:
+            return resize_to(images, tuple(sizes[0]))
+        import warnings
+
+        warnings.warn("the inputs had different sizes before resize=; a tensor cannot hold them, so the images are "
+                      "returned at the model's size (output_type='pil' restores each size)", UserWarning, stacklevel=3)
+        return images
+    return [to_pil(resize_to(x[k:k + 1], tuple(sz)))[0] for k, sz in enumerate(sizes)]
+
+
 # --- public API -----------------------------------------------------------------------------
 def invert(
     pipe: Any,
@@ -243,7 +274,7 @@ def invert(
     stop: int | None = None,
     mode: str | None = None,
     mode_options: dict | None = None,
-    progress: bool | dict = False,
+    progress: bool | dict | None = None,
     callback: Any = None,
     eval_batch: int | None = None,
     eval_threads: int | None = None,
@@ -270,7 +301,9 @@ def invert(
     with this many intra-op threads (kernels split their sums by thread count), also recorded.
     """
     parts = parts_of(pipe)
-    x, kind = to_tensor(images, parts.size_multiple, resize, channels=parts.channels)
+    _check_arguments(generator, state_dtype, guidance_scale=guidance_scale)
+    read = read_images(images, parts.size_multiple, resize, channels=parts.channels)
+    x = read.x
     batch = x.shape[0]
     grid = grid_from_config(parts.scheduler, num_steps)
     method_obj = method_in_mode(method, mode, mode_options)
@@ -278,12 +311,21 @@ def invert(
     x0 = encode_images(parts, x, generator).to(dtype=state_dtype or parts.dtype)
     eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond, eval_batch=eval_batch, eval_threads=eval_threads)
     with _bound_hint():
-        state = lms.invert(eps_fn, x0, grid, method_obj, stop=stop, mode=method_obj.mode, progress=progress,
-                           callback=callback)
-    cfg = parts.config
-    metadata = {
+        state = lms.invert(eps_fn, x0, grid, method_obj, stop=stop, mode=method_obj.mode,
+                           progress=pipeline_progress(parts.pipe, progress), callback=callback)
+    metadata = _latent_metadata(parts, read, num_steps, method_obj, prompt if prompt_embeds is None else None,
+                                negative_prompt, guidance_scale, generator, eval_batch, eval_threads)
+    return dataclasses.replace(state, metadata=metadata)
+
+
+def _latent_metadata(parts: Parts, read: Any, num_steps: int, method_obj: Method, prompt: Any, negative_prompt: Any,
+                     guidance_scale: float, generator: Any, eval_batch: Any, eval_threads: Any) -> dict:
+    """What a latent records for :func:`reconstruct` (and to refuse another model or grid)."""
+    cfg, x, batch = parts.config, read.x, read.x.shape[0]
+    resized = any(tuple(sz) != tuple(x.shape[-2:]) for sz in read.sizes)
+    return {
         "model": parts.name,
-        "prompt": _jsonable_prompt(prompt) if prompt_embeds is None else None,
+        "prompt": _jsonable_prompt(prompt),
         "negative_prompt": _jsonable_prompt(negative_prompt),
         "guidance_scale": float(guidance_scale),
         "num_steps": int(num_steps),
@@ -292,25 +334,25 @@ def invert(
         "timestep_spacing": cfg["timestep_spacing"],
         "steps_offset": int(cfg["steps_offset"]),
         "set_alpha_to_one": bool(cfg["set_alpha_to_one"]),
-        "image_kind": kind,
+        "image_kind": read.kind,
         "image_size": [int(x.shape[-2]), int(x.shape[-1])],
         "batch": int(batch),
         "vae_sample": generator is not None,
         "eval_batch": eval_batch,
         "eval_threads": eval_threads,
         "model_digest": model_digest(parts.unet),
+        **({"input_sizes": [list(sz) for sz in read.sizes]} if resized else {}),
     }
-    return dataclasses.replace(state, metadata=metadata)
 
 
 def _grid_for(parts: Parts, latent: State, num_steps: int | None) -> Grid:
     n = num_steps if num_steps is not None else latent.metadata.get("num_steps")
     if n is None:
         raise LatentMismatchError("the latent records no num_steps; pass num_steps=")
-    grid = grid_from_config(parts.scheduler, int(n))
+    grid = grid_from_config(parts.scheduler, n)  # validated there: 10.7 or "10" is refused, not truncated
     if grid.fingerprint != latent.fingerprint:
         cfg, meta = parts.config, latent.metadata
-        now = {"num_steps": int(n), "timestep_spacing": cfg["timestep_spacing"], "steps_offset": int(cfg["steps_offset"]),
+        now = {"num_steps": n, "timestep_spacing": cfg["timestep_spacing"], "steps_offset": int(cfg["steps_offset"]),
                "set_alpha_to_one": bool(cfg["set_alpha_to_one"]), "prediction_type": parts.prediction_type}
         differ = [f"{k} {meta[k]!r} vs {v!r}" for k, v in now.items() if k in meta and meta[k] != v]
         what = "; ".join(differ) if differ else "the noise schedule (betas) differs"
@@ -342,27 +384,35 @@ def reconstruct(
     num_steps: int | None = None,
     method: "str | Method | None" = None,
     output_type: str | None = None,
-    return_latents: bool = False,
+    return_dict: bool = True,
+    restore_size: bool = True,
     mode: str | None = None,
     mode_options: dict | None = None,
-    progress: bool | dict = False,
+    progress: bool | dict | None = None,
     eval_batch: int | None = None,
     eval_threads: int | None = None,
     check_model: bool = True,
-) -> Any:
+) -> "ReconstructionOutput | tuple":
     """Sample back from an inverted latent to images with the same method and grid.
 
     Prompt, guidance, negative prompt, num_steps and the method default to what the latent
-    records; give other values to edit (a different prompt) instead of reconstruct. Returns the
-    kind of images :func:`invert` was given (PIL list or tensor in [-1, 1]) unless
-    ``output_type`` says otherwise; with ``return_latents`` the pair (images, model-space x0).
+    records; give other values to edit (a different prompt) instead of reconstruct. Returns a
+    :class:`ReconstructionOutput` (``return_dict=False``: the tuple (images, latents)) whose
+    ``images`` are of the kind :func:`invert` was given (PIL list or tensor in [-1, 1]) unless
+    ``output_type`` says otherwise, at the sizes the inputs had before ``resize=`` (unless
+    ``restore_size=False``), and ``latents`` the model-space x_0. ``progress`` None follows the
+    pipeline's ``set_progress_bar_config`` (on by default).
     The mode is the latent's (with its options, e.g. 'bits(data_bound=64.0, eps_bound=256.0)');
     another ``mode`` / ``mode_options`` is refused (LatentMismatchError). A latent recording another
     model's weights digest is refused unless ``check_model=False``.
     """
+    if isinstance(latent, EditOutput):
+        latent = latent.inversion
     if not isinstance(latent, State):
         raise TypeError(f"latent must be the State returned by invert (or load_latent), got {type(latent).__name__}")
     parts = parts_of(pipe)
+    if guidance_scale is not None:
+        _check_arguments(guidance_scale=guidance_scale)
     meta = dict(latent.metadata)
     if check_model:
         _check_model(parts, latent)
@@ -386,10 +436,11 @@ def reconstruct(
     chunk = eval_batch if eval_batch is not None else meta.get("eval_batch")  # the inversion's, by default
     threads = eval_threads if eval_threads is not None else meta.get("eval_threads")
     eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond, eval_batch=chunk, eval_threads=threads)
-    z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=progress)
+    z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=pipeline_progress(parts.pipe, progress))
     x = decode_latents(parts, z0)
-    images = _output(x, meta.get("image_kind", "pt"), output_type)
-    return (images, z0) if return_latents else images
+    images = _restore_sizes(x, _output(x, meta.get("image_kind", "pt"), output_type), meta, restore_size)
+    out = ReconstructionOutput(images=images, latents=z0)
+    return out if return_dict else out.to_tuple()
 
 
 def edit(
@@ -411,11 +462,12 @@ def edit(
     resize: str | None = None,
     generator: torch.Generator | None = None,
     output_type: str | None = None,
-    return_latents: bool = False,
+    return_dict: bool = True,
+    restore_size: bool = True,
     mode: str | None = None,
     mode_options: dict | None = None,
-    progress: bool | dict = False,
-) -> Any:
+    progress: bool | dict | None = None,
+) -> "EditOutput | tuple":
     """Edit images from ``source_prompt`` to ``target_prompt`` through exact inversion.
 
     1. Invert with the source prompt at ``source_guidance_scale`` to grid index
@@ -436,10 +488,20 @@ def edit(
 
     With target = source prompt and equal guidance every variant reproduces the input (exactness).
     ``mode`` / ``mode_options`` as in :func:`invert` (None: the core's default).
-    Returns images of the input kind; with ``return_latents`` also the model-space edited x0.
+    Returns an :class:`EditOutput` (``return_dict=False``: the tuple (images, latents, inversion)):
+    the edited images of the input kind (at the inputs' sizes before ``resize=``, unless
+    ``restore_size=False``), the model-space edited x_0, and the exact latent of the source images
+    (``save_latent`` writes it; ``reconstruct`` gives the inputs back from it).
     """
     parts = parts_of(pipe)
-    x, kind = to_tensor(images, parts.size_multiple, resize, channels=parts.channels)
+    _check_arguments(generator, state_dtype, strength=strength, source_guidance_scale=source_guidance_scale,
+                     guidance_scale=guidance_scale, self_attention_steps=self_attention_steps)
+    if isinstance(freeze_last, bool) or not isinstance(freeze_last, int):
+        raise TypeError(f"freeze_last must be an integer number of steps, got {freeze_last!r}")
+    if not 0.0 <= float(self_attention_steps) <= 1.0:
+        raise ValueError(f"self_attention_steps must be a fraction of the steps in [0, 1], got {self_attention_steps!r}")
+    read = read_images(images, parts.size_multiple, resize, channels=parts.channels)
+    x, kind = read.x, read.kind
     batch = x.shape[0]
     grid = grid_from_config(parts.scheduler, num_steps)
     method_obj = method_in_mode(method, mode, mode_options)
@@ -469,11 +531,13 @@ def edit(
         inputs.setdefault(i, []).append(xt)
         return inverter(xt, i)
 
+    progress = pipeline_progress(parts.pipe, progress)
     with _bound_hint():
-        latent = lms.invert(recording if direct_inversion else inverter, x0, grid, method_obj, stop=n_s, mode=method_obj.mode,
-                            progress=progress)
-
-    latent = _as_edit(latent)  # the target branch's outputs differ from the inversion's by design
+        inversion = lms.invert(recording if direct_inversion else inverter, x0, grid, method_obj, stop=n_s,
+                               mode=method_obj.mode, progress=progress)
+    inversion = dataclasses.replace(inversion, metadata=_latent_metadata(
+        parts, read, num_steps, method_obj, source_prompt, negative_prompt, source_guidance_scale, generator, None, None))
+    latent = _as_edit(inversion)  # the target branch's outputs differ from the inversion's by design
     predictor = UNetEps(parts.unet, grid, parts.prediction_type, tgt)
     inject_from = (1.0 - float(self_attention_steps)) * n_s
 
@@ -504,5 +568,7 @@ def edit(
             return predictor.eps(xt, i, src_edit if i <= freeze_last else tgt)
 
         z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=progress)
-    out = _output(decode_latents(parts, z0), kind, output_type)
-    return (out, z0) if return_latents else out
+    x = decode_latents(parts, z0)
+    out = EditOutput(images=_restore_sizes(x, _output(x, kind, output_type), inversion.metadata, restore_size),
+                     latents=z0, inversion=inversion)
+    return out if return_dict else out.to_tuple()

@@ -38,5 +38,5 @@ class DigitsPipeline(DDIMPipeline):
         """Sample one digit per label with ``method`` (any of linmultistep's) and guidance."""
         labels = [class_labels] if isinstance(class_labels, int) else list(class_labels)
         images = generate(self, labels, num_steps=num_inference_steps, method=method, guidance_scale=guidance_scale,
-                          generator=generator, output_type=output_type, **kwargs)
+                          generator=generator, output_type=output_type, **kwargs).images
         return DigitsPipelineOutput(images=images) if return_dict else (images,)

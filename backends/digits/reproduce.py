@@ -114,8 +114,8 @@ def reconstruction_table(pipe: Any, images: torch.Tensor, prompts: Any, steps: S
         for n in steps:
             opts = {"eps_bound": 64.0 * max(1.0, guidance)} if mode == "bits" else None
             latent = invert(pipe, images, _plain(prompts), num_steps=n, method=method, mode=mode,
-                            mode_options=opts, guidance_scale=guidance, state_dtype=dtype)
-            back = reconstruct(pipe, latent)
+                            mode_options=opts, guidance_scale=guidance, state_dtype=dtype, progress=False)
+            back = reconstruct(pipe, latent, progress=False).images
             table[label][n] = _mse(back, images)
         progress(f"  reconstruction w={guidance:g} {str(dtype).removeprefix('torch.')} {label}: "
                  + ", ".join(f"N={n} {v:.2e}" for n, v in table[label].items()))
@@ -155,7 +155,7 @@ def generation_table(pipe: Any, classifier: Any, heldout: torch.Tensor, s: Setti
 
         def run(method: str, n: int) -> torch.Tensor:
             return generate(pipe, labels.tolist(), num_steps=n, method=method, guidance_scale=s.guidance,
-                            noise=noise, state_dtype=torch.float64)
+                            noise=noise, state_dtype=torch.float64, progress=False).images
 
         ref = run("obelm", s.reference_steps)
         if seed == s.seeds[0]:  # the reference's own error, once: against half as many steps
@@ -204,13 +204,13 @@ def edit_study(pipe: Any, classifier: Any, images: torch.Tensor, labels: torch.T
         outs = []
         for strength in s.strengths:
             x = edit(pipe, images, labels.tolist(), targets, num_steps=s.edit_steps, strength=strength,
-                     guidance_scale=s.guidance, direct_inversion=direct)
+                     guidance_scale=s.guidance, direct_inversion=direct, progress=False).images
             outs.append(x)
             share.setdefault(variant, []).append(float((classifier.predict(x) == tgt).float().mean()))
             dist.setdefault(variant, []).append(float((x - images).pow(2).mean().sqrt()))
         pictures[variant] = torch.stack(outs)
     fresh = generate(pipe, targets, num_steps=s.edit_steps, guidance_scale=s.guidance,
-                     generator=torch.Generator().manual_seed(1234))
+                     generator=torch.Generator().manual_seed(1234), progress=False).images
     return EditResult(list(s.strengths), share, dist, float((classifier.predict(fresh) == tgt).float().mean()),
                       float((fresh - images).pow(2).mean().sqrt()), pictures, images, targets)
 
@@ -249,7 +249,7 @@ def interpolation(pipe: Any, pair: torch.Tensor, steps: int = 50, frames: int = 
         for t in np.linspace(0.0, 1.0, frames):
             window = {i: _blend(a[i], b[i], float(t)) for i in latent.window}
             mid = dataclasses.replace(latent, window=window)
-            imgs.append(reconstruct(pipe, mid))
+            imgs.append(reconstruct(pipe, mid, progress=False).images)
         seq = torch.cat(imgs)
         err = max(float((seq[0] - pair[0]).abs().max()), float((seq[-1] - pair[1]).abs().max()))
         out[label] = (seq.float(), err)
@@ -458,7 +458,7 @@ def run_generic(s: Settings, out: "str | Path", images: Sequence[str], prompt: s
                "", "![interpolation](interpolation.png)", ""]
     if target_prompt:
         rows = [torch.cat([x[:1]] + [edit(pipe, x[:1], prompt, target_prompt, num_steps=s.edit_steps, strength=v,
-                                          guidance_scale=7.5) for v in s.strengths])]
+                                          guidance_scale=7.5, progress=False).images for v in s.strengths])]
         _grid_image(rows, out / "edit_grid.png", [f"{prompt} -> {target_prompt}"], ["source"] + [f"s={v:g}" for v in s.strengths])
         md += ["## Editing", "", "![edit grid](edit_grid.png)", ""]
     md += [f"Total time {time.time() - t0:.0f} s on {s.threads} thread(s)."]
@@ -494,7 +494,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.images:
         report = run_generic(s, args.out, args.images, args.prompt, args.target_prompt)
     else:
-        raise SystemExit(f"linmultistep: error: {folder} ships no classifier and held-out data (only the digits model "
+        raise ValueError(f"{folder} ships no classifier and held-out data (only the digits model "
                          "does): give --images (and --prompt) to run the reconstruction and interpolation experiments")
     print(f"report written to {report}")
     return 0

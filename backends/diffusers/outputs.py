@@ -1,0 +1,65 @@
+"""Typed results of the pipeline functions, in diffusers' ``BaseOutput`` convention.
+
+``reconstruct`` and ``edit`` return these by default; ``return_dict=False`` gives the plain tuple
+of their fields, in order (as diffusers pipelines do). :func:`~.pipeline.invert` returns the core's
+:class:`~linmultistep.State` itself: it already is a typed, frozen record (window, method, mode,
+grid fingerprint, metadata) and is what ``save_latent``, ``reconstruct`` and ``linmultistep.sample``
+take.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers.utils import BaseOutput
+
+from linmultistep import State
+
+__all__ = ["GenerationOutput", "ReconstructionOutput", "EditOutput", "pipeline_progress"]
+
+
+@dataclass
+class GenerationOutput(BaseOutput):
+    """``images``: a (B, C, H, W) tensor in [-1, 1] or PIL images (``output_type``); ``latents``: the
+    model-space x_0 the sampler reached; ``noise``: the x_N it started from (to sample again)."""
+
+    images: Any
+    latents: torch.Tensor
+    noise: torch.Tensor
+
+
+@dataclass
+class ReconstructionOutput(BaseOutput):
+    """``images``: PIL images or a (B, C, H, W) tensor in [-1, 1] (``output_type``); ``latents``: the
+    model-space x_0 the sampler reached (before the VAE decoder)."""
+
+    images: Any
+    latents: torch.Tensor
+
+
+@dataclass
+class EditOutput(BaseOutput):
+    """``images`` and ``latents`` of the edited result, as in :class:`ReconstructionOutput`, and
+    ``inversion``: the exact latent of the source images (with the source prompt and guidance), from
+    which ``reconstruct`` gives the inputs back; ``save_latent`` writes it (``edit --save-latent``)."""
+
+    images: Any
+    latents: torch.Tensor
+    inversion: State
+
+
+def pipeline_progress(pipe: Any, progress: "bool | dict | None") -> "bool | dict":
+    """The core's ``progress=`` for a pipeline call: ``None`` follows the pipeline's own
+    ``set_progress_bar_config(...)`` (on by default, as in diffusers; ``disable=True`` turns it off),
+    a bool or a dict of tqdm options is used as given."""
+    if progress is not None:
+        if not isinstance(progress, (bool, dict)):
+            raise TypeError(f"progress must be None, a bool or a dict of tqdm options, got {type(progress).__name__}")
+        return progress
+    config = getattr(pipe, "_progress_bar_config", None)
+    config = config if isinstance(config, dict) else {}
+    if config.get("disable"):
+        return False
+    return {k: v for k, v in config.items() if k != "disable"} or True
