@@ -26,6 +26,7 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    _count_bad_inputs(items)
     try:
         import torch
 
@@ -37,6 +38,25 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+def _count_bad_inputs(items) -> None:
+    """benchmarks/bad_input_counts.py: {kind: [test cases, of which hypothesis-driven]} of the bad-input suite."""
+    out = os.environ.get("LINMULTISTEP_BAD_INPUT_COUNTS")
+    if not out:
+        return
+    import json
+
+    counts: dict = {}
+    for item in items:
+        mark = item.get_closest_marker("bad_input")
+        if mark is None:
+            continue
+        cases = counts.setdefault(mark.args[0], [0, 0])
+        cases[0] += 1
+        cases[1] += bool(getattr(getattr(item, "obj", None), "is_hypothesis_test", False))
+    with open(out, "w") as fh:
+        json.dump(counts, fh, sort_keys=True)
 
 
 # --- the diffusers binding's tests -------------------------------------------------------

@@ -21,6 +21,7 @@ def eps(x, i):
     return np.tanh(x)
 
 
+@pytest.mark.bad_input("3 arithmetic")
 @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, bool, np.complex128])
 @pytest.mark.parametrize("fn", ["sample", "invert"])
 def test_non_float_states_are_refused(dtype, fn):
@@ -29,12 +30,14 @@ def test_non_float_states_are_refused(dtype, fn):
         getattr(lm, fn)(eps, x, GRID, "obelm")
 
 
+@pytest.mark.bad_input("3 arithmetic")
 def test_torch_integer_state_is_refused():
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match="floating-point array, got dtype torch.int64"):
         lm.invert(lambda x, i: x, torch.ones(2, 3, dtype=torch.int64), GRID, "obelm")
 
 
+@pytest.mark.bad_input("3 arithmetic")
 @pytest.mark.parametrize("bad", [lambda x, i: np.tanh(x[0]), lambda x, i: 0.5, lambda x, i: np.zeros((1, 3)),
                                  lambda x, i: np.zeros((3, 2))])
 def test_network_output_of_another_shape_is_refused(bad):
@@ -42,6 +45,7 @@ def test_network_output_of_another_shape_is_refused(bad):
         lm.invert(bad, np.ones((2, 3)), GRID, "obelm")
 
 
+@pytest.mark.bad_input("9 unclear errors")
 def test_network_returning_none_or_another_array_type():
     with pytest.raises(TypeError, match="returned None at grid index"):
         lm.sample(lambda x, i: None, np.ones((2, 3)), GRID, "obelm")
@@ -52,21 +56,172 @@ def test_network_returning_none_or_another_array_type():
         lm.sample("unet", np.ones((2, 3)), GRID, "obelm")
 
 
+@pytest.mark.bad_input("8 coercions")
 @given(st.one_of(st.floats(allow_nan=True), st.text(max_size=3), st.booleans()))
 def test_num_steps_must_be_an_integer(value):
     with pytest.raises(GridError, match="num_steps must be an integer"):
         lm.Grid.from_alphas_cumprod(AC, value, "leading")
 
 
+@pytest.mark.bad_input("2 resources")
 def test_huge_num_steps_is_refused_before_allocating():
     with pytest.raises(GridError, match="num_steps = 1000000000 is more than"):
         lm.Grid.from_alphas_cumprod(AC, 10**9, "leading")
     assert lm.Grid.from_alphas_cumprod(AC, np.int64(20), "leading").N == 20  # numpy integers are integers
 
 
+@pytest.mark.bad_input("10 cli")
 def test_cli_version_and_threads(capsys):
     from linmultistep.cli import main
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"linmultistep {lm.__version__}"
     assert re.search("--threads must be at least 1", cli_error(capsys, ["reconstruct", "--model", "digits", "nothing.safetensors", "-o", "x.png", "--threads", "0"]))
+
+
+@pytest.mark.bad_input("2 resources")
+@pytest.mark.parametrize("n", [10**9, 4001, 2**63 - 1])
+def test_step_counts_beyond_the_schedule_are_refused_before_allocating(n):
+    with pytest.raises(GridError, match="is more than the schedule"):
+        lm.Grid.from_alphas_cumprod(AC, n, "linspace")
+
+
+METHOD_ARGUMENTS = [
+    (lambda: lm.belm(k=2.5), "k must be a positive integer"),
+    (lambda: lm.belm(k=0), "k=0"),
+    (lambda: lm.belm(k="2"), "k must be a positive integer"),
+    (lambda: lm.belm(k=True), "k must be a positive integer"),
+    (lambda: lm.adams_bashforth(k=2000), "1 <= k <= 12"),
+    (lambda: lm.adams_bashforth(k=13), "1 <= k <= 12"),
+    (lambda: lm.edict(p=0), r"p must be in \(0, 1\]"),
+    (lambda: lm.edict(p=1.5), r"p must be in \(0, 1\]"),
+    (lambda: lm.edict(p=float("nan")), r"p must be in \(0, 1\]"),
+    (lambda: lm.bdia(gamma=0.0), "gamma"),
+    (lambda: lm.bdia(gamma=-1.0), "gamma"),
+    (lambda: lm.bdia(gamma=float("nan")), "gamma"),
+    (lambda: lm.get_method("obelmm"), "obelmm"),
+    (lambda: lm.resolve_mode("obelm", "exact"), "exact"),
+    (lambda: lm.resolve_mode("edict", "stable"), "stable"),
+]
+
+
+@pytest.mark.bad_input("8 coercions")
+@pytest.mark.parametrize("make,match", METHOD_ARGUMENTS, ids=[f"method{k}" for k in range(len(METHOD_ARGUMENTS))])
+def test_bad_method_arguments_are_refused_not_truncated(make, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        make()
+
+
+@pytest.mark.bad_input("8 coercions")
+@pytest.mark.parametrize("stop", [3.7, "3", -1, 0, GRID.N + 1, True])
+def test_bad_stop_indices_are_refused(stop):
+    with pytest.raises(GridError, match="stop"):
+        lm.invert(eps, np.ones((2, 3)), GRID, "obelm", stop=stop)
+
+
+@pytest.mark.bad_input("9 unclear errors")
+@pytest.mark.parametrize("x,exc,match", [
+    (np.zeros((0, 3)), ValueError, "empty"),
+    ([[1.0, 2.0]], TypeError, "floating-point array"),
+    (np.array([[np.nan, 1.0]]), ValueError, "NaN or infinity"),
+    (np.array([[np.inf, 1.0]]), ValueError, "NaN or infinity"),
+    (None, TypeError, "floating-point array"),
+])
+def test_bad_data_is_named(x, exc, match):
+    with pytest.raises(exc, match=match):
+        lm.invert(eps, x, GRID, "obelm")
+
+
+@pytest.mark.bad_input("9 unclear errors")
+@pytest.mark.parametrize("grid", ["10", None, np.linspace(0, 1, 5)])
+def test_a_grid_of_another_type_is_named(grid):
+    with pytest.raises(TypeError, match="grid"):
+        lm.invert(eps, np.ones((2, 3)), grid, "obelm")
+
+
+@pytest.mark.bad_input("9 unclear errors")
+def test_a_network_that_fails_part_way_reports_the_grid_index_and_changes_nothing():
+    x = np.ones((2, 3))
+    keep = x.copy()
+
+    def nan_later(y, i):
+        return np.tanh(y) if i < 5 else np.full_like(y, np.nan)
+
+    with pytest.raises(lm.NonFiniteError, match="grid index 5"):
+        lm.invert(nan_later, x, GRID, "obelm")
+    assert np.array_equal(x, keep)
+
+
+@pytest.mark.bad_input("7 numerical range")
+@pytest.mark.parametrize("p,n", [(1e-6, 10), (0.3, 50)])
+def test_edict_with_a_small_p_warns_with_the_growth(p, n):
+    with pytest.warns(lm.PrecisionWarning, match=r"p\^\(-2N\)"):
+        lm.invert(eps, np.ones((2, 3)), lm.Grid.from_alphas_cumprod(AC, n), lm.edict(p))
+
+
+@pytest.mark.bad_input("7 numerical range")
+@pytest.mark.parametrize("gamma", [0.1, 0.5])
+def test_bdia_gamma_below_one_warns_with_gamma_to_the_minus_n(gamma):
+    grid = lm.Grid.from_alphas_cumprod(AC, 200)
+    with pytest.warns(lm.PrecisionWarning, match=r"gamma\^-N"):
+        lm.invert(eps, np.ones((2, 3)), grid, lm.bdia(gamma), mode="recurrence")
+
+
+@pytest.mark.bad_input("7 numerical range")
+def test_safe_ranges_do_not_warn():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", lm.PrecisionWarning)
+        for m in (lm.edict(0.93), lm.bdia(1.0), "obelm"):
+            lm.invert(eps, np.ones((2, 3)), lm.Grid.from_alphas_cumprod(AC, 50), m)
+
+
+@pytest.mark.bad_input("5 exactness")
+def test_a_latent_with_a_window_entry_or_part_missing_is_refused():
+    latent = lm.invert(eps, np.ones((2, 3)), GRID, "obelm", mode="stable")
+    for drop in latent.window:
+        partial = lm.State({i: e for i, e in latent.window.items() if i != drop}, latent.method, latent.fingerprint,
+                           latent.mode)
+        with pytest.raises(lm.LatentMismatchError, match="incomplete|window"):
+            lm.sample(eps, partial, GRID)
+    for part in ("xbar", "v"):
+        hole = dict(latent.window)
+        hole[GRID.N - 1] = hole[GRID.N - 1]._replace(**{part: None})
+        with pytest.raises(lm.LatentMismatchError, match=f"lacks part '{part}'"):
+            lm.sample(eps, lm.State(hole, latent.method, latent.fingerprint, latent.mode), GRID)
+
+
+@pytest.mark.bad_input("5 exactness")
+@pytest.mark.parametrize("at", [1, 5, 9])
+def test_bits_mode_names_the_first_step_where_the_network_drifted(at):
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)  # float32: on the fixed-point grid
+    latent = lm.invert(eps, x, GRID, "obelm", mode="bits")
+
+    def drifted(y, i):
+        out = np.tanh(y)
+        return out + 1e-7 if i == at else out
+
+    with pytest.raises(lm.NondeterministicNetworkError, match=f"grid index {at}"):
+        lm.sample(drifted, latent, GRID)
+    assert np.array_equal(lm.sample(eps, latent, GRID), x)
+
+
+@pytest.mark.bad_input("4 companions")
+@pytest.mark.parametrize("other", [
+    lambda: lm.Grid.from_alphas_cumprod(AC, 11, "leading", steps_offset=1, final_alpha_one=False),
+    lambda: lm.Grid.from_alphas_cumprod(AC, 10, "trailing", final_alpha_one=False),
+    lambda: lm.Grid.from_alphas_cumprod(AC, 10, "leading", steps_offset=1, final_alpha_one=True),
+])
+def test_a_latent_is_refused_on_another_grid(other):
+    latent = lm.invert(eps, np.ones((2, 3)), GRID, "obelm")
+    with pytest.raises(lm.LatentMismatchError, match="grid"):
+        lm.sample(eps, latent, other())
+
+
+@pytest.mark.bad_input("4 companions")
+@pytest.mark.parametrize("method", ["bdia", "edict", "ddim", lm.belm(rule=lm.rules.bdia(0.5)), lm.bdia(0.9)])
+def test_a_latent_is_refused_with_another_method(method):
+    latent = lm.invert(eps, np.ones((2, 3)), GRID, "obelm")
+    with pytest.raises(lm.LatentMismatchError):
+        lm.sample(eps, latent, GRID, method)

@@ -79,6 +79,7 @@ def test_partial_runs_compose():
     assert rel_err(lm.sample(NET, mid, GRID, "obelm"), X0) < 1e-12
 
 
+@pytest.mark.bad_input("4 companions")
 def test_latent_from_another_method_grid_or_mode_is_refused():
     latent = lm.invert(NET, X0, GRID, "obelm")
     with pytest.raises(LatentMismatchError, match=r"produced by obelm and cannot be continued with bdia\(gamma=1.0\)"):
@@ -95,6 +96,7 @@ def test_latent_from_another_method_grid_or_mode_is_refused():
         lm.sample(NET, replace(latent, mode="bits"), GRID, "obelm", mode="stable")
 
 
+@pytest.mark.bad_input("9 unclear errors")
 def test_nan_from_the_network_names_the_index_and_leaves_inputs_alone():
     def bad(x, i):
         out = NET(x, i)

@@ -22,6 +22,7 @@ def eps(x, i):
     return np.tanh(x) * (1 + i / 10)
 
 
+@pytest.mark.bad_input("4 companions")
 @given(st.sampled_from(sorted(RULES)), st.sampled_from(sorted(RULES)))
 def test_latent_refuses_another_rule_and_accepts_its_own(a, b):
     ma, mb = lm.belm(rule=RULES[a]), lm.belm(rule=RULES[b])
@@ -43,6 +44,7 @@ def test_a_recorded_user_rule_cannot_be_rebuilt_from_its_digest():
         lm.get_method(spec.name, **dict(spec.params))
 
 
+@pytest.mark.bad_input("8 coercions")
 @pytest.mark.parametrize("k", [2.5, True, "2"])
 def test_non_integer_k_is_refused(k):
     with pytest.raises(MethodError, match="k must be a positive integer"):

@@ -115,6 +115,7 @@ def test_open_entries_make_the_same_latent_with_the_same_network_calls(mode):
                 assert (a is None and b is None) or np.array_equal(a, b)
 
 
+@pytest.mark.bad_input("5 exactness")
 def test_incomplete_latents_are_refused():
     m = lm.resolve_mode("obelm", "stable")
     latent = lm.invert(eps, X0, GRID, m)
@@ -193,6 +194,7 @@ def test_bits_digests_are_per_batch_row():
         assert v == [r.metadata[DIGESTS_KEY][k][0] for r in rows]
 
 
+@pytest.mark.bad_input("5 exactness")
 def test_deterministic_switch_is_shared_by_threads():
     torch = pytest.importorskip("torch")
     from linmultistep.backends.torch import deterministic
@@ -219,6 +221,7 @@ def test_deterministic_switch_is_shared_by_threads():
     assert torch.are_deterministic_algorithms_enabled() == before  # restored once both left
 
 
+@pytest.mark.bad_input("7 numerical range")
 def test_precision_warnings_outside_the_safe_ranges():
     with pytest.warns(lm.PrecisionWarning, match="EDICT"):
         lm.invert(eps, X0, GRID, lm.edict(1e-6))

@@ -70,7 +70,7 @@ def grid_from_config(scheduler_or_config: Any, num_steps: int) -> Grid:
     cfg = scheduler_config(scheduler_or_config)
     return Grid.from_alphas_cumprod(
         alphas_cumprod_from_config(cfg),
-        int(num_steps),
+        num_steps,  # validated by the core: 10.7 or "10" is refused, not truncated
         spacing=str(cfg["timestep_spacing"]),
         steps_offset=int(cfg["steps_offset"]),
         final_alpha_one=bool(cfg["set_alpha_to_one"]),

@@ -50,6 +50,16 @@ def _scheduler_method(method: str, gamma: float, mode: "str | None" = None, opti
     return resolve_mode(m, mode, options=options)
 
 
+def _timestep_value(timestep: Any) -> int:
+    """An integer timestep from what a pipeline passes (a 0-d tensor or a number); 10.5 is refused,
+    not truncated onto another grid point."""
+    value = timestep.item() if isinstance(timestep, torch.Tensor) else timestep
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
+            or not np.isfinite(value) or value != int(value)):
+        raise ValueError(f"timestep must be one of scheduler.timesteps (an integer), got {value!r}")
+    return int(value)
+
+
 def _same(a: Any, b: Any) -> bool:
     if a is b:  # a pipeline passes prev_sample back as it is
         return isinstance(a, torch.Tensor)
@@ -124,8 +134,8 @@ class _GridSchedulerBase(SchedulerMixin, ConfigMixin):
         return w[min(w) if self._direction == "forward" else max(w)].x
 
     def _make_grid(self, num_inference_steps: int) -> Grid:
+        self.grid = grid_from_config(self.config, num_inference_steps)  # refuses 10.7, "10", 10**9
         self.num_inference_steps = int(num_inference_steps)
-        self.grid = grid_from_config(self.config, self.num_inference_steps)
         self._index = {int(t): i for i, t in enumerate(self.grid.timesteps) if np.isfinite(t)}
         # one context per grid: the steps' float64 coefficient plans are computed once and reused
         self._ctx = StepContext(self.grid.h, self.grid.alpha, self._output, _BACKEND, check_finite=True,
@@ -142,7 +152,7 @@ class _GridSchedulerBase(SchedulerMixin, ConfigMixin):
     def _grid_index(self, timestep: Any) -> int:
         if self.grid is None:
             raise RuntimeError("call set_timesteps(num_inference_steps) before step()")
-        t = int(timestep.item() if isinstance(timestep, torch.Tensor) else timestep)
+        t = _timestep_value(timestep)
         if t not in self._index:
             raise ValueError(f"timestep {t} is not on this scheduler's grid of {self.num_inference_steps} steps")
         return self._index[t]
@@ -319,7 +329,7 @@ class BELMInverseScheduler(_GridSchedulerBase):
         if self.run is not None and self.run.done:
             raise ValueError(f"all {self.grid.N} inversion steps are done; call set_timesteps again")
         model_index = self._model_indices[n - 1]
-        t = int(timestep.item() if isinstance(timestep, torch.Tensor) else timestep)
+        t = _timestep_value(timestep)
         if t != int(self.grid.timesteps[model_index]):
             raise ValueError(f"inversion step {n} needs the model output at timestep "
                              f"{int(self.grid.timesteps[model_index])}, got {t} (iterate over scheduler.timesteps)")
