@@ -1,0 +1,95 @@
+"""Where a command-line run's time goes, on the shipped digits model, measured side by side.
+
+Each row is the median wall time of fresh processes (what a user waits for): the interpreter, the
+imports (torch, diffusers, the binding), loading the model, and whole commands. The last rows put
+one invocation over 8 images beside 8 invocations over one image each (the imports and the model
+load are paid once per invocation), and --threads 1 beside torch's default threading.
+
+    python benchmarks/cli_timing.py [--rounds 3] [--steps 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PY = sys.executable
+
+
+def wall(argv: list[str], rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def cli(*args: str) -> list[str]:
+    return [PY, "-m", "linmultistep.cli", *args]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=50)
+    a = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        from PIL import Image
+
+        from linmultistep.backends.digits import load_heldout
+
+        x, y = load_heldout()
+        images = []
+        for k in range(8):
+            p = d / f"d{k}.png"
+            Image.fromarray(((x[k, 0] + 1) * 127.5).round().byte().numpy(), "L").save(p)
+            images.append(str(p))
+        label = str(int(y[0]))
+        steps = str(a.steps)
+        load = ("from linmultistep.backends.diffusers.cli import load_pipeline; import torch; "
+                "torch.set_num_threads(1); load_pipeline('digits')")
+        rows = [
+            ("python -c pass (interpreter)", [PY, "-c", "pass"]),
+            ("linmultistep --help (no torch)", cli("--help")),
+            ("import torch", [PY, "-c", "import torch"]),
+            ("import diffusers", [PY, "-c", "import diffusers"]),
+            ("import the binding (torch + diffusers)", [PY, "-c", "import linmultistep.backends.diffusers.pipeline"]),
+            ("... + load the digits model", [PY, "-c", load]),
+            (f"invert 1 image, {steps} steps", cli("invert", "--model", "digits", images[0], "--prompt", label,
+                                                   "--steps", steps, "-o", str(d / "one.safetensors"), "--quiet",
+                                                   "--overwrite", "--threads", "1")),
+            ("invert 8 images in one invocation", cli("invert", "--model", "digits", *images, "--prompt", label,
+                                                       "--steps", steps, "-o", str(d / "eight.safetensors"), "--quiet",
+                                                       "--overwrite", "--threads", "1")),
+            ("invert 1 image, torch's default threads", cli("invert", "--model", "digits", images[0], "--prompt", label,
+                                                             "--steps", steps, "-o", str(d / "def.safetensors"),
+                                                             "--quiet", "--overwrite")),
+            (f"generate 4 digits, {steps} steps", cli("generate", "--model", "digits", "--prompt", label, "--count", "4",
+                                                     "--steps", steps, "-o", str(d / "g.png"), "--quiet", "--overwrite",
+                                                     "--threads", "1")),
+        ]
+        print(f"median wall seconds of {a.rounds} fresh processes; {steps} steps; --threads 1 unless said\n")
+        print(f"{'':48}{'seconds':>9}")
+        measured = {}
+        for name, argv in rows:
+            measured[name] = wall(argv, a.rounds)
+            print(f"{name:48}{measured[name]:9.2f}")
+        one, eight = measured[f"invert 1 image, {steps} steps"], measured["invert 8 images in one invocation"]
+        base = measured["... + load the digits model"]
+        print(f"\nimports + model load share of a 1-image invert: {base / one:.0%}")
+        print(f"8 images: one invocation {eight:.2f} s vs 8 invocations {8 * one:.2f} s "
+              f"(8 x the 1-image row): {8 * one / eight:.1f}x less waiting")
+        default = measured["invert 1 image, torch's default threads"]
+        print(f"torch's default threads vs --threads 1 on this machine: {default / one:.2f}x the time")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
