@@ -284,3 +284,18 @@ def test_damaged_files_are_refused_naming_the_file(digits, tmp_path):
     (tmp_path / "dir.safetensors").mkdir()
     with pytest.raises(FileNotFoundError, match="dir.safetensors"):
         load_latent(tmp_path / "dir.safetensors")
+
+
+@pytest.mark.bad_input("6 files")
+def test_rows_of_a_bits_latent_reconstruct_alone_and_bad_rows_are_refused(digits):
+    from linmultistep.backends.diffusers.latents import take_rows
+
+    pipe, x, y = digits
+    latent = invert(pipe, x, y, num_steps=5, mode="bits", eval_batch=1, progress=False)
+    for j in range(x.shape[0]):
+        one = take_rows(latent, [j])
+        assert one.metadata["batch"] == 1 and one.metadata["prompt"] == [y[j]]
+        assert torch.equal(reconstruct(pipe, one, progress=False).images, x[j:j + 1])
+    for rows in ([], [2], [-1]):
+        with pytest.raises(ValueError, match="rows must be"):
+            take_rows(latent, rows)

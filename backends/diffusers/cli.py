@@ -316,7 +316,9 @@ def edit_arguments(parser: argparse.ArgumentParser) -> None:
     _image_args(parser)
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--source-prompt", required=True, help="what the images show (text, or a class label)")
-    parser.add_argument("--target-prompt", required=True, help="what they should show")
+    parser.add_argument("--target-prompt", required=True, nargs="+",
+                        help="what they should show; several: every image edited to each, in one batch "
+                             "(outputs numbered target by target)")
     parser.add_argument("--negative-prompt", default=None)
     parser.add_argument("--strength", type=float, default=1.0, help="fraction of the steps re-sampled, in (0, 1]")
     parser.add_argument("--freeze-last", type=int, default=0, help="last steps sampled with the source prompt")
@@ -335,9 +337,11 @@ def edit_command(args: argparse.Namespace) -> int:
     from . import edit
     from .latents import save_latent
 
-    _check_outputs(args.output, len(args.images), list(args.images), IMAGE_SUFFIXES, args.overwrite)
+    n, targets = len(args.images), list(args.target_prompt)
+    count = n * len(targets)
+    _check_outputs(args.output, count, list(args.images), IMAGE_SUFFIXES, args.overwrite)
     if args.save_latent is not None:
-        _check_outputs(args.save_latent, 1, list(args.images) + _output_paths(args.output, len(args.images)),
+        _check_outputs(args.save_latent, 1, list(args.images) + _output_paths(args.output, count),
                        (".safetensors",), args.overwrite, option="--save-latent")
     method, mode = _method(args), _mode(args)
     _finite("--strength", args.strength, 0.0, 1.0, low_open=True)
@@ -349,7 +353,8 @@ def edit_command(args: argparse.Namespace) -> int:
     check_model_path(args.model)
     images = _read_inputs(args.images)
     pipe = _load(args)
-    out = edit(pipe, images, args.source_prompt, args.target_prompt, num_steps=args.steps,
+    # every (target, image) pair is one row of a single batch: the model runs once per step for all
+    out = edit(pipe, images * len(targets), args.source_prompt, [t for t in targets for _ in images], num_steps=args.steps,
                method=method, strength=args.strength, freeze_last=args.freeze_last,
                source_guidance_scale=args.source_guidance_scale, guidance_scale=args.guidance_scale,
                negative_prompt=args.negative_prompt, direct_inversion=not args.no_direct_inversion,
@@ -358,7 +363,10 @@ def edit_command(args: argparse.Namespace) -> int:
     for p in _save_images(out.images, args.output, len(out.images)):
         print(f"wrote {p}")
     if args.save_latent is not None:
-        print(f"wrote {save_latent(_labelled(out.inversion, args, args.images), args.save_latent)} "
+        from .latents import take_rows
+
+        inversion = take_rows(out.inversion, range(n))  # the source images once, not once per target
+        print(f"wrote {save_latent(_labelled(inversion, args, args.images), args.save_latent)} "
               f"(the exact latent of the source images)")
     return 0
 

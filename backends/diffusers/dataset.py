@@ -41,7 +41,7 @@ from linmultistep import State
 from linmultistep.fixedpoint import DIGESTS_KEY
 
 from .images import ImageSizeError, load_image, to_pil, to_tensor
-from .latents import load_latent, save_latent, write_atomic
+from .latents import load_latent, save_latent, take_rows, write_atomic
 from .pipeline import invert, model_digest, parts_of, reconstruct
 
 __all__ = ["Dist", "setup_distributed", "list_inputs", "model_digest", "invert_dataset", "reconstruct_dataset",
@@ -142,19 +142,6 @@ def _concat(states: Sequence[State]) -> State:
     else:
         metadata.pop(DIGESTS_KEY, None)
     return dataclasses.replace(first, window=window, nfe=sum(s.nfe for s in states), metadata=metadata)
-
-
-def _slice(state: State, j: int) -> State:
-    def one(e: Any) -> Any:
-        if isinstance(e, tuple):
-            fields = [None if p is None else p[j:j + 1] for p in e]
-            return type(e)(*fields)
-        raise TypeError(f"window entries are NamedTuples, got {type(e).__name__}")
-
-    metadata = dict(state.metadata)
-    if DIGESTS_KEY in metadata:  # mode 'bits': one digest per batch row
-        metadata[DIGESTS_KEY] = {k: v[j:j + 1] for k, v in metadata[DIGESTS_KEY].items()}
-    return dataclasses.replace(state, window={i: one(e) for i, e in state.window.items()}, metadata=metadata)
 
 
 def _chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
@@ -317,8 +304,8 @@ def load_image_latent(out: "str | os.PathLike", record: "dict | str", device: An
         raise ValueError(f"{record['path']} was not inverted: {record.get('error')}")
     shard = load_latent(out / record["latent_file"], device=device)
     j = int(record["position"])
-    meta = {**shard.metadata, "prompt": [shard.metadata["prompt"][j]], "batch": 1, "images": [record["path"]]}
-    return dataclasses.replace(_slice(shard, j), metadata=meta)
+    one = take_rows(shard, [j])  # window rows, per-row prompts and mode 'bits' digests
+    return dataclasses.replace(one, metadata={**one.metadata, "images": [record["path"]]})
 
 
 # --- reconstruction ------------------------------------------------------------------------------

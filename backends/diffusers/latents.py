@@ -20,6 +20,7 @@ fsync'ed, then moved over the target with ``os.replace`` (a crash never leaves h
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
@@ -27,17 +28,45 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save as _save_bytes
 
 from linmultistep import MethodSpec, State
+from linmultistep.fixedpoint import DIGESTS_KEY
 
-__all__ = ["save_latent", "load_latent", "FORMAT"]
+#: metadata fields that hold one value per image of the batch (when they are lists of batch length)
+PER_ROW_FIELDS = ("prompt", "negative_prompt", "input_sizes", "images")
+
+__all__ = ["save_latent", "load_latent", "take_rows", "FORMAT"]
 
 FORMAT = "linmultistep-latent/1"
+
+
+def take_rows(state: State, rows: Sequence[int]) -> State:
+    """The latent of some images of a batch: those rows of every window array, with the per-image
+    metadata (prompts, original sizes, file names, mode 'bits' digests) selected alike; the exact
+    latent of each image on its own."""
+    batch = int(state.x.shape[0])
+    idx = [int(r) for r in rows]
+    if not idx or any(not 0 <= r < batch for r in idx):
+        raise ValueError(f"rows must be a non-empty list of indices in [0, {batch}), got {list(rows)!r}")
+
+    def pick(a: Any) -> Any:
+        return None if a is None else a[idx]
+
+    window = {i: type(e)(*(pick(part) for part in e)) for i, e in state.window.items()}
+    meta = dict(state.metadata)
+    for key in PER_ROW_FIELDS:
+        if isinstance(meta.get(key), list) and len(meta[key]) == batch:
+            meta[key] = [meta[key][r] for r in idx]
+    if DIGESTS_KEY in meta:  # one checksum per batch row and step
+        meta[DIGESTS_KEY] = {k: [v[r] for r in idx] for k, v in meta[DIGESTS_KEY].items()}
+    if "batch" in meta:
+        meta["batch"] = len(idx)
+    return dataclasses.replace(state, window=window, metadata=meta)
 
 
 def save_latent(state: State, path: "str | os.PathLike") -> Path:
