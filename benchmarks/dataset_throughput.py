@@ -50,7 +50,7 @@ def main() -> None:
     torch.set_num_threads(2)
     t0 = time.perf_counter()
     for k in range(a.images):
-        invert(pipe, x[k:k + 1], [int(y[k])], num_steps=a.steps, mode=a.mode)
+        invert(pipe, x[k:k + 1], [int(y[k])], num_steps=a.steps, mode=a.mode, progress=False)
     loop = a.images / (time.perf_counter() - t0)
     rows = [("one-image loop (2 threads)", 1, 1, loop)]
     for batch in (1, 8, 32):

@@ -77,7 +77,7 @@ def main() -> None:
     latent: dict[tuple[str, int], float] = {}
     for n in args.steps:
         for label, name, dtype, mode in METHODS:
-            lat = invert(pipe, x, "", num_steps=n, method=name, state_dtype=dtype, mode=mode)
+            lat = invert(pipe, x, "", num_steps=n, method=name, state_dtype=dtype, mode=mode, progress=False)
             img, z0 = reconstruct(pipe, lat, output_type="pt", return_dict=False, progress=False)
             latent[label, n] = float(((z0.double() - z.double()) ** 2).mean())
             pixel[label, n] = float(((img.double() - x.double()) ** 2).mean())
