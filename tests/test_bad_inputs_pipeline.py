@@ -145,3 +145,13 @@ def test_scheduler_refuses_timesteps_that_are_not_on_its_grid(pipe, timestep):
     x = torch.zeros(1, 4, 8, 8)
     with pytest.raises(ValueError, match="timestep"):
         sched.step(x, timestep, x)
+
+
+@pytest.mark.bad_input("8 coercions")
+def test_numpy_and_integer_numbers_are_numbers(pipe):
+    import numpy as np
+
+    a = invert(pipe, X, "a cat", num_steps=3, guidance_scale=np.float32(2.0), progress=False)
+    b = invert(pipe, X, "a cat", num_steps=3, guidance_scale=2, progress=False)
+    assert a.metadata["guidance_scale"] == b.metadata["guidance_scale"] == 2.0
+    assert torch.equal(a.x, b.x)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -226,7 +228,7 @@ def _jsonable_prompt(prompt: Any) -> Any:
     return [int(p) if hasattr(p, "__index__") and not isinstance(p, bool) else p for p in prompt]
 
 
-def _check_arguments(generator: Any = None, state_dtype: Any = None, **numbers: Any) -> None:
+def _check_arguments(generator: Any = None, state_dtype: Any = None, **values: Any) -> None:
     """Arguments that would otherwise fail deep inside torch or compute something else silently."""
     if generator is not None and not isinstance(generator, torch.Generator):
         hint = f" (e.g. torch.Generator().manual_seed({generator}))" if isinstance(generator, int) else ""
@@ -235,8 +237,8 @@ def _check_arguments(generator: Any = None, state_dtype: Any = None, **numbers: 
                                     or state_dtype.is_complex):
         raise TypeError(f"state_dtype must be a real floating-point torch dtype (torch.float32, torch.float64, ...), "
                         f"got {state_dtype!r}: an integer state would truncate the latent")
-    for name, value in numbers.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
