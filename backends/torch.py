@@ -73,7 +73,10 @@ class TorchBackend:
         """Position-weighted int64 sums (wrapping) of each batch row (first axis of a 2+-d tensor; the
         whole tensor otherwise), left on the device; the numpy backend's values."""
         rows = q.reshape(q.shape[0], -1) if q.ndim >= 2 else q.reshape(1, -1)
-        return (rows * _weights(rows.shape[1], rows.device)).sum(dim=1)
+        w = _weights(rows.shape[1], rows.device)
+        if rows.device.type == "cpu":  # one pass, no int64 temporary (CUDA has no int64 matrix-vector product)
+            return torch.mv(rows, w)  # wrapping sums are order-free: the same values as below
+        return (rows * w).sum(dim=1)
 
     def cast_like(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         if x.dtype == ref.dtype and x.device == ref.device:

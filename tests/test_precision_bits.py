@@ -303,3 +303,20 @@ def test_latents_of_every_mode_survive_named_arrays():
             assert out.tobytes() == x0.tobytes()
     with pytest.raises(ValueError, match="do not belong to mode 'stable'"):
         L.State.from_named_arrays({"X[3]": x0}, lat.method, lat.fingerprint, "stable")
+
+
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=64), st.integers(1, 4))
+def test_checksums_agree_across_backends_and_detect_one_changed_element(values, rows):
+    from linmultistep.numpy_backend import NumpyBackend
+
+    a = np.array(values * rows, dtype=np.int64).reshape(rows, -1)
+    t = torch.from_numpy(a.copy())
+    ours = TorchBackend().checksum(t)
+    assert [int(v) for v in ours] == [int(v) for v in NumpyBackend().checksum(a)]
+    with np.errstate(over="ignore"):
+        from linmultistep.numpy_backend import checksum_weights
+
+        by_hand = [int((r * checksum_weights(a.shape[1])).sum()) for r in a]  # wrapping int64 arithmetic
+    assert [int(v) for v in ours] == by_hand
+    t[0, 0] += 1
+    assert int(TorchBackend().checksum(t)[0]) != int(ours[0])
