@@ -5,6 +5,7 @@ hypothesis-driven case tries up to ``max_examples`` inputs (25 in the CI profile
 
     python benchmarks/bad_input_counts.py            # prints the table
     python benchmarks/bad_input_counts.py --check docs/bad-inputs.md   # exit 1 if the page's table differs
+    python benchmarks/bad_input_counts.py --write docs/bad-inputs.md   # replace the page's table by this output
 """
 
 from __future__ import annotations
@@ -44,9 +45,15 @@ def table(c: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", type=Path, default=None, help="a page whose table must equal this output")
+    parser.add_argument("--write", type=Path, default=None, help="a page whose table to replace by this output")
     args = parser.parse_args()
     text = table(counts())
     print(text)
+    if args.write is not None:
+        page = args.write.read_text()
+        start = page.index("| class | test cases")
+        end = page.index("\n\n", start)
+        args.write.write_text(page[:start] + text + page[end:])
     if args.check is not None and text not in args.check.read_text():
         print(f"\n{args.check} does not contain this table: update it", file=sys.stderr)
         return 1
