@@ -272,22 +272,24 @@ def reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="image file to write (index appended for batches)")
 
 
-def _cast_state(latent: Any, name: str | None) -> Any:
-    """The latent's arrays in another float dtype (absent parts stay absent)."""
-    if name is None:
-        return latent
-    if latent.mode.startswith("bits"):
+def _convert(latent: Any, dtype_name: str | None = None, device: Any = None) -> Any:
+    """The latent's arrays in another float dtype (--state-dtype) and/or on the model's device (absent
+    parts stay absent); the saved file is unchanged."""
+    if dtype_name is not None and latent.mode.startswith("bits"):
         raise UsageError("--state-dtype does not apply to a latent of mode bits: its state is int64 fixed point "
                          "and the network must see the inversion's inputs")
+    if dtype_name is None and device is None:
+        return latent
     import dataclasses
 
-    dt = _dtype(name)
+    dt = _dtype(dtype_name)
 
-    def cast(t: Any) -> Any:
-        return t if t is None else t.to(dt)
+    def convert(t: Any) -> Any:
+        if t is None:
+            return None
+        return t.to(device=device if device is not None else t.device, dtype=dt if dt is not None else t.dtype)
 
-    window = {i: (e._make(map(cast, e)) if hasattr(e, "_make") else tuple(map(cast, e))) if isinstance(e, tuple)
-              else e.to(dt) for i, e in latent.window.items()}
+    window = {i: type(e)(*map(convert, e)) for i, e in latent.window.items()}
     return dataclasses.replace(latent, window=window)
 
 
@@ -297,10 +299,11 @@ def reconstruct_command(args: argparse.Namespace) -> int:
 
     _finite("--guidance-scale", args.guidance_scale)
     latent = load_latent(args.latent)  # checked (integrity digest, fields) before the model loads
-    latent = _cast_state(latent, args.state_dtype)
+    latent = _convert(latent, args.state_dtype)
     _check_outputs(args.output, int(latent.x.shape[0]), [args.latent], IMAGE_SUFFIXES, args.overwrite)
     check_model_path(args.model)
     pipe = _load(args)
+    latent = _convert(latent, device=pipe.unet.device)  # the states live where the network runs
     images = reconstruct(pipe, latent, args.prompt, guidance_scale=args.guidance_scale, output_type="pil",
                          progress=not args.quiet, check_model=not args.ignore_model_mismatch,
                          restore_size=not args.no_restore_size).images
