@@ -49,3 +49,12 @@ def test_generate_invert_reconstruct_edit(tmp_path, capsys):
     run("reconstruct", "--model", "digits", tmp_path / "src.safetensors", "-o", tmp_path / "s.png")
     for k, src in enumerate(inputs):
         assert np.array_equal(pixels(tmp_path / f"s_{k}.png"), pixels(src))
+
+
+@pytest.mark.gpu
+def test_cli_round_trip_on_cuda(tmp_path):
+    run("generate", "--model", "digits", "--prompt", "3", "--steps", "8", "-o", tmp_path / "g.png", "--device", "cuda")
+    run("invert", "--model", "digits", tmp_path / "g.png", "--prompt", "3", "--steps", "8", "--mode", "bits",
+        "-o", tmp_path / "l.safetensors", "--device", "cuda")
+    run("reconstruct", "--model", "digits", tmp_path / "l.safetensors", "-o", tmp_path / "r.png", "--device", "cuda")
+    assert np.array_equal(pixels(tmp_path / "r.png"), pixels(tmp_path / "g.png"))

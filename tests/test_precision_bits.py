@@ -320,3 +320,10 @@ def test_checksums_agree_across_backends_and_detect_one_changed_element(values, 
     assert [int(v) for v in ours] == by_hand
     t[0, 0] += 1
     assert int(TorchBackend().checksum(t)[0]) != int(ours[0])
+
+
+@pytest.mark.gpu
+def test_checksums_on_cuda_equal_the_cpu_ones():
+    """The CUDA path sums products (no int64 matrix-vector product there); the values must be the CPU's."""
+    q = torch.randint(-(2**62), 2**62, (4, 3, 16, 16), dtype=torch.int64)
+    assert torch.equal(TorchBackend().checksum(q.cuda()).cpu(), TorchBackend().checksum(q))
