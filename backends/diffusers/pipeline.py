@@ -242,22 +242,6 @@ def _check_arguments(generator: Any = None, state_dtype: Any = None, **values: A
             raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
-def _restore_sizes(x: torch.Tensor, images: Any, meta: dict, restore_size: bool) -> Any:
-    """Give images back at the sizes they had before ``resize=`` fitted them to the model."""
-    sizes = meta.get("input_sizes")
-    if not restore_size or not sizes:
-        return images
-    if isinstance(images, torch.Tensor):
-        if len({tuple(sz) for sz in sizes}) == 1:
-            return resize_to(images, tuple(sizes[0]))
-        import warnings
-
-        warnings.warn("the inputs had different sizes before resize=; a tensor cannot hold them, so the images are "
-                      "returned at the model's size (output_type='pil' restores each size)", UserWarning, stacklevel=3)
-        return images
-    return [to_pil(resize_to(x[k:k + 1], tuple(sz)))[0] for k, sz in enumerate(sizes)]
-
-
 # --- public API -----------------------------------------------------------------------------
 def invert(
     pipe: Any,
@@ -365,13 +349,25 @@ def _grid_for(parts: Parts, latent: State, num_steps: int | None) -> Grid:
     return grid
 
 
-def _output(x: torch.Tensor, kind: str, output_type: str | None) -> Any:
+def _output(x: torch.Tensor, kind: str, output_type: str | None, sizes: "list | None" = None) -> Any:
+    """Decoded images ``x`` as ``output_type`` (default: ``kind``, what the inputs were), at ``sizes``
+    (the (height, width) each input had before ``resize=`` fitted it to the model) when given."""
     out = output_type or kind
-    if out == "pil":
-        return to_pil(x)
+    if out not in ("pil", "pt"):
+        raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+    if sizes and len({tuple(sz) for sz in sizes}) == 1:
+        x, sizes = resize_to(x, tuple(sizes[0])), None
     if out == "pt":
+        if sizes:
+            import warnings
+
+            warnings.warn("the inputs had different sizes before resize=; a tensor cannot hold them, so the images "
+                          "are returned at the model's size (output_type='pil' restores each size)", UserWarning,
+                          stacklevel=3)
         return x
-    raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+    if sizes:
+        return [to_pil(resize_to(x[k:k + 1], tuple(sz)))[0] for k, sz in enumerate(sizes)]
+    return to_pil(x)
 
 
 def reconstruct(
@@ -440,7 +436,7 @@ def reconstruct(
     eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond, eval_batch=chunk, eval_threads=threads)
     z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=pipeline_progress(parts.pipe, progress))
     x = decode_latents(parts, z0)
-    images = _restore_sizes(x, _output(x, meta.get("image_kind", "pt"), output_type), meta, restore_size)
+    images = _output(x, meta.get("image_kind", "pt"), output_type, meta.get("input_sizes") if restore_size else None)
     out = ReconstructionOutput(images=images, latents=z0)
     return out if return_dict else out.to_tuple()
 
@@ -571,6 +567,6 @@ def edit(
 
         z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=progress)
     x = decode_latents(parts, z0)
-    out = EditOutput(images=_restore_sizes(x, _output(x, kind, output_type), inversion.metadata, restore_size),
-                     latents=z0, inversion=inversion)
+    sizes = inversion.metadata.get("input_sizes") if restore_size else None
+    out = EditOutput(images=_output(x, kind, output_type, sizes), latents=z0, inversion=inversion)
     return out if return_dict else out.to_tuple()
