@@ -25,8 +25,8 @@ import glob
 import hashlib
 import json
 import os
+import secrets
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -102,12 +102,6 @@ def _digests(meta: dict, tensors: dict) -> dict:
     return out
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _remove_stale_temporaries(path: Path) -> None:
     """Temporaries of ``path`` left by a write whose process was killed (SIGKILL cannot be caught):
     their names carry the writer's pid; remove those whose writer is gone."""
@@ -117,8 +111,20 @@ def _remove_stale_temporaries(path: Path) -> None:
             os.kill(pid, 0)  # raises if no such process
         except ProcessLookupError:
             tmp.unlink(missing_ok=True)
-        except (ValueError, PermissionError, OSError):
-            continue  # not ours, or a live writer of another user
+        except (ValueError, OSError):
+            continue  # not ours, or a live writer of another user (PermissionError)
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new file ``.NAME.PID.RANDOM.tmp`` beside ``path``, opened for writing, created with mode 0o666
+    so that the kernel applies the umask (``mkstemp`` would make it 0600)."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -132,13 +138,14 @@ def write_atomic(path: Path, data: bytes) -> None:
     if path.is_symlink():
         path = path.resolve()
     _remove_stale_temporaries(path)
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    keep = stat.S_IMODE(path.stat().st_mode) if path.exists() else None
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fchmod(fh.fileno(), mode)  # mkstemp makes 0600
+            if keep is not None:
+                os.fchmod(fh.fileno(), keep)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
