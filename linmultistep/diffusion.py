@@ -64,11 +64,8 @@ def _method_for(method: "str | Method | None", mode: str | None, latent: "State 
                     "object (method=belm(rule=..., k=...)) to continue it"
                 )
             method = get_method(latent.method.name, **dict(latent.method.params))
-    elif latent is not None:
-        given = get_method(method) if isinstance(method, str) else method
-        if getattr(given, "spec", None) != latent.method:  # before its mode: 'edict has no mode stable' would mislead
-            raise LatentMismatchError(f"this latent was produced by {latent.method} and cannot be continued with "
-                                      f"{getattr(given, 'spec', given)}; use the method it was inverted with")
+    elif latent is not None:  # before its mode: 'edict has no mode stable' would mislead
+        latent.check_method(get_method(method))  # a name, or a method object as it is
     return resolve_mode(method, mode, latent.mode if latent is not None else None)
 
 

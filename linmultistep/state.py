@@ -109,15 +109,19 @@ class State:
             window[i] = kind(*(p.get(f) for f in kind._fields))
         return cls(window, method, fingerprint, mode, nfe, dict(metadata or {}))
 
-    def check_compatible(self, method: Method, fingerprint: str, N: int | None = None) -> None:
-        """Raise LatentMismatchError unless this state belongs to ``method`` on this grid and mode, and
-        its window is complete: k consecutive points, every part the mode needs (with ``N``, the grid's
-        noise end, where the part above -- v, V -- is absent by design)."""
+    def check_method(self, method: Method) -> None:
+        """Raise LatentMismatchError unless ``method`` (in any mode) is the one that produced this state."""
         if self.method != method.spec:
             raise LatentMismatchError(
                 f"this latent was produced by {self.method} and cannot be continued with {method.spec}; "
                 f"use the method it was inverted with"
             )
+
+    def check_compatible(self, method: Method, fingerprint: str, N: int | None = None) -> None:
+        """Raise LatentMismatchError unless this state belongs to ``method`` on this grid and mode, and
+        its window is complete: k consecutive points, every part the mode needs (with ``N``, the grid's
+        noise end, where the part above -- v, V -- is absent by design)."""
+        self.check_method(method)
         if self.fingerprint != fingerprint:
             raise LatentMismatchError(
                 f"this latent belongs to grid {self.fingerprint}, not to grid {fingerprint} "
