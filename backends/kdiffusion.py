@@ -88,7 +88,13 @@ def grid_from_sigmas(sigmas: Any) -> Grid:
     sigmabar = sigma (k-diffusion's sigma is the VP grid's sigma/alpha), alpha = 1/sqrt(1 + sigma^2)
     (:meth:`linmultistep.Grid.from_sigmabar`). Equal sigmas give equal grids and fingerprints.
     """
-    return Grid.from_sigmabar(check_sigmas(sigmas)[::-1])
+    return _checked_grid(sigmas)[1]
+
+
+def _checked_grid(sigmas: Any) -> tuple[np.ndarray, Grid]:
+    """The checked sigma values (descending, as given) and :func:`grid_from_sigmas` of them."""
+    values = check_sigmas(sigmas)
+    return values, Grid.from_sigmabar(values[::-1])
 
 
 def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0,
@@ -214,8 +220,7 @@ def sample_lms(
     :func:`linmultistep.sample`. Runs :func:`linmultistep.sample` on :func:`grid_from_sigmas` with
     :class:`DenoiserEps`; the ODE is dx/dsigma = (x - D(x; sigma)) / sigma (Karras et al. 2022).
     """
-    values = check_sigmas(sigmas)
-    grid = Grid.from_sigmabar(values[::-1])
+    values, grid = _checked_grid(sigmas)
     m = lm.get_method(method)
     den = DenoiserEps(model, values, grid, extra_args)
     if isinstance(x, State):
@@ -247,8 +252,7 @@ def invert_lms(
     to ``sample_*`` with the same sigmas and method for the exact round trip. The callback gets
     one call per step i = 0..N-1 with the new point x (k-diffusion coordinates) at its sigma.
     """
-    values = check_sigmas(sigmas)
-    grid = Grid.from_sigmabar(values[::-1])
+    values, grid = _checked_grid(sigmas)
     m = lm.get_method(method)
     _check_x(x0, "the data x0")
     den = DenoiserEps(model, values, grid, extra_args)
