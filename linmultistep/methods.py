@@ -317,12 +317,12 @@ def _warn_parasitic_growth(method: "LinearMultistep", ctx: StepContext, x: Any) 
         growth += -np.log2(abs(a[1])) if a[1] != 0 else np.inf
     u = _ROUNDOFF.get(_itemsize(x), 2.0**-53)
     if growth > 0 and growth + np.log2(u) > np.log2(0.01):
+        bdia = method.spec.name == "bdia"
         warnings.warn(
             f"inverting with {method.spec} on this grid (N = {N}) amplifies rounding by about 2^{growth:.0f} = "
-            f"prod 1/a_(i,2){' = gamma^-N' if method.spec.name == 'bdia' else ''}: with this dtype's unit roundoff "
-            f"{u:.1e} the round trip can be off by more than 1% of the data; "
-            f"{'use gamma = 1, ' if method.spec.name == 'bdia' else 'use '}fewer steps, float64, or mode 'bits' "
-            "(exact to the last bit in any dtype)",
+            f"prod 1/a_(i,2){' = gamma^-N' if bdia else ''}: with this dtype's unit roundoff {u:.1e} the round trip "
+            f"can be off by more than 1% of the data; use {'gamma = 1, ' if bdia else ''}fewer steps, float64, or "
+            "mode 'bits' (exact to the last bit in any dtype)",
             PrecisionWarning, stacklevel=4)
 
 
