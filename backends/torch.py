@@ -13,6 +13,8 @@ from typing import Iterator, Sequence
 
 import torch
 
+from linmultistep import fixedkernels
+
 __all__ = ["TorchBackend", "use_deterministic", "deterministic"]
 
 
@@ -55,9 +57,12 @@ class TorchBackend:
     def read(self, values: Sequence[torch.Tensor]) -> list:
         """Python scalars of 0-d tensors (flags, checksums): one transfer per device and dtype."""
         groups: dict[tuple, list[int]] = {}
-        for j, v in enumerate(values):
-            groups.setdefault((v.device, v.dtype, tuple(v.shape)), []).append(j)
         out: list = [None] * len(values)
+        for j, v in enumerate(values):
+            if isinstance(v, torch.Tensor):
+                groups.setdefault((v.device, v.dtype, tuple(v.shape)), []).append(j)
+            else:  # already a Python scalar (a count from a host kernel)
+                out[j] = v
         for idx in groups.values():
             for j, v in zip(idx, torch.stack([values[j] for j in idx]).tolist()):
                 out[j] = v
@@ -119,6 +124,22 @@ class TorchBackend:
         return out
 
     @torch.no_grad()
+    def shear(self, f: torch.Tensor, factor: float, bound: float, V: "torch.Tensor | None", X: torch.Tensor,
+              shift: float, sign: int, scale: float, like: torch.Tensor, keep: bool):
+        """Mode 'bits'' step: one compiled pass on CPU tensors (:func:`linmultistep.fixedkernels.shear`),
+        else the composition of the operations above."""
+        if (_host(f) and _host(X, torch.int64) and X.shape == f.shape and like.device.type == "cpu"
+                and like.dtype in _KERNEL_FLOATS and (V is None or (_host(V, torch.int64) and V.shape == f.shape))):
+            out_V, out_X, out_x = _empty(f.shape, torch.int64), _empty(f.shape, torch.int64), _empty(f.shape, like.dtype)
+            out_dV = _empty(f.shape, torch.int64) if keep else None
+            over = fixedkernels.kernel_shear(
+                _flat(f), factor, bound, None if V is None else _flat(V), _flat(X), shift, sign, scale,
+                _flat(out_V), _flat(out_X), _flat(out_x), None if out_dV is None else _flat(out_dV))
+            if over is not None:
+                return out_V, out_X, out_x, out_dV, over
+        return (*fixedkernels.compose_shear(self, f, factor, V, X, shift, sign, scale, like, keep), None)
+
+    @torch.no_grad()
     def equal(self, a: torch.Tensor, b: torch.Tensor) -> bool:
         return bool(torch.equal(a, b))
 
@@ -171,6 +192,33 @@ def deterministic() -> Iterator[None]:
                 before, _det_before = _det_before, None
                 torch.use_deterministic_algorithms(before[0], warn_only=before[1])
                 torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2], before[3]
+
+
+def _host(t: torch.Tensor, dtype: "torch.dtype | None" = None) -> bool:
+    """A contiguous CPU tensor (of ``dtype``) whose .numpy() is a view of its memory, for the kernels."""
+    return (t.device.type == "cpu" and (t.dtype == dtype if dtype is not None else t.dtype in _KERNEL_FLOATS)
+            and t.is_contiguous() and not t.is_neg() and not t.is_conj())
+
+
+_KERNEL_FLOATS = (torch.float32, torch.float64)
+
+
+def _empty(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """torch.empty without the fill that deterministic mode (mode 'bits' runs in it) gives new memory:
+    every element is written by a kernel right after, so the fill would be one more pass per array."""
+    det = torch.utils.deterministic
+    if not (torch.are_deterministic_algorithms_enabled() and det.fill_uninitialized_memory):
+        return torch.empty(shape, dtype=dtype)
+    det.fill_uninitialized_memory = False
+    try:
+        return torch.empty(shape, dtype=dtype)
+    finally:
+        det.fill_uninitialized_memory = True
+
+
+def _flat(t: torch.Tensor):
+    """A 1-d numpy view of a contiguous CPU tensor's memory."""
+    return (t.detach() if t.requires_grad else t).numpy().reshape(-1)
 
 
 _WEIGHTS: dict[tuple[int, torch.device], torch.Tensor] = {}

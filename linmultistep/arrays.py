@@ -4,7 +4,9 @@ A step of any method is a linear combination of stored arrays with float64 host
 coefficients, so that is the one hot operation a backend supplies. The bit-exact mode
 (:mod:`linmultistep.fixedpoint`) also needs a few integer operations: rounding onto a
 binary fixed-point grid (int64), exact integer sums, converting back to the network's
-dtype, and a switch to deterministic kernels.
+dtype, and a switch to deterministic kernels. A backend may also fuse a whole step of that
+mode into one pass (an optional method ``shear``, see :func:`linmultistep.fixedkernels.shear`);
+without it the step is composed from the operations below, with the same numbers.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from . import fixedkernels
+
 __all__ = ["NumpyBackend", "checksum_weights"]
 
 
@@ -86,6 +88,22 @@ class NumpyBackend:
             out += np.multiply(x, np.int64(cj), dtype=np.int64)
         return out
 
+    def shear(self, f: np.ndarray, factor: float, bound: float, V: "np.ndarray | None", X: np.ndarray, shift: float,
+              sign: int, scale: float, like: np.ndarray, keep: bool):
+        """Mode 'bits'' step in one compiled pass when it can (:func:`linmultistep.fixedkernels.shear`)."""
+        f = np.asarray(f)
+        if (_flat_ok(f) and _flat_ok(X, np.int64) and X.shape == f.shape
+                and (V is None or (_flat_ok(V, np.int64) and V.shape == f.shape))):
+            out_V, out_X = np.empty(f.shape, np.int64), np.empty(f.shape, np.int64)
+            out_x = np.empty(f.shape, np.asarray(like).dtype)
+            out_dV = np.empty(f.shape, np.int64) if keep else None
+            over = fixedkernels.kernel_shear(
+                f.reshape(-1), factor, bound, None if V is None else V.reshape(-1), X.reshape(-1), shift, sign, scale,
+                out_V.reshape(-1), out_X.reshape(-1), out_x.reshape(-1), None if out_dV is None else out_dV.reshape(-1))
+            if over is not None:
+                return out_V, out_X, out_x, out_dV, over
+        return (*fixedkernels.compose_shear(self, f, factor, V, X, shift, sign, scale, like, keep), None)
+
     def equal(self, a: np.ndarray, b: np.ndarray) -> bool:
         return bool(np.array_equal(a, b))
 
@@ -93,6 +111,11 @@ class NumpyBackend:
     def deterministic(self) -> Iterator[None]:
         """NumPy's kernels are deterministic for a given array and build: nothing to switch."""
         yield
+
+
+def _flat_ok(a: object, dtype: "type | None" = None) -> bool:
+    """A C-contiguous numpy array (of ``dtype``): its reshape(-1) is a view the kernels can fill."""
+    return isinstance(a, np.ndarray) and a.flags.c_contiguous and (dtype is None or a.dtype == dtype)
 
 
 _WEIGHTS: dict[int, np.ndarray] = {}

@@ -1,0 +1,152 @@
+"""The fused operation of mode 'bits', composed from backend primitives or compiled (numba).
+
+Every step of the bit-exact form (:mod:`linmultistep.fixedpoint`), in either direction, is one
+chain of elementwise work -- a shear of V by the network output, then a shear of X by V:
+
+    dV = q(f * a),   V' = dV - V,   X' = X + sign * q(V' * b),   x' = float64(X') * s  in the network's dtype
+
+(q: round-half-even of the float64 product, to int64; sign -1 sampling, +1 inverting). As separate
+array operations that is four int64 <-> float64 conversion passes and a fresh array per pass,
+which neither numpy nor torch vectorise on most CPUs. Compiled with numba (the optional extra
+``linmultistep[fast]``) it is one loop over the arrays, which also counts the network outputs
+beyond the range bound (NaN included).
+
+The kernel computes exactly what the composition computes -- the same IEEE float64 products,
+round-half-even, conversions to and from int64, one final rounding to the network's dtype -- so a
+latent inverted with it reconstructs bit-exactly without it, on any backend (tested bitwise
+against the composition). It runs on contiguous CPU arrays (numpy arrays, torch CPU tensors
+through ``.numpy()`` views) with f and x' float32/float64; everything else (CUDA tensors, half
+precision, strided arrays, no numba) takes the composition. ``LINMULTISTEP_KERNELS=0`` in the
+environment, or :func:`disabled`, switches the kernel off.
+
+>>> import numpy as np
+>>> from linmultistep.numpy_backend import NumpyBackend
+>>> f, V, X = np.array([0.5, 1.5, -2.5], np.float32), np.array([1, 1, 1]), np.array([10, 20, 30])
+>>> V2, X2, x2, dV, over = shear(NumpyBackend(), f, 1.0, 64.0, V, X, 0.5, -1, 0.25, np.zeros(1, np.float32), True)
+>>> dV.tolist(), V2.tolist()  # q(f): ties to even; V' = dV - V
+([0, 2, -2], [-1, 1, -3])
+>>> X2.tolist(), x2.tolist()  # X - q(V' / 2): q(-0.5) = 0, q(0.5) = 0, q(-1.5) = -2
+([10, 20, 32], [2.5, 5.0, 8.0])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .arrays import ArrayBackend
+
+__all__ = ["shear", "compose_shear", "available", "disabled", "kernel_shear"]
+
+# |q| stays below 2^62 on every run inside the bounds (fixedpoint.fixed_point_scales). Beyond them (a
+# network output past the bound or NaN, a crafted latent) the kernel writes 0 instead of converting an
+# out-of-range float to int64, which is undefined; the run's bound check refuses such a run.
+_Q_LIMIT = 2.0**62
+
+
+# --- the composition (every backend; the reference the kernel is tested against) -------------------
+def compose_shear(be: ArrayBackend, f: Any, factor: float, V: Any, X: Any, shift: float, sign: int, scale: float,
+                  like: Any, keep: bool) -> tuple[Any, Any, Any, Any]:
+    """(V', X', x', dV if ``keep``) from the backend's primitives (V None: V' = dV)."""
+    dV = be.quantize(f, factor)
+    V_new = dV if V is None else be.int_lincomb([-1, 1], [V, dV])
+    X_new = be.int_lincomb([1, sign], [X, be.quantize(V_new, shift)])
+    return V_new, X_new, be.dequantize(X_new, scale, like), (dV if keep else None)
+
+
+def shear(be: ArrayBackend, f: Any, factor: float, bound: float, V: Any, X: Any, shift: float, sign: int,
+          scale: float, like: Any, keep: bool = False) -> tuple[Any, Any, Any, Any, Any]:
+    """``(V', X', x', dV, over)`` of the module docstring (a = ``factor``, b = ``shift``, s = ``scale``;
+    x' in the dtype and on the device of ``like``; dV only when ``keep``, else None).
+
+    A backend may fuse it (``shear``, returning ``over``: the number of elements with not |f| <= bound,
+    NaN included, as a lazy scalar); composed, ``over`` is None and the caller checks the bound itself.
+    Elements beyond the bound give unspecified values: the caller's check refuses the run."""
+    fused = getattr(be, "shear", None)
+    if fused is not None:
+        return fused(f, factor, bound, V, X, shift, sign, scale, like, keep)
+    return (*compose_shear(be, f, factor, V, X, shift, sign, scale, like, keep), None)
+
+
+# --- the compiled kernel (numpy arrays; the backends pass views) -------------------------------------
+_LOCK = threading.Lock()
+_KERNEL: "Callable | None | bool" = False  # False: not tried yet; None: unavailable
+_OFF = threading.local()
+
+
+def available() -> bool:
+    """True when the compiled kernel runs (numba importable, not switched off)."""
+    return _kernel() is not None
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Run the composition instead of the kernel in this thread for the duration of the block."""
+    before = getattr(_OFF, "on", False)
+    _OFF.on = True
+    try:
+        yield
+    finally:
+        _OFF.on = before
+
+
+def _kernel() -> "Callable | None":
+    global _KERNEL
+    if getattr(_OFF, "on", False) or os.environ.get("LINMULTISTEP_KERNELS", "1") == "0":
+        return None
+    if _KERNEL is False:
+        with _LOCK:
+            if _KERNEL is False:
+                _KERNEL = _compile()
+    return _KERNEL  # type: ignore[return-value]
+
+
+def _compile() -> "Callable | None":
+    try:
+        import numba
+    except ImportError:
+        return None
+
+    # cache=True: compiled once per machine and signature, then loaded; no fastmath: IEEE operations in
+    # the order written (no contraction into fused multiply-adds), as the composition computes them.
+    @numba.njit(cache=True, nogil=True)
+    def shear_kernel(f, factor, bound, V, X, shift, sign, scale, out_V, out_X, out_x, out_dV,
+                     has_V, keep):  # pragma: no cover - compiled
+        over = 0
+        for j in range(f.size):
+            e = np.float64(f[j])
+            inside = abs(e) <= bound  # False for NaN
+            over += not inside
+            d = np.int64(np.rint(e * factor)) if inside else np.int64(0)
+            if keep:
+                out_dV[j] = d
+            v = d - V[j] if has_V else d
+            out_V[j] = v
+            y = np.rint(np.float64(v) * shift)
+            Xn = X[j] + sign * (np.int64(y) if abs(y) < _Q_LIMIT else np.int64(0))
+            out_X[j] = Xn
+            out_x[j] = np.float64(Xn) * scale
+        return over
+
+    return shear_kernel
+
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def kernel_shear(f: np.ndarray, factor: float, bound: float, V: "np.ndarray | None", X: np.ndarray, shift: float,
+                 sign: int, scale: float, out_V: np.ndarray, out_X: np.ndarray, out_x: np.ndarray,
+                 out_dV: "np.ndarray | None") -> "int | None":
+    """Fill the outputs with the kernel and return how many |f| are not <= ``bound`` (NaN counted); None
+    (nothing written) when it cannot run on these arrays. Arrays: contiguous 1-d views of one size; f and
+    out_x float32/float64, the rest int64; ``bound * factor`` below 2^62 (the caller's scales)."""
+    k = _kernel()
+    if k is None or f.dtype not in _FLOATS or out_x.dtype not in _FLOATS:
+        return None
+    return int(k(f, float(factor), float(bound), X if V is None else V, X, float(shift), np.int64(sign), float(scale),
+                 out_V, out_X, out_x, out_V if out_dV is None else out_dV, V is not None, out_dV is not None))
