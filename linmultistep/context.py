@@ -122,6 +122,12 @@ class StepContext:
         if self.check_finite:
             self._flags.append((n, "state", self.backend.finite_flag(x), (x, what)))
 
+    def keep_state(self, n: int, x: Any, what: Any) -> None:
+        """Keep the state produced at grid index n without probing it (a later probe of the run finds it
+        if it went bad first; see Method.state_probes)."""
+        if self.check_finite:
+            self._flags.append((n, "state", None, (x, what)))
+
     def watch_equal(self, n: int, value: Any, expected: Any, what: str) -> None:
         """Record a lazy value that must equal ``expected`` once read (a recomputed checksum against the
         one a latent recorded); ``what`` is the error message if it does not."""
@@ -152,6 +158,10 @@ class StepContext:
                 if not value <= ref[0]:
                     raise ref[1](value)
             elif not math.isfinite(value) and not self.backend.all_finite(ref[0]):  # else: the sum overflowed
+                # the first bad state: this one, or a kept one before it that was not probed
+                j = next(j0 for j0, (_, k0, _, r0) in enumerate(flags[: j + 1])
+                         if k0 == "state" and not self.backend.all_finite(r0[0]))
+                n, ref = flags[j][0], flags[j][3]
                 for m, k2, _, out in flags[:j]:
                     if k2 == "field" and not self.backend.all_finite(out):
                         raise NonFiniteError(

@@ -33,10 +33,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, ContextManager, Mapping, NamedTuple
+from typing import Any, ContextManager, Mapping, MutableMapping, NamedTuple
 
 import numpy as np
 
+from . import fixedkernels
 from .context import StepContext
 from .entries import Entry
 from .errors import FixedPointRangeError, MethodError, NondeterministicNetworkError
@@ -170,6 +171,12 @@ class FixedPointBelm(TwoStepForm):
             )
         return FixedPointRun(t, sc, unchecked=direction == "backward")
 
+    def state_probes(self, ctx: StepContext) -> str:
+        # x = s X 2^-Sx is finite for every int64 X in float32/float64, and each x is either the next network
+        # input (its output is range-checked, a NaN fails the check) or the run's last point (checked exactly
+        # by finish); a float16 x that overflows feeds an inf to the network, whose output fails the check
+        return "none"
+
     def guard(self, ctx: StepContext) -> ContextManager[Any]:
         return ctx.backend.deterministic()
 
@@ -219,8 +226,8 @@ class FixedPointBelm(TwoStepForm):
         raise MethodError("mode 'bits' builds its entries from arrays when a run starts (it needs the grid's scales)")
 
     # --- the network, bounded and checked -----------------------------------------------
-    def _increment(self, ctx: StepContext, m: int, x: Any, c: float, cached: bool = True) -> Any:
-        """q(c eps(x_m) 2^Sv), refusing |eps| > eps_bound; the first call of an inversion is made twice."""
+    def _slope(self, ctx: StepContext, m: int, x: Any, cached: bool = True) -> Any:
+        """eps(x_m), its |eps| <= eps_bound watched; the first call of an inversion is made twice."""
         run: FixedPointRun = ctx.prepared
         eps = ctx.slope(m, x) if cached else ctx.evaluate(x, m)
         if run.unchecked:
@@ -232,28 +239,63 @@ class FixedPointBelm(TwoStepForm):
                     f"({ctx.describe(m)}); mode 'bits' needs a deterministic network (torch: "
                     "linmultistep.backends.torch.use_deterministic, same device, same batch composition)"
                 )
-        # checked with the deferred checks (no host synchronisation per step); a NaN fails it too
-        ctx.watch_bound(m, ctx.backend.max_abs_lazy(eps), self.eps_bound, lambda big: FixedPointRangeError(
-            f"|eps| = {big:.4g} at grid index {m} ({ctx.describe(m)}) exceeds eps_bound = {self.eps_bound:g} "
-            "that fixes the fixed-point scale; pass a larger eps_bound (mode_options={'eps_bound': ...})"))
-        return ctx.backend.quantize(eps, c * 2.0 ** run.scales.Sv)
+        return eps
+
+    def _watch_eps(self, ctx: StepContext, m: int, eps: Any, over: Any) -> None:
+        """Record |eps| <= eps_bound for the deferred checks (no host synchronisation per step; a NaN fails):
+        ``over`` counts the elements beyond the bound where a fused increment counted them, else max|eps|
+        is watched."""
+        be = ctx.backend
+
+        def error(_: Any) -> FixedPointRangeError:
+            return FixedPointRangeError(
+                f"|eps| = {be.max_abs(eps):.4g} at grid index {m} ({ctx.describe(m)}) exceeds eps_bound = "
+                f"{self.eps_bound:g} that fixes the fixed-point scale; pass a larger eps_bound "
+                "(mode_options={'eps_bound': ...})")
+
+        if over is None:
+            ctx.watch_bound(m, be.max_abs_lazy(eps), self.eps_bound, error)
+        else:
+            ctx.watch_bound(m, over, 0, error)
+
+    def _increment(self, ctx: StepContext, m: int, eps: Any, c: float, V: Any) -> tuple[Any, Any]:
+        """(q(c eps 2^Sv) - V, the increment), |eps| <= eps_bound watched (composed: once per run)."""
+        dV = ctx.backend.quantize(eps, c * 2.0 ** self.scales(ctx).Sv)
+        self._watch_eps(ctx, m, eps, None)
+        return (dV if V is None else ctx.backend.int_lincomb([-1, 1], [V, dV])), dV
+
+    def _shear(self, ctx: StepContext, m: int, eps: Any, c: float, V: Any, X: Any, step: int, sign: int, to: int,
+               like: Any, keep: bool) -> tuple[Any, Any, Any, Any]:
+        """One fused step (:func:`linmultistep.fixedkernels.shear`): V' = q(c eps_m 2^Sv) - V, then
+        X_to = X + sign q(w_step V' 2^(Sx-Sv)) and its view x_to; |eps| <= eps_bound watched."""
+        sc = self.scales(ctx)
+        V, X, x, dV, over = fixedkernels.shear(
+            ctx.backend, eps, c * 2.0**sc.Sv, self.eps_bound, V, X, self._shift_factor(ctx, step), sign,
+            self.tables(ctx).s[to] * 2.0**-sc.Sx, like, keep)
+        self._watch_eps(ctx, m, eps, over)
+        return V, X, x, dV
 
     def _shift(self, ctx: StepContext, m: int, V: Any) -> Any:
         """q(w_m V 2^(Sx-Sv)): the xbar increment of step m in X units."""
+        return ctx.backend.quantize(V, self._shift_factor(ctx, m))
+
+    def _shift_factor(self, ctx: StepContext, m: int) -> float:
         sc = self.scales(ctx)
-        return ctx.backend.quantize(V, self.tables(ctx).w[m] * 2.0 ** (sc.Sx - sc.Sv))
+        return self.tables(ctx).w[m] * 2.0 ** (sc.Sx - sc.Sv)
 
     # --- the two shears ---------------------------------------------------------------------
     def down(self, ctx: StepContext, i: int, above: FixedEntry, c: float) -> FixedEntry:
         """Point i-1 from point i: V_i = -V_{i+1} + q(c_i eps_i), X_{i-1} = X_i - q(w_i V_i)."""
-        be, t, sc = ctx.backend, self.tables(ctx), self.scales(ctx)
+        be, t = ctx.backend, self.tables(ctx)
         run: FixedPointRun = ctx.prepared
         if above.V is None and abs(c) > abs(t.c_top) + abs(t.c_bot):
             raise FixedPointRangeError(
                 f"mode 'bits' cannot start sampling at grid index {i}: its starter coefficient {c:.4g} exceeds the "
                 f"bound {abs(t.c_top) + abs(t.c_bot):.4g} that fixed the scales (start at the noise end)"
             )
-        dV = self._increment(ctx, i, above.x, c)
+        eps = self._slope(ctx, i, above.x)
+        check_dV = above.dV is not None or (above.V is not None and i in run.expected)
+        V, X, x, dV = self._shear(ctx, i, eps, c, above.V, above.X, i, -1, i - 1, above.x, check_dV)
         if above.dV is not None and not be.equal(dV, above.dV):
             raise NondeterministicNetworkError(
                 f"the network's output at grid index {i} ({ctx.describe(i)}) differs from the one the inversion saw "
@@ -265,22 +307,35 @@ class FixedPointBelm(TwoStepForm):
                 f"the network's output at grid index {i} ({ctx.describe(i)}) differs from the one the inversion saw "
                 "at that step (its checksum in the latent's bits_digests); the network drifted or is not "
                 "deterministic, so the reconstruction would not be exact"))
-        V = dV if above.V is None else be.int_lincomb([-1, 1], [above.V, dV])
-        X = be.int_lincomb([1, -1], [above.X, self._shift(ctx, i, V)])
-        return FixedEntry(be.dequantize(X, t.s[i - 1] * 2.0**-sc.Sx, above.x), X, V, None)
+        return FixedEntry(x, X, V, None)
 
     def up(self, ctx: StepContext, n: int, below: FixedEntry) -> FixedEntry:
-        """Point n from point n-1: X_n = X_{n-1} + q(w_n V_n) (V_{n+1} follows at the next step)."""
-        be, t, sc = ctx.backend, self.tables(ctx), self.scales(ctx)
+        """Point n from the complete point n-1: X_n = X_{n-1} + q(w_n V_n) (V_{n+1} follows at the next step)."""
+        be, sc = ctx.backend, self.scales(ctx)
         X = be.int_lincomb([1, 1], [below.X, self._shift(ctx, n, below.V)])
-        return FixedEntry(be.dequantize(X, t.s[n] * 2.0**-sc.Sx, below.x), X, None, None)
+        return FixedEntry(be.dequantize(X, self.tables(ctx).s[n] * 2.0**-sc.Sx, below.x), X, None, None)
+
+    def backward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
+        """Complete the open point n-1 and make point n in one fused pass:
+        V_n = -V_{n-1} + q(c_{n-1} eps(x_{n-1})), X_n = X_{n-1} + q(w_n V_n)."""
+        below = window[n - 1]
+        if not self.is_open(n - 1, below, self.tables(ctx).N):
+            return self.up(ctx, n, below)
+        eps = self._slope(ctx, n - 1, below.x)
+        V, X, x, dV = self._shear(ctx, n - 1, eps, self.tables(ctx).c[n - 1], window[n - 2].V, below.X, n, 1, n,
+                                  below.x, True)
+        ctx.prepared.digests[n - 1] = ctx.backend.checksum(dV)
+        window[n - 1] = below._replace(V=V, dV=dV)
+        return FixedEntry(x, X, None, None)
 
     def completed(self, ctx: StepContext, n: int, entry: FixedEntry, V_n: Any) -> FixedEntry:
-        """V_{n+1} = -V_n + q(c_n eps(x_n)); the increment and its checksum are recorded."""
-        dV = self._increment(ctx, n, entry.x, self.tables(ctx).c[n])
+        """V_{n+1} = -V_n + q(c_n eps(x_n)); the increment and its checksum are recorded (a run that stops
+        below the noise end; the steps themselves complete the open point in :meth:`backward`)."""
+        V, dV = self._increment(ctx, n, self._slope(ctx, n, entry.x), self.tables(ctx).c[n], V_n)
         ctx.prepared.digests[n] = ctx.backend.checksum(dV)
-        return entry._replace(V=ctx.backend.int_lincomb([-1, 1], [V_n, dV]), dV=dV)
+        return entry._replace(V=V, dV=dV)
 
     def started(self, ctx: StepContext, n: int, below: FixedEntry) -> FixedEntry:
         """V_n = q(c_start_n eps(x_{n-1} at point n's time)): the DDIM-inversion guess."""
-        return below._replace(V=self._increment(ctx, n, below.x, self.tables(ctx).c_start[n], cached=False))
+        eps = self._slope(ctx, n, below.x, cached=False)
+        return below._replace(V=self._increment(ctx, n, eps, self.tables(ctx).c_start[n], None)[0])

@@ -106,6 +106,14 @@ class Method:
             m = m.starter
         return out
 
+    def state_probes(self, ctx: StepContext) -> str:
+        """How the integrator watches the states of a run for NaN and infinity (the final window is always
+        checked exactly by :func:`~linmultistep.stepping.finish`): ``'every'`` state gets a probe (one
+        reduction per step); ``'due'``: a non-finite state stays non-finite at every later step, so only
+        the state before each read of the checks is probed, and the first bad one is found among the
+        states kept since the last read; ``'none'``: finite by construction."""
+        return "every"
+
     # entries <-> plain arrays at the ends of a run
     def entry_from_array(self, x: Any) -> Entry:
         return Point(x)

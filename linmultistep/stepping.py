@@ -65,6 +65,7 @@ class Run:
     count: int = 0
     total: int = 0
     chain: list = field(default_factory=list)  # the method and its starters, longest window first
+    probes: str = "every"  # Method.state_probes of this run
 
     @property
     def next_index(self) -> int:
@@ -94,7 +95,7 @@ def start_on(ctx: StepContext, method: Method, window: dict[int, Any], direction
     with method.guard(ctx):
         entries = method.enter(ctx, dict(window))
     total = (idx[0] - stop) if direction == "forward" else (stop - idx[-1])
-    return Run(ctx, method, direction, entries, int(stop), 0, max(total, 0), method.chain())
+    return Run(ctx, method, direction, entries, int(stop), 0, max(total, 0), method.chain(), method.state_probes(ctx))
 
 
 def start(
@@ -148,7 +149,10 @@ def step(run: Run) -> StepInfo:
             lo, hi = n - K + 1, n
     window[n] = entry
     run.count += 1
-    ctx.watch_state(n, entry.x, (run.direction, m))
+    if run.probes == "every" or (run.probes == "due" and (ctx.due(run.count) or run.done)):
+        ctx.watch_state(n, entry.x, (run.direction, m))
+    elif run.probes == "due":
+        ctx.keep_state(n, entry.x, (run.direction, m))
     if len(window) > K:
         for j in [j for j in window if j < lo or j > hi]:
             del window[j]

@@ -142,19 +142,46 @@ def test_forms_start_mid_way_in_the_core():
     assert np.abs(got["stable"] - got["recurrence"]).max() < 1e-12
 
 
+def _failure(field, mode: str, every: int, grid=GRID) -> str:
+    ctx = StepContext(grid.h, grid.alpha, field, NumpyBackend(), True, lambda i: f"point {i}", check_every=every)
+    run = start_on(ctx, lm.resolve_mode("obelm", mode), {grid.N: np.cos(X0)}, "forward", 0)
+    with np.errstate(all="ignore"), pytest.raises(NonFiniteError) as err:
+        while not run.done:
+            step(run)
+        finish(run)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("mode", ["recurrence", "stable"])
 @pytest.mark.parametrize("every", [1, 4])
-def test_a_nan_is_reported_with_the_first_bad_index_even_when_checked_late(every):
+def test_a_nan_is_reported_with_the_first_bad_index_even_when_checked_late(every, mode):
     bad_at = 6
 
     def field(x, i):
         return np.full_like(x, np.nan) if i == bad_at else eps(x, i)
 
-    ctx = StepContext(GRID.h, GRID.alpha, field, NumpyBackend(), True, lambda i: f"point {i}", check_every=every)
-    run = start_on(ctx, lm.obelm(), {GRID.N: np.cos(X0)}, "forward", 0)
-    with pytest.raises(NonFiniteError, match=f"returned NaN or infinity at grid index {bad_at} "):
-        while not run.done:
-            step(run)
-        finish(run)
+    assert f"returned NaN or infinity at grid index {bad_at} " in _failure(field, mode, every)
+
+
+@pytest.mark.parametrize("mode", ["recurrence", "stable"])
+def test_the_first_overflowing_state_is_named_however_often_the_checks_are_read(mode):
+    """Mode 'stable' probes only the state before each read (a non-finite xbar stays non-finite) and
+    finds the first bad state among the ones kept since: the report must equal probing every step."""
+    def field(x, i):
+        return np.full_like(x, 1e308) if i >= 5 else eps(x, i)  # finite, but the state overflows
+
+    got = {every: _failure(field, mode, every) for every in (1, 3, 4, 8, 100)}
+    assert len(set(got.values())) == 1 and "the state became NaN or infinite at grid index" in got[1]
+
+
+def test_stable_runs_probe_states_only_before_reads_where_non_finite_values_persist():
+    ctx = _ctx()
+    assert start_on(ctx, lm.resolve_mode("obelm", "stable"), {GRID.N: X0}, "forward", 0).probes == "due"
+    assert start_on(_ctx(), lm.resolve_mode("obelm", "bits"), {GRID.N: X0}, "forward", 0).probes == "none"
+    assert start_on(_ctx(), lm.obelm(), {GRID.N: X0}, "forward", 0).probes == "every"
+    # a grid with alpha > 1: x = alpha xbar could overflow where xbar does not, so every state is probed
+    big = lm.Grid(GRID.alpha * 4.0, GRID.sigma)
+    assert start_on(_ctx(big), lm.resolve_mode("obelm", "stable"), {big.N: X0}, "forward", 0).probes == "every"
 
 
 def test_a_state_that_overflows_is_blamed_on_rounding_not_on_the_network():
