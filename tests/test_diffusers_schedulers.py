@@ -8,6 +8,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 import linmultistep as lms  # noqa: E402
+from diffusers import DDIMScheduler  # noqa: E402
 from linmultistep import LatentMismatchError, MethodError  # noqa: E402
 from linmultistep.backends.diffusers import BELMInverseScheduler, BELMScheduler, invert  # noqa: E402
 from linmultistep.backends.diffusers.adapters import UNetEps, encode_prompts  # noqa: E402
@@ -68,8 +69,15 @@ def test_scheduler_step_is_the_core_step_bit_for_bit(pipe, mode):
         x = lms.sample(f, x, grid, "obelm", mode="bits", stop=5, return_state=True).window[6].x
     ref = lms.sample(f, x.clone(), grid, "obelm", mode=mode)
     index = {int(t): i for i, t in enumerate(grid.timesteps[1:], 1)}
+    ddim = DDIMScheduler.from_config(pipe.scheduler.config)
+    ddim.set_timesteps(6)
     for t in sched.timesteps:
-        x = sched.step(f(x, index[int(t)]), t, x).prev_sample
+        eps = f(x, index[int(t)])
+        out = sched.step(eps, t, x)
+        # pred_original_sample is diffusers' x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), to float rounding
+        want = ddim.step(eps, t, x).pred_original_sample
+        assert float((out.pred_original_sample - want).abs().max()) <= 1e-5 * float(want.abs().max())
+        x = out.prev_sample
     assert torch.equal(x, ref)
     with pytest.raises(ValueError, match="not on this scheduler's grid"):
         sched.step(x, 3, x)

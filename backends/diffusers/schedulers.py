@@ -163,6 +163,15 @@ class _GridSchedulerBase(SchedulerMixin, ConfigMixin):
             raise ValueError(f"model_output has shape {tuple(out.shape)}, the sample {tuple(sample.shape)}")
         return to_epsilon(out, sample, float(self.grid.alpha[m]), float(self.grid.sigma[m]), self.config.prediction_type)
 
+    def _pred_original(self, entry: Any, sample: torch.Tensor, eps: torch.Tensor, i: int) -> torch.Tensor:
+        """x0 = (x_i - sigma_i eps) / alpha_i; in mode 'stable' xbar_i = x_i / alpha_i is at hand and
+        x0 = xbar_i - (sigma_i / alpha_i) eps is one pass instead of two."""
+        alpha, sigma = float(self.grid.alpha[i]), float(self.grid.sigma[i])
+        xbar = getattr(entry, "xbar", None)
+        if xbar is not None:
+            return torch.add(xbar, eps, alpha=-sigma / alpha)
+        return torch.sub(sample, eps, alpha=sigma).div_(alpha)
+
     def scale_model_input(self, sample: torch.Tensor, timestep: Any = None) -> torch.Tensor:
         """Identity: these schedulers work on x_t = alpha x0 + sigma eps directly."""
         return sample
@@ -252,7 +261,7 @@ class BELMScheduler(_GridSchedulerBase):
         if run.done:
             self._ctx.check()
         prev = run.window[i - 1].x
-        x0 = torch.sub(sample, eps, alpha=float(self.grid.sigma[i])).div_(float(self.grid.alpha[i]))
+        x0 = self._pred_original(run.window[i], sample, eps, i)
         if not return_dict:
             return (prev, x0)
         return DDIMSchedulerOutput(prev_sample=prev, pred_original_sample=x0)
