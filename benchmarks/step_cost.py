@@ -1,7 +1,9 @@
 """The sampler's own cost per step, against diffusers' DDIMScheduler.step, side by side in one run.
 
 A network that costs nothing (it returns one fixed tensor) isolates the sampler: float32, one
-torch thread, 50 steps of Stable Diffusion's schedule, latents 1x4x64x64 and 8x4x64x64. Every
+torch thread, 50 steps of Stable Diffusion's schedule, latents 1x4x64x64 and 8x4x64x64. Mode
+'bits' runs twice: with its compiled kernels (linmultistep[fast], the default when numba is
+installed) and with them switched off (the array operations every other backend runs). Every
 row is timed in the same process, interleaved over rounds, median of rounds; ratios are per step
 against ``DDIMScheduler.step`` in a plain diffusers loop. Default checks are on everywhere (the
 core's deferred finite checks; mode 'bits' also its per-step digests). The last table runs the
@@ -13,6 +15,7 @@ Run:  python benchmarks/step_cost.py [--rounds 7]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -21,6 +24,7 @@ import torch
 torch.set_num_threads(1)
 
 import linmultistep as lm  # noqa: E402
+from linmultistep import fixedkernels  # noqa: E402
 from linmultistep.backends.diffusers import BELMScheduler, grid_from_config  # noqa: E402
 
 STEPS = 50
@@ -47,13 +51,14 @@ def belm_scheduler(eps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def core(method: str, mode: str | None = None):
+def core(method: str, mode: str | None = None, kernels: bool = True):
     from diffusers import DDIMScheduler
 
     grid = grid_from_config(DDIMScheduler(**CONFIG).config, STEPS)
 
     def run(eps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return lm.sample(lambda y, i: eps, x, grid, method, mode=mode)
+        with contextlib.nullcontext() if kernels else fixedkernels.disabled():
+            return lm.sample(lambda y, i: eps, x, grid, method, mode=mode)
 
     return run
 
@@ -66,6 +71,7 @@ ROWS = {
     "lms.sample bdia (stable)": core("bdia"),
     "lms.sample edict": core("edict"),
     "lms.sample obelm bits": core("obelm", "bits"),
+    "  bits without kernels": core("obelm", "bits", kernels=False),
     "BELMScheduler.step (stable)": belm_scheduler,
 }
 TARGETS = {"lms.sample ddim": 1.0, "lms.sample obelm (stable)": 1.0, "lms.sample obelm recurrence": 1.0,
@@ -82,6 +88,8 @@ def per_step_us(fn, eps: torch.Tensor, x: torch.Tensor) -> float:
 def network_free(rounds: int) -> None:
     print(f"network-free, float32, 1 thread, {STEPS} steps; microseconds per step (median of {rounds} rounds), "
           "ratio to diffusers' DDIMScheduler.step, target")
+    print("mode 'bits' kernels (linmultistep[fast]): " + ("compiled with numba" if fixedkernels.available() else
+                                                          "NOT available, both bits rows run array operations"))
     for shape in SHAPES:
         g = torch.Generator().manual_seed(0)
         x = torch.randn(shape, generator=g)
