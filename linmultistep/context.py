@@ -128,6 +128,15 @@ class StepContext:
         if self.check_finite:
             self._flags.append((n, "state", None, (x, what)))
 
+    def probe_kept(self) -> None:
+        """Probe the latest state if it was only kept (a run finished before its next read)."""
+        for j in range(len(self._flags) - 1, -1, -1):
+            n, kind, flag, ref = self._flags[j]
+            if kind == "state":
+                if flag is None:
+                    self._flags[j] = (n, kind, self.backend.finite_flag(ref[0]), ref)
+                return
+
     def watch_equal(self, n: int, value: Any, expected: Any, what: str) -> None:
         """Record a lazy value that must equal ``expected`` once read (a recomputed checksum against the
         one a latent recorded); ``what`` is the error message if it does not."""

@@ -170,6 +170,7 @@ def finish(run: Run) -> "Any":
     if run.direction == "backward" and run.window:
         with run.method.guard(ctx):
             run.method.close(ctx, max(run.window), run.window)
+    ctx.probe_kept()
     ctx.check()
     if ctx.check_finite:
         for n, e in run.window.items():

@@ -174,6 +174,19 @@ def test_the_first_overflowing_state_is_named_however_often_the_checks_are_read(
     assert len(set(got.values())) == 1 and "the state became NaN or infinite at grid index" in got[1]
 
 
+def test_a_run_finished_between_reads_still_names_its_first_bad_state():
+    def field(x, i):
+        return np.full_like(x, 1e308) if i >= 5 else eps(x, i)
+
+    ctx = StepContext(GRID.h, GRID.alpha, field, NumpyBackend(), True, lambda i: f"point {i}", check_every=100)
+    run = start_on(ctx, lm.resolve_mode("obelm", "stable"), {GRID.N: np.cos(X0)}, "forward", 0)
+    for _ in range(GRID.N - 2):  # stop two points short of the data end: no read has happened yet
+        step(run)
+    with np.errstate(all="ignore"), pytest.raises(NonFiniteError, match="the state became NaN or infinite at grid "
+                                                  r"index \d+ \(point \d+\) in a forward step"):
+        finish(run)
+
+
 def test_stable_runs_probe_states_only_before_reads_where_non_finite_values_persist():
     ctx = _ctx()
     assert start_on(ctx, lm.resolve_mode("obelm", "stable"), {GRID.N: X0}, "forward", 0).probes == "due"
