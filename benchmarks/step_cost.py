@@ -3,7 +3,9 @@
 A network that costs nothing (it returns one fixed tensor) isolates the sampler: float32, one
 torch thread, 50 steps of Stable Diffusion's schedule, latents 1x4x64x64 and 8x4x64x64. Mode
 'bits' runs twice: with its compiled kernels (linmultistep[fast], the default when numba is
-installed) and with them switched off (the array operations every other backend runs). Every
+installed) and with them switched off (the array operations every other backend runs). The last
+two rows are inversion steps (no target; mode 'bits' also writes the quantised increment and its
+per-row checksum, which the latent records). Every
 row is timed in the same process, interleaved over rounds, median of rounds; ratios are per step
 against ``DDIMScheduler.step`` in a plain diffusers loop. Default checks are on everywhere (the
 core's deferred finite checks; mode 'bits' also its per-step digests). The last table runs the
@@ -63,6 +65,18 @@ def core(method: str, mode: str | None = None, kernels: bool = True):
     return run
 
 
+def core_invert(method: str, mode: str | None = None):
+    from diffusers import DDIMScheduler
+
+    grid = grid_from_config(DDIMScheduler(**CONFIG).config, STEPS)
+
+    def run(eps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        # x in the data_bound of mode 'bits' (a standard normal sample stays far inside it)
+        return lm.invert(lambda y, i: eps, x, grid, method, mode=mode)
+
+    return run
+
+
 ROWS = {
     "diffusers DDIMScheduler.step": diffusers_ddim,
     "lms.sample ddim": core("ddim"),
@@ -73,6 +87,8 @@ ROWS = {
     "lms.sample obelm bits": core("obelm", "bits"),
     "  bits without kernels": core("obelm", "bits", kernels=False),
     "BELMScheduler.step (stable)": belm_scheduler,
+    "lms.invert obelm (stable)": core_invert("obelm"),
+    "lms.invert obelm bits": core_invert("obelm", "bits"),
 }
 TARGETS = {"lms.sample ddim": 1.0, "lms.sample obelm (stable)": 1.0, "lms.sample obelm recurrence": 1.0,
            "lms.sample bdia (stable)": 1.0, "lms.sample edict": 2.0, "lms.sample obelm bits": 1.5,

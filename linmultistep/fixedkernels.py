@@ -34,14 +34,16 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import threading
+import warnings
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from .arrays import ArrayBackend
 
-__all__ = ["shear", "compose_shear", "available", "disabled", "kernel_shear"]
+__all__ = ["shear", "compose_shear", "available", "disabled", "kernel_shear", "KernelWarning"]
 
 # |q| stays below 2^62 on every run inside the bounds (fixedpoint.fixed_point_scales). Beyond them (a
 # network output past the bound or NaN, a crafted latent) the kernel writes 0 instead of converting an
@@ -145,8 +147,24 @@ def kernel_shear(f: np.ndarray, factor: float, bound: float, V: "np.ndarray | No
     """Fill the outputs with the kernel and return how many |f| are not <= ``bound`` (NaN counted); None
     (nothing written) when it cannot run on these arrays. Arrays: contiguous 1-d views of one size; f and
     out_x float32/float64, the rest int64; ``bound * factor`` below 2^62 (the caller's scales)."""
+    global _KERNEL
     k = _kernel()
     if k is None or f.dtype not in _FLOATS or out_x.dtype not in _FLOATS:
         return None
-    return int(k(f, float(factor), float(bound), X if V is None else V, X, float(shift), np.int64(sign), float(scale),
-                 out_V, out_X, out_x, out_V if out_dV is None else out_dV, V is not None, out_dV is not None))
+    try:
+        return int(k(f, float(factor), float(bound), X if V is None else V, X, float(shift), np.int64(sign),
+                     float(scale), out_V, out_X, out_x, out_V if out_dV is None else out_dV, V is not None,
+                     out_dV is not None))
+    except Exception as exc:  # numba could not compile for this machine: the composition, with a word
+        if type(exc).__module__.split(".")[0] != "numba":
+            raise
+        _KERNEL = None
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[:1]  # numba colours its messages
+        warnings.warn(f"linmultistep: the compiled step of mode 'bits' is unavailable ({type(exc).__name__}: "
+                      f"{first[0] if first else ''}); using array operations (same results, slower)",
+                      KernelWarning, stacklevel=2)
+        return None
+
+
+class KernelWarning(UserWarning):
+    """The compiled kernel could not be used; the run continues with the composition."""

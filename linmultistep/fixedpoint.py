@@ -186,12 +186,12 @@ class FixedPointBelm(TwoStepForm):
             return {}
         keys = sorted(run.digests)
         values = ctx.backend.read([run.digests[k] for k in keys])
-        return {DIGESTS_KEY: {str(k): [int(r) for r in v] for k, v in zip(keys, values)}}
+        return {DIGESTS_KEY: {str(k): list(map(int, v)) for k, v in zip(keys, values)}}
 
     def use_latent_metadata(self, ctx: StepContext, metadata: Mapping[str, Any]) -> None:
         recorded = metadata.get(DIGESTS_KEY)
         if recorded:
-            ctx.prepared.expected = {int(k): [int(r) for r in v] for k, v in dict(recorded).items()}
+            ctx.prepared.expected = {int(k): list(map(int, v)) for k, v in dict(recorded).items()}
 
     def enter(self, ctx: StepContext, window: dict[int, Any]) -> dict[int, Entry]:
         t, sc, be = self.tables(ctx), self.scales(ctx), ctx.backend

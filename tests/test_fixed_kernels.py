@@ -163,3 +163,16 @@ def test_the_environment_switch_turns_the_kernels_off():
     with fixedkernels.disabled():
         assert not fixedkernels.available()
     assert fixedkernels.available()
+
+
+def test_a_kernel_that_cannot_compile_leaves_the_composition_with_a_warning(monkeypatch):
+    from numba.core.errors import TypingError
+
+    def broken(*args):
+        raise TypingError("no implementation for this machine")
+
+    monkeypatch.setattr(fixedkernels, "_KERNEL", broken)
+    f, X = np.ones(4, np.float32), np.zeros(4, np.int64)
+    with pytest.warns(fixedkernels.KernelWarning, match="TypingError: no implementation"):
+        *got, over = NumpyBackend().shear(f, 2.0, 64.0, None, X, 1.0, 1, 1.0, np.zeros(1, np.float32), False)
+    assert over is None and got[0].tolist() == [2] * 4 and not fixedkernels.available()
