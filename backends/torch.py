@@ -125,19 +125,23 @@ class TorchBackend:
 
     @torch.no_grad()
     def shear(self, f: torch.Tensor, factor: float, bound: float, V: "torch.Tensor | None", X: torch.Tensor,
-              shift: float, sign: int, scale: float, like: torch.Tensor, keep: bool):
+              shift: float, sign: int, scale: float, like: torch.Tensor, keep: bool, digest: bool):
         """Mode 'bits'' step: one compiled pass on CPU tensors (:func:`linmultistep.fixedkernels.shear`),
         else the composition of the operations above."""
-        if (_host(f) and _host(X, torch.int64) and X.shape == f.shape and like.device.type == "cpu"
+        if (f.numel() and _host(f) and _host(X, torch.int64) and X.shape == f.shape and like.device.type == "cpu"
                 and like.dtype in _KERNEL_FLOATS and (V is None or (_host(V, torch.int64) and V.shape == f.shape))):
             out_V, out_X, out_x = _empty(f.shape, torch.int64), _empty(f.shape, torch.int64), _empty(f.shape, like.dtype)
             out_dV = _empty(f.shape, torch.int64) if keep else None
+            rows = f.shape[0] if f.ndim >= 2 else 1
+            out_digest = _empty(torch.Size([rows]), torch.int64) if digest else None
             over = fixedkernels.kernel_shear(
                 _flat(f), factor, bound, None if V is None else _flat(V), _flat(X), shift, sign, scale,
-                _flat(out_V), _flat(out_X), _flat(out_x), None if out_dV is None else _flat(out_dV))
+                _flat(out_V), _flat(out_X), _flat(out_x), None if out_dV is None else _flat(out_dV),
+                _weights(f.numel() // rows, f.device).numpy() if digest else None,
+                None if out_digest is None else out_digest.numpy())
             if over is not None:
-                return out_V, out_X, out_x, out_dV, over
-        return (*fixedkernels.compose_shear(self, f, factor, V, X, shift, sign, scale, like, keep), None)
+                return fixedkernels.Sheared(out_V, out_X, out_x, out_dV, over, out_digest)
+        return fixedkernels.compose_shear(self, f, factor, V, X, shift, sign, scale, like, keep, digest)
 
     @torch.no_grad()
     def equal(self, a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -265,15 +265,15 @@ class FixedPointBelm(TwoStepForm):
         return (dV if V is None else ctx.backend.int_lincomb([-1, 1], [V, dV])), dV
 
     def _shear(self, ctx: StepContext, m: int, eps: Any, c: float, V: Any, X: Any, step: int, sign: int, to: int,
-               like: Any, keep: bool) -> tuple[Any, Any, Any, Any]:
+               like: Any, keep: bool, digest: bool = False) -> fixedkernels.Sheared:
         """One fused step (:func:`linmultistep.fixedkernels.shear`): V' = q(c eps_m 2^Sv) - V, then
         X_to = X + sign q(w_step V' 2^(Sx-Sv)) and its view x_to; |eps| <= eps_bound watched."""
         sc = self.scales(ctx)
-        V, X, x, dV, over = fixedkernels.shear(
+        out = fixedkernels.shear(
             ctx.backend, eps, c * 2.0**sc.Sv, self.eps_bound, V, X, self._shift_factor(ctx, step), sign,
-            self.tables(ctx).s[to] * 2.0**-sc.Sx, like, keep)
-        self._watch_eps(ctx, m, eps, over)
-        return V, X, x, dV
+            self.tables(ctx).s[to] * 2.0**-sc.Sx, like, keep, digest)
+        self._watch_eps(ctx, m, eps, out.over)
+        return out
 
     def _shift(self, ctx: StepContext, m: int, V: Any) -> Any:
         """q(w_m V 2^(Sx-Sv)): the xbar increment of step m in X units."""
@@ -294,20 +294,20 @@ class FixedPointBelm(TwoStepForm):
                 f"bound {abs(t.c_top) + abs(t.c_bot):.4g} that fixed the scales (start at the noise end)"
             )
         eps = self._slope(ctx, i, above.x)
-        check_dV = above.dV is not None or (above.V is not None and i in run.expected)
-        V, X, x, dV = self._shear(ctx, i, eps, c, above.V, above.X, i, -1, i - 1, above.x, check_dV)
-        if above.dV is not None and not be.equal(dV, above.dV):
+        checksum = above.V is not None and i in run.expected
+        out = self._shear(ctx, i, eps, c, above.V, above.X, i, -1, i - 1, above.x, above.dV is not None, checksum)
+        if above.dV is not None and not be.equal(out.dV, above.dV):
             raise NondeterministicNetworkError(
                 f"the network's output at grid index {i} ({ctx.describe(i)}) differs from the one the inversion saw "
                 "for the same input (another device, dtype, batch composition or a non-deterministic kernel); "
                 "the reconstruction would not be exact"
             )
-        if above.V is not None and i in run.expected:
-            ctx.watch_equal(i, be.checksum(dV), run.expected[i], (
+        if checksum:
+            ctx.watch_equal(i, out.digest, run.expected[i], (
                 f"the network's output at grid index {i} ({ctx.describe(i)}) differs from the one the inversion saw "
                 "at that step (its checksum in the latent's bits_digests); the network drifted or is not "
                 "deterministic, so the reconstruction would not be exact"))
-        return FixedEntry(x, X, V, None)
+        return FixedEntry(out.x, out.X, out.V, None)
 
     def up(self, ctx: StepContext, n: int, below: FixedEntry) -> FixedEntry:
         """Point n from the complete point n-1: X_n = X_{n-1} + q(w_n V_n) (V_{n+1} follows at the next step)."""
@@ -322,11 +322,11 @@ class FixedPointBelm(TwoStepForm):
         if not self.is_open(n - 1, below, self.tables(ctx).N):
             return self.up(ctx, n, below)
         eps = self._slope(ctx, n - 1, below.x)
-        V, X, x, dV = self._shear(ctx, n - 1, eps, self.tables(ctx).c[n - 1], window[n - 2].V, below.X, n, 1, n,
-                                  below.x, True)
-        ctx.prepared.digests[n - 1] = ctx.backend.checksum(dV)
-        window[n - 1] = below._replace(V=V, dV=dV)
-        return FixedEntry(x, X, None, None)
+        out = self._shear(ctx, n - 1, eps, self.tables(ctx).c[n - 1], window[n - 2].V, below.X, n, 1, n, below.x,
+                          True, True)
+        ctx.prepared.digests[n - 1] = out.digest
+        window[n - 1] = below._replace(V=out.V, dV=out.dV)
+        return FixedEntry(out.x, out.X, None, None)
 
     def completed(self, ctx: StepContext, n: int, entry: FixedEntry, V_n: Any) -> FixedEntry:
         """V_{n+1} = -V_n + q(c_n eps(x_n)); the increment and its checksum are recorded (a run that stops

@@ -51,7 +51,7 @@ class NumpyBackend:
         """Position-weighted int64 sums (wrapping) of each batch row of an int64 array (the first axis
         of an array of 2+ dimensions; the whole array otherwise): equal rows give equal sums."""
         q = np.asarray(q, dtype=np.int64)
-        rows = q.reshape(q.shape[0], -1) if q.ndim >= 2 else q.reshape(1, -1)
+        rows = q.reshape(_rows(q.shape), -1)
         return rows @ checksum_weights(rows.shape[1])
 
     def cast_like(self, x: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -89,7 +89,7 @@ class NumpyBackend:
         return out
 
     def shear(self, f: np.ndarray, factor: float, bound: float, V: "np.ndarray | None", X: np.ndarray, shift: float,
-              sign: int, scale: float, like: np.ndarray, keep: bool):
+              sign: int, scale: float, like: np.ndarray, keep: bool, digest: bool) -> fixedkernels.Sheared:
         """Mode 'bits'' step in one compiled pass when it can (:func:`linmultistep.fixedkernels.shear`)."""
         f = np.asarray(f)
         if (_flat_ok(f) and _flat_ok(X, np.int64) and X.shape == f.shape
@@ -97,12 +97,17 @@ class NumpyBackend:
             out_V, out_X = np.empty(f.shape, np.int64), np.empty(f.shape, np.int64)
             out_x = np.empty(f.shape, np.asarray(like).dtype)
             out_dV = np.empty(f.shape, np.int64) if keep else None
-            over = fixedkernels.kernel_shear(
-                f.reshape(-1), factor, bound, None if V is None else V.reshape(-1), X.reshape(-1), shift, sign, scale,
-                out_V.reshape(-1), out_X.reshape(-1), out_x.reshape(-1), None if out_dV is None else out_dV.reshape(-1))
-            if over is not None:
-                return out_V, out_X, out_x, out_dV, over
-        return (*fixedkernels.compose_shear(self, f, factor, V, X, shift, sign, scale, like, keep), None)
+            rows = _rows(f.shape)
+            out_digest = np.empty(rows, np.int64) if digest else None
+            weights = checksum_weights(f.size // rows) if digest and f.size else None
+            if f.size and (weights is not None or not digest):
+                over = fixedkernels.kernel_shear(
+                    f.reshape(-1), factor, bound, None if V is None else V.reshape(-1), X.reshape(-1), shift, sign,
+                    scale, out_V.reshape(-1), out_X.reshape(-1), out_x.reshape(-1),
+                    None if out_dV is None else out_dV.reshape(-1), weights, out_digest)
+                if over is not None:
+                    return fixedkernels.Sheared(out_V, out_X, out_x, out_dV, over, out_digest)
+        return fixedkernels.compose_shear(self, f, factor, V, X, shift, sign, scale, like, keep, digest)
 
     def equal(self, a: np.ndarray, b: np.ndarray) -> bool:
         return bool(np.array_equal(a, b))
@@ -111,6 +116,11 @@ class NumpyBackend:
     def deterministic(self) -> Iterator[None]:
         """NumPy's kernels are deterministic for a given array and build: nothing to switch."""
         yield
+
+
+def _rows(shape: tuple) -> int:
+    """Batch rows of a checksum: the first axis of an array of 2+ dimensions, else the whole array."""
+    return int(shape[0]) if len(shape) >= 2 else 1
 
 
 def _flat_ok(a: object, dtype: "type | None" = None) -> bool:

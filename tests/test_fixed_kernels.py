@@ -56,29 +56,35 @@ def shears(draw):
             draw(st.floats(1e-30, 1.0)), like)
 
 
-@given(shears(), st.booleans())
-def test_the_kernel_equals_the_composition(case, keep):
+@given(shears(), st.booleans(), st.booleans(), st.sampled_from([(), (1,), (3,)]))
+def test_the_kernel_equals_the_composition(case, keep, digest, rows):
     f, factor, V, X, shift, sign, scale, like = case
+    shape = rows + (f.size,)  # one batch row per leading index: the checksums are per row
     for be, arr in BACKENDS:
-        args = lambda: (arr(f.copy()), factor, np.inf, None if V is None else arr(V.copy()), arr(X.copy()), shift,  # noqa: E731
-                        sign, scale, arr(np.zeros(1, like)), keep)
-        *got, over = be.shear(*args())
-        assert over == 0  # counted by the kernel (the composition gives None)
+        def args():
+            tile = (lambda a: np.tile(a, rows + (1,)) if rows else a)
+            return (arr(tile(f)), factor, np.inf, None if V is None else arr(tile(V)), arr(tile(X)), shift, sign, scale,
+                    arr(np.zeros(1, like)), keep, digest)
+
+        got = be.shear(*args())
+        assert got.over == 0  # counted by the kernel (the composition gives None)
         with fixedkernels.disabled():
-            *want, none = be.shear(*args())
-        assert none is None
-        for name, g, w in zip(["V", "X", "x", "dV"], got, want):
-            assert (g is None) == (w is None) == (name == "dV" and not keep), name
+            want = be.shear(*args())
+        assert want.over is None
+        for name in ("V", "X", "x", "dV", "digest"):
+            g, w = getattr(got, name), getattr(want, name)
+            assert (g is None) == (w is None) == {"dV": not keep, "digest": not digest}.get(name, False), name
             if g is not None:
-                assert g.dtype == w.dtype and _bits(g) == _bits(w), name
-        assert got[2].dtype == np.dtype(like) if isinstance(got[2], np.ndarray) else True
+                assert tuple(g.shape) == tuple(w.shape) and g.dtype == w.dtype and _bits(g) == _bits(w), name
+        assert tuple(got.x.shape) == shape
 
 
 def test_out_of_bound_and_nan_outputs_are_counted_and_never_converted():
     f = np.array([1.0, np.nan, -70.0, 64.0, np.inf, -np.inf], np.float32)
     X = np.zeros(6, np.int64)
     for be, arr in BACKENDS:
-        V, X2, x, dV, over = be.shear(arr(f), 2.0**40, 64.0, None, arr(X), 1.0, 1, 1.0, arr(np.zeros(1, np.float32)), True)
+        V, X2, x, dV, over, _ = be.shear(arr(f), 2.0**40, 64.0, None, arr(X), 1.0, 1, 1.0, arr(np.zeros(1, np.float32)),
+                                         True, False)
         assert over == 4  # nan, -70, +inf, -inf; 64 itself is inside
         assert V.tolist() == [2**40, 0, 0, 2**46, 0, 0] and dV.tolist() == V.tolist() == X2.tolist()
 
@@ -131,16 +137,17 @@ def test_other_arrays_take_the_composition_with_the_same_results():
     V = torch.arange(16, dtype=torch.int64) * 3**20
     f = torch.linspace(-3, 3, 16)
     for like in (torch.zeros(1, dtype=torch.float16), torch.zeros(1, dtype=torch.bfloat16)):
-        *got, over = be.shear(f, 2.0**20, 64.0, V, X, 0.3, 1, 2.0**-40, like, True)
-        want = fixedkernels.compose_shear(be, f, 2.0**20, V, X, 0.3, 1, 2.0**-40, like, True)
-        assert over is None and all(torch.equal(a, b) for a, b in zip(got, want)) and got[2].dtype == like.dtype
+        got = be.shear(f, 2.0**20, 64.0, V, X, 0.3, 1, 2.0**-40, like, True, True)
+        want = fixedkernels.compose_shear(be, f, 2.0**20, V, X, 0.3, 1, 2.0**-40, like, True, True)
+        assert got.over is None and got.x.dtype == like.dtype
+        assert all(torch.equal(a, b) for a, b in zip(got, want) if a is not None)
     strided = torch.randn(4, 8)[:, ::2]
     assert not strided.is_contiguous()
     X4 = torch.zeros(4, 4, dtype=torch.int64)
-    *got, over = be.shear(strided, 2.0**20, 64.0, None, X4, 1.0, 1, 1.0, torch.zeros(1), False)
-    assert over is None and torch.equal(got[0], be.quantize(strided, 2.0**20))
+    got = be.shear(strided, 2.0**20, 64.0, None, X4, 1.0, 1, 1.0, torch.zeros(1), False, False)
+    assert got.over is None and torch.equal(got.V, be.quantize(strided, 2.0**20))
     half = torch.randn(16, dtype=torch.float16)
-    assert be.shear(half, 2.0**20, 64.0, None, X, 1.0, 1, 1.0, torch.zeros(1), False)[4] is None
+    assert be.shear(half, 2.0**20, 64.0, None, X, 1.0, 1, 1.0, torch.zeros(1), False, False).over is None
 
 
 def test_deterministic_mode_keeps_filling_memory_for_everyone_else():
@@ -148,8 +155,8 @@ def test_deterministic_mode_keeps_filling_memory_for_everyone_else():
     setting is restored for the rest of the block."""
     with deterministic():
         out = TorchBackend().shear(torch.ones(8), 1.0, 64.0, None, torch.zeros(8, dtype=torch.int64), 1.0, 1, 1.0,
-                                   torch.zeros(1), False)
-        assert out[4] == 0 and out[1].tolist() == [1] * 8
+                                   torch.zeros(1), False, False)
+        assert out.over == 0 and out.X.tolist() == [1] * 8
         assert torch.utils.deterministic.fill_uninitialized_memory is True
         assert torch.empty(4, dtype=torch.int64).tolist() == [2**63 - 1] * 4  # torch still fills
 
@@ -174,5 +181,5 @@ def test_a_kernel_that_cannot_compile_leaves_the_composition_with_a_warning(monk
     monkeypatch.setattr(fixedkernels, "_KERNEL", broken)
     f, X = np.ones(4, np.float32), np.zeros(4, np.int64)
     with pytest.warns(fixedkernels.KernelWarning, match="TypingError: no implementation"):
-        *got, over = NumpyBackend().shear(f, 2.0, 64.0, None, X, 1.0, 1, 1.0, np.zeros(1, np.float32), False)
-    assert over is None and got[0].tolist() == [2] * 4 and not fixedkernels.available()
+        got = NumpyBackend().shear(f, 2.0, 64.0, None, X, 1.0, 1, 1.0, np.zeros(1, np.float32), False, False)
+    assert got.over is None and got.V.tolist() == [2] * 4 and not fixedkernels.available()
