@@ -183,3 +183,20 @@ def test_a_kernel_that_cannot_compile_leaves_the_composition_with_a_warning(monk
     with pytest.warns(fixedkernels.KernelWarning, match="TypingError: no implementation"):
         got = NumpyBackend().shear(f, 2.0, 64.0, None, X, 1.0, 1, 1.0, np.zeros(1, np.float32), False, False)
     assert got.over is None and got.V.tolist() == [2] * 4 and not fixedkernels.available()
+
+
+@pytest.mark.gpu
+def test_the_composition_on_cuda_equals_the_kernel_on_the_cpu():
+    """CUDA tensors take the composition; given the same network output it must give the CPU kernel's
+    integers and views, so that a step's arithmetic does not depend on the device."""
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(4, 3, 16, 16, generator=g) * 3
+    V = torch.randint(-(2**50), 2**50, f.shape, generator=g)
+    X = torch.randint(-(2**55), 2**55, f.shape, generator=g)
+    args = (2.0**44 * 0.913, 64.0)
+    cpu = TorchBackend().shear(f, *args, V, X, 0.37, -1, 2.0**-45, torch.zeros(1), True, True)
+    gpu = TorchBackend().shear(f.cuda(), *args, V.cuda(), X.cuda(), 0.37, -1, 2.0**-45, torch.zeros(1, device="cuda"),
+                               True, True)
+    assert cpu.over == 0 and gpu.over is None
+    for name in ("V", "X", "x", "dV", "digest"):
+        assert torch.equal(getattr(cpu, name), getattr(gpu, name).cpu()), name
