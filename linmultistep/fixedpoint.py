@@ -7,7 +7,8 @@ and rounded onto the grid (q(.) = round-half-even of the float64 product):
     sampling (point i -> i-1):  V_i = -V_{i+1} + q(c_i eps(x_i) 2^Sv),  X_{i-1} = X_i - q(w_i V_i 2^(Sx-Sv))
     inversion (point n-1 -> n): X_n = X_{n-1} + q(w_n V_n 2^(Sx-Sv)),    V_{n+1} = -V_n + q(c_n eps(x_n) 2^Sv)
 
-with x_m = s_m X_m 2^-Sx cast to the network's dtype. Each update adds to one variable an
+with x_m = s_m X_m 2^-Sx cast to the network's dtype (each step, both shears and that cast, is one fused
+pass: :func:`linmultistep.fixedkernels.shear`). Each update adds to one variable an
 integer that depends only on the other, so its inverse subtracts the same integer: the round
 trip is exact to the last bit whatever the network's precision, provided the network returns
 identical outputs for identical inputs.
@@ -42,7 +43,7 @@ from .context import StepContext
 from .entries import Entry
 from .errors import FixedPointRangeError, MethodError, NondeterministicNetworkError
 from .forms import TwoStepForm, TwoStepTables
-from .methods import LinearMultistep
+from .methods import LinearMultistep, StateProbes
 
 __all__ = [
     "FixedEntry", "FixedPointBelm", "FixedPointRun", "FixedPointScales", "fixed_point_scales",
@@ -171,7 +172,7 @@ class FixedPointBelm(TwoStepForm):
             )
         return FixedPointRun(t, sc, unchecked=direction == "backward")
 
-    def state_probes(self, ctx: StepContext) -> str:
+    def state_probes(self, ctx: StepContext) -> StateProbes:
         # x = s X 2^-Sx is finite for every int64 X in float32/float64, and each x is either the next network
         # input (its output is range-checked, a NaN fails the check) or the run's last point (checked exactly
         # by finish); a float16 x that overflows feeds an inf to the network, whose output fails the check
@@ -227,7 +228,7 @@ class FixedPointBelm(TwoStepForm):
 
     # --- the network, bounded and checked -----------------------------------------------
     def _slope(self, ctx: StepContext, m: int, x: Any, cached: bool = True) -> Any:
-        """eps(x_m), its |eps| <= eps_bound watched; the first call of an inversion is made twice."""
+        """eps(x_m); the first call of an inversion is made twice and compared bitwise."""
         run: FixedPointRun = ctx.prepared
         eps = ctx.slope(m, x) if cached else ctx.evaluate(x, m)
         if run.unchecked:

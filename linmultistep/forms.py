@@ -43,7 +43,7 @@ import numpy as np
 from .context import StepContext
 from .entries import Entry
 from .errors import MethodError
-from .methods import PROBES, LinearMultistep, Method
+from .methods import PROBES, LinearMultistep, Method, StateProbes
 
 __all__ = ["StableEntry", "StableBelm", "TwoStepForm", "TwoStepTables", "two_step_tables", "check_two_step_belm"]
 
@@ -265,7 +265,7 @@ class StableBelm(TwoStepForm):
     def prepare(self, ctx: StepContext, direction: str, window: Mapping[int, Entry]) -> TwoStepRun:
         return TwoStepRun(self.grid_tables(ctx))
 
-    def state_probes(self, ctx: StepContext) -> str:
+    def state_probes(self, ctx: StepContext) -> StateProbes:
         # every shear adds to xbar (or v, which then adds to xbar) with coefficient 1, so a NaN or infinity
         # in xbar stays; x = s xbar cannot overflow where xbar is finite when s <= 1 (diffusion grids)
         return "due" if float(self.tables(ctx).s.max()) <= 1.0 else "every"

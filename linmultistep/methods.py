@@ -18,7 +18,7 @@ import functools
 import hashlib
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Mapping, MutableMapping, Sequence
+from typing import Any, Callable, ContextManager, Literal, Mapping, MutableMapping, Sequence
 
 import numpy as np
 
@@ -44,7 +44,11 @@ __all__ = [
     "rule_digest",
     "PROBES",
     "MAX_ADAMS_BASHFORTH_K",
+    "StateProbes",
 ]
+
+#: how a run watches its states for NaN and infinity (:meth:`Method.state_probes`)
+StateProbes = Literal["every", "due", "none"]
 
 # step-size vectors on which structural properties (explicit, backward explicit) are probed and
 # from which a user rule's identity is computed
@@ -106,7 +110,7 @@ class Method:
             m = m.starter
         return out
 
-    def state_probes(self, ctx: StepContext) -> str:
+    def state_probes(self, ctx: StepContext) -> StateProbes:
         """How the integrator watches the states of a run for NaN and infinity (the final window is always
         checked exactly by :func:`~linmultistep.stepping.finish`): ``'every'`` state gets a probe (one
         reduction per step); ``'due'``: a non-finite state stays non-finite at every later step, so only

@@ -28,7 +28,7 @@ from .arrays import check_interval, get_backend
 from .context import StepContext
 from .entries import Entry
 from .errors import GridError, MethodError, NonFiniteError
-from .methods import Method
+from .methods import Method, StateProbes
 from .modes import resolve_mode
 
 __all__ = ["Run", "StepInfo", "Direction", "start", "start_on", "step", "finish"]
@@ -65,7 +65,7 @@ class Run:
     count: int = 0
     total: int = 0
     chain: list = field(default_factory=list)  # the method and its starters, longest window first
-    probes: str = "every"  # Method.state_probes of this run
+    probes: StateProbes = "every"  # Method.state_probes of this run
 
     @property
     def next_index(self) -> int:
