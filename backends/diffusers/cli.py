@@ -15,10 +15,11 @@ paths); a bad value ends in one line naming the option and exit code 2 (see
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from pathlib import Path
 from typing import Any
+
+from .arguments import check_edit_numbers, check_finite
 
 __all__ = ["load_pipeline", "invert_command", "reconstruct_command", "edit_command", "generate_command", "UsageError"]
 
@@ -117,26 +118,16 @@ def _positive_steps(steps: int) -> None:
         raise UsageError(f"--steps must be between 1 and {MAX_STEPS}, got {steps}")
 
 
-def _finite(option: str, value: "float | None", low: float | None = None, high: float | None = None,
-            low_open: bool = False) -> None:
-    if value is None:
-        return
-    if not math.isfinite(value):
-        raise UsageError(f"{option} must be a finite number, got {value}")
-    if low is not None and (value < low or (low_open and value == low)):
-        raise UsageError(f"{option} must be {'>' if low_open else '>='} {low:g}, got {value:g}")
-    if high is not None and value > high:
-        raise UsageError(f"{option} must be <= {high:g}, got {value:g}")
-
-
-def _mode(args: argparse.Namespace) -> dict:
-    """mode= and mode_options= for invert/edit/generate."""
+def _mode_options(args: argparse.Namespace) -> dict | None:
     options = {k: v for k, v in (("eps_bound", args.eps_bound), ("data_bound", args.data_bound)) if v is not None}
     if options and args.mode != "bits":
         raise UsageError("--eps-bound / --data-bound apply to --mode bits only")
-    for name, v in options.items():
-        _finite("--" + name.replace("_", "-"), v, 0.0, low_open=True)
-    return {"mode": args.mode, "mode_options": options or None}
+    return options or None
+
+
+def _mode(args: argparse.Namespace) -> dict:
+    """mode= and mode_options= for invert/edit/generate (checked by :func:`_method`)."""
+    return {"mode": args.mode, "mode_options": _mode_options(args)}
 
 
 def _method(args: argparse.Namespace) -> Any:
@@ -156,7 +147,8 @@ def _method(args: argparse.Namespace) -> Any:
     method = get_method(args.method, **params)
     from linmultistep import resolve_mode
 
-    resolve_mode(method, args.mode)  # e.g. 'stable' for a method that has no stable form
+    # the mode's own checks: e.g. 'stable' for a method that has no stable form, eps_bound <= 0
+    resolve_mode(method, args.mode, options=_mode_options(args))
     return method
 
 
@@ -246,7 +238,7 @@ def invert_command(args: argparse.Namespace) -> int:
 
     _check_outputs(args.output, 1, list(args.images), (".safetensors",), args.overwrite)
     method, mode = _method(args), _mode(args)
-    _finite("--guidance-scale", args.guidance_scale)
+    check_finite(guidance_scale=args.guidance_scale)
     check_model_path(args.model)
     images = _read_inputs(args.images)
     pipe = _load(args)
@@ -297,7 +289,8 @@ def reconstruct_command(args: argparse.Namespace) -> int:
     from . import reconstruct
     from .latents import load_latent
 
-    _finite("--guidance-scale", args.guidance_scale)
+    if args.guidance_scale is not None:  # None: the latent's own
+        check_finite(guidance_scale=args.guidance_scale)
     latent = load_latent(args.latent)  # checked (integrity digest, fields) before the model loads
     latent = _convert(latent, args.state_dtype)
     _check_outputs(args.output, int(latent.x.shape[0]), [args.latent], IMAGE_SUFFIXES, args.overwrite)
@@ -347,10 +340,8 @@ def edit_command(args: argparse.Namespace) -> int:
         _check_outputs(args.save_latent, 1, list(args.images) + _output_paths(args.output, count),
                        (".safetensors",), args.overwrite, option="--save-latent")
     method, mode = _method(args), _mode(args)
-    _finite("--strength", args.strength, 0.0, 1.0, low_open=True)
-    _finite("--self-attention-steps", args.self_attention_steps, 0.0, 1.0)
-    _finite("--guidance-scale", args.guidance_scale)
-    _finite("--source-guidance-scale", args.source_guidance_scale)
+    check_edit_numbers(strength=args.strength, self_attention_steps=args.self_attention_steps,
+                       guidance_scale=args.guidance_scale, source_guidance_scale=args.source_guidance_scale)
     if args.freeze_last < 0:
         raise UsageError(f"--freeze-last must be >= 0, got {args.freeze_last}")
     check_model_path(args.model)
@@ -397,7 +388,8 @@ def generate_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--count must be >= 1, got {args.count}")
     _check_outputs(args.output, len(prompts), [], IMAGE_SUFFIXES, args.overwrite)
     method, mode = _method(args), _mode(args)
-    _finite("--guidance-scale", args.guidance_scale)
+    if args.guidance_scale is not None:  # None: the model's default
+        check_finite(guidance_scale=args.guidance_scale)
     model = check_model_path(args.model)
     pipe = _load(args)
     from ..digits import MODEL_DIR

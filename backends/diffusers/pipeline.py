@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
-import numbers
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -23,6 +21,7 @@ from linmultistep.fixedpoint import DIGESTS_KEY
 from linmultistep import FixedPointRangeError, Grid, LatentMismatchError, Method, State, get_method
 
 from .adapters import Conditioning, UNetEps, encode_classes, encode_prompts, is_class_conditional, is_conditional
+from .arguments import check_edit_numbers, check_finite
 from .attention import SharedSelfAttention
 from .grid import grid_from_config, scheduler_config
 from .images import read_images, resize_to, to_pil
@@ -237,9 +236,7 @@ def _check_arguments(generator: Any = None, state_dtype: Any = None, **values: A
                                     or state_dtype.is_complex):
         raise TypeError(f"state_dtype must be a real floating-point torch dtype (torch.float32, torch.float64, ...), "
                         f"got {state_dtype!r}: an integer state would truncate the latent")
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    check_finite(**values)
 
 
 # --- public API -----------------------------------------------------------------------------
@@ -492,19 +489,16 @@ def edit(
     (``save_latent`` writes it; ``reconstruct`` gives the inputs back from it).
     """
     parts = parts_of(pipe)
-    _check_arguments(generator, state_dtype, strength=strength, source_guidance_scale=source_guidance_scale,
-                     guidance_scale=guidance_scale, self_attention_steps=self_attention_steps)
+    _check_arguments(generator, state_dtype)
+    check_edit_numbers(strength=strength, self_attention_steps=self_attention_steps, guidance_scale=guidance_scale,
+                       source_guidance_scale=source_guidance_scale)
     if isinstance(freeze_last, bool) or not isinstance(freeze_last, int):
         raise TypeError(f"freeze_last must be an integer number of steps, got {freeze_last!r}")
-    if not 0.0 <= float(self_attention_steps) <= 1.0:
-        raise ValueError(f"self_attention_steps must be a fraction of the steps in [0, 1], got {self_attention_steps!r}")
     read = read_images(images, parts.size_multiple, resize, channels=parts.channels)
     x, kind = read.x, read.kind
     batch = x.shape[0]
     grid = grid_from_config(parts.scheduler, num_steps)
     method_obj = method_in_mode(method, mode, mode_options)
-    if not 0.0 < float(strength) <= 1.0:
-        raise ValueError(f"strength must be in (0, 1], got {strength!r}")
     n_s = max(method_obj.k, int(round(float(strength) * grid.N)))
     if n_s > grid.N:
         raise ValueError(f"{method_obj.spec} needs {method_obj.k} steps; {num_steps} steps at strength {strength} give {n_s}")
