@@ -20,7 +20,7 @@ def _modules_with_examples() -> list[str]:
         origin = getattr(spec, "origin", None)
         if origin and origin.endswith(".py") and ">>> " in open(origin, encoding="utf-8").read():
             names.append(info.name)
-    return names
+    return sorted(set(names))  # installed, linmultistep's own walk also reaches backends/ and analysis/
 
 
 MODULES = _modules_with_examples()
