@@ -77,7 +77,7 @@ class TorchBackend:
     def checksum(self, q: torch.Tensor) -> torch.Tensor:
         """Position-weighted int64 sums (wrapping) of each batch row (first axis of a 2+-d tensor; the
         whole tensor otherwise), left on the device; the numpy backend's values."""
-        rows = q.reshape(q.shape[0], -1) if q.ndim >= 2 else q.reshape(1, -1)
+        rows = q.reshape(fixedkernels.checksum_rows(q.shape), -1)
         w = _weights(rows.shape[1], rows.device)
         if rows.device.type == "cpu":  # one pass, no int64 temporary (CUDA has no int64 matrix-vector product)
             return torch.mv(rows, w)  # wrapping sums are order-free: the same values as below
@@ -129,16 +129,13 @@ class TorchBackend:
         """Mode 'bits'' step: one compiled pass on CPU tensors (:func:`linmultistep.fixedkernels.shear`),
         else the composition of the operations above."""
         if (f.numel() and _host(f) and _host(X, torch.int64) and X.shape == f.shape and like.device.type == "cpu"
-                and like.dtype in _KERNEL_FLOATS and (V is None or (_host(V, torch.int64) and V.shape == f.shape))):
+                and like.dtype in _KERNEL_FLOATS and (V is None or (_host(V, torch.int64) and V.shape == f.shape))
+                and fixedkernels.available()):
             out_V, out_X, out_x = _empty(f.shape, torch.int64), _empty(f.shape, torch.int64), _empty(f.shape, like.dtype)
             out_dV = _empty(f.shape, torch.int64) if keep else None
-            rows = f.shape[0] if f.ndim >= 2 else 1
-            out_digest = _empty(torch.Size([rows]), torch.int64) if digest else None
-            over = fixedkernels.kernel_shear(
-                _flat(f), factor, bound, None if V is None else _flat(V), _flat(X), shift, sign, scale,
-                _flat(out_V), _flat(out_X), _flat(out_x), None if out_dV is None else _flat(out_dV),
-                _weights(f.numel() // rows, f.device).numpy() if digest else None,
-                None if out_digest is None else out_digest.numpy())
+            out_digest = _empty(torch.Size([fixedkernels.checksum_rows(f.shape)]), torch.int64) if digest else None
+            over = fixedkernels.kernel_shear(*map(_view, (f, factor, bound, V, X, shift, sign, scale, out_V, out_X, out_x,
+                                                          out_dV, out_digest)))
             if over is not None:
                 return fixedkernels.Sheared(out_V, out_X, out_x, out_dV, over, out_digest)
         return fixedkernels.compose_shear(self, f, factor, V, X, shift, sign, scale, like, keep, digest)
@@ -220,19 +217,19 @@ def _empty(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
         det.fill_uninitialized_memory = True
 
 
-def _flat(t: torch.Tensor):
-    """A 1-d numpy view of a contiguous CPU tensor's memory."""
-    return (t.detach() if t.requires_grad else t).numpy().reshape(-1)
+def _view(t: object) -> object:
+    """A numpy view of a CPU tensor's memory (other arguments as they are)."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    return (t.detach() if t.requires_grad else t).numpy()
 
 
 _WEIGHTS: dict[tuple[int, torch.device], torch.Tensor] = {}
 
 
 def _weights(n: int, device: torch.device) -> torch.Tensor:
-    """The numpy backend's checksum weights (same values: checksums agree across backends)."""
+    """The checksum weights of :mod:`linmultistep.fixedkernels` on a device (checksums agree across backends)."""
     key = (n, device)
     if key not in _WEIGHTS:
-        from linmultistep.numpy_backend import checksum_weights
-
-        _WEIGHTS[key] = torch.from_numpy(checksum_weights(n).copy()).to(device)
+        _WEIGHTS[key] = torch.from_numpy(fixedkernels.checksum_weights(n).copy()).to(device)
     return _WEIGHTS[key]

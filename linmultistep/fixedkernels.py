@@ -44,12 +44,31 @@ import numpy as np
 
 from .arrays import ArrayBackend
 
-__all__ = ["shear", "Sheared", "compose_shear", "available", "disabled", "kernel_shear", "KernelWarning"]
+__all__ = ["shear", "Sheared", "compose_shear", "available", "disabled", "runs_on", "kernel_shear", "KernelWarning",
+           "checksum_rows", "checksum_weights"]
 
 # |q| stays below 2^62 on every run inside the bounds (fixedpoint.fixed_point_scales). Beyond them (a
 # network output past the bound or NaN, a crafted latent) the kernel writes 0 instead of converting an
 # out-of-range float to int64, which is undefined; the run's bound check refuses such a run.
 _Q_LIMIT = 2.0**62
+
+
+# --- the checksum of an increment (the backends' ``checksum`` and the kernel) ----------------------
+def checksum_rows(shape: tuple) -> int:
+    """Batch rows of a checksum: the first axis of an array of 2+ dimensions, else the whole array."""
+    return int(shape[0]) if len(shape) >= 2 else 1
+
+
+_WEIGHTS: dict[int, np.ndarray] = {}
+
+
+def checksum_weights(n: int) -> np.ndarray:
+    """Odd int64 weights 1, 3, 5, ... times a large odd constant (wrapping): a change in any one element,
+    or a swap of two, changes the checksum."""
+    if n not in _WEIGHTS:
+        with np.errstate(over="ignore"):
+            _WEIGHTS[n] = (np.arange(n, dtype=np.int64) * 2 + 1) * np.int64(0x9E3779B97F4A7C15 - 2**64)
+    return _WEIGHTS[n]
 
 
 # --- the composition (every backend; the reference the kernel is tested against) -------------------
@@ -98,6 +117,12 @@ _OFF = threading.local()
 def available() -> bool:
     """True when the compiled kernel runs (numba importable, not switched off)."""
     return _kernel() is not None
+
+
+def runs_on(f_dtype: Any, x_dtype: Any) -> bool:
+    """True when the kernel runs for a network output of ``f_dtype`` and a view of ``x_dtype`` (numpy
+    dtypes): a backend asks before it allocates the outputs."""
+    return np.dtype(f_dtype) in _FLOATS and np.dtype(x_dtype) in _FLOATS and available()
 
 
 @contextlib.contextmanager
@@ -181,24 +206,26 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 def kernel_shear(f: np.ndarray, factor: float, bound: float, V: "np.ndarray | None", X: np.ndarray, shift: float,
                  sign: int, scale: float, out_V: np.ndarray, out_X: np.ndarray, out_x: np.ndarray,
-                 out_dV: "np.ndarray | None", weights: "np.ndarray | None" = None,
-                 out_digest: "np.ndarray | None" = None) -> "int | None":
+                 out_dV: "np.ndarray | None" = None, out_digest: "np.ndarray | None" = None) -> "int | None":
     """Fill the outputs with the kernel and return how many |f| are not <= ``bound`` (NaN counted); None
-    (nothing written) when it cannot run on these arrays. Arrays: contiguous 1-d views of one size; f and
-    out_x float32/float64, the rest int64; ``bound * factor`` below 2^62 (the caller's scales). With
-    ``out_digest`` (one int64 per batch row) and the checksum ``weights`` of a row, the rows' checksums of
-    dV are written too."""
+    (nothing written) when it cannot run (see :func:`runs_on`). Arrays: C-contiguous numpy arrays (or
+    views) of one shape; f and out_x float32/float64, the rest int64; ``bound * factor`` below 2^62 (the
+    caller's scales). With ``out_digest`` (:func:`checksum_rows` int64 values) the rows' checksums of dV
+    are written too."""
     global _KERNEL
     k = _kernel()
     if k is None or f.dtype not in _FLOATS or out_x.dtype not in _FLOATS:
         return None
     digest = out_digest is not None
-    if not digest:
+    if digest:
+        weights = checksum_weights(f.size // max(out_digest.size, 1))
+    else:
         out_digest, weights = _ONE_ROW, _NO_WEIGHTS
+    flat = [a.reshape(-1) for a in (f, X if V is None else V, X, out_V, out_X, out_x, out_V if out_dV is None else out_dV)]
     try:
         loop = k(V is not None, out_dV is not None, digest)
-        return int(loop(f, float(factor), float(bound), X if V is None else V, X, float(shift), np.int64(sign),
-                        float(scale), out_V, out_X, out_x, out_V if out_dV is None else out_dV, weights, out_digest))
+        return int(loop(flat[0], float(factor), float(bound), flat[1], flat[2], float(shift), np.int64(sign),
+                        float(scale), *flat[3:], weights, out_digest))
     except Exception as exc:  # numba could not compile for this machine: the composition, with a word
         if type(exc).__module__.split(".")[0] != "numba":
             raise

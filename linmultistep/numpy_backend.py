@@ -8,6 +8,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from . import fixedkernels
+from .fixedkernels import checksum_rows, checksum_weights
 
 __all__ = ["NumpyBackend", "checksum_weights"]
 
@@ -51,7 +52,7 @@ class NumpyBackend:
         """Position-weighted int64 sums (wrapping) of each batch row of an int64 array (the first axis
         of an array of 2+ dimensions; the whole array otherwise): equal rows give equal sums."""
         q = np.asarray(q, dtype=np.int64)
-        rows = q.reshape(_rows(q.shape), -1)
+        rows = q.reshape(checksum_rows(q.shape), -1)
         return rows @ checksum_weights(rows.shape[1])
 
     def cast_like(self, x: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -91,22 +92,16 @@ class NumpyBackend:
     def shear(self, f: np.ndarray, factor: float, bound: float, V: "np.ndarray | None", X: np.ndarray, shift: float,
               sign: int, scale: float, like: np.ndarray, keep: bool, digest: bool) -> fixedkernels.Sheared:
         """Mode 'bits'' step in one compiled pass when it can (:func:`linmultistep.fixedkernels.shear`)."""
-        f = np.asarray(f)
-        if (_flat_ok(f) and _flat_ok(X, np.int64) and X.shape == f.shape
-                and (V is None or (_flat_ok(V, np.int64) and V.shape == f.shape))):
-            out_V, out_X = np.empty(f.shape, np.int64), np.empty(f.shape, np.int64)
-            out_x = np.empty(f.shape, np.asarray(like).dtype)
+        f, x_dtype = np.asarray(f), np.asarray(like).dtype
+        if (f.size and fixedkernels.runs_on(f.dtype, x_dtype) and _flat_ok(f) and _flat_ok(X, np.int64)
+                and X.shape == f.shape and (V is None or (_flat_ok(V, np.int64) and V.shape == f.shape))):
+            out_V, out_X, out_x = np.empty(f.shape, np.int64), np.empty(f.shape, np.int64), np.empty(f.shape, x_dtype)
             out_dV = np.empty(f.shape, np.int64) if keep else None
-            rows = _rows(f.shape)
-            out_digest = np.empty(rows, np.int64) if digest else None
-            weights = checksum_weights(f.size // rows) if digest and f.size else None
-            if f.size and (weights is not None or not digest):
-                over = fixedkernels.kernel_shear(
-                    f.reshape(-1), factor, bound, None if V is None else V.reshape(-1), X.reshape(-1), shift, sign,
-                    scale, out_V.reshape(-1), out_X.reshape(-1), out_x.reshape(-1),
-                    None if out_dV is None else out_dV.reshape(-1), weights, out_digest)
-                if over is not None:
-                    return fixedkernels.Sheared(out_V, out_X, out_x, out_dV, over, out_digest)
+            out_digest = np.empty(checksum_rows(f.shape), np.int64) if digest else None
+            over = fixedkernels.kernel_shear(f, factor, bound, V, X, shift, sign, scale, out_V, out_X, out_x, out_dV,
+                                             out_digest)
+            if over is not None:
+                return fixedkernels.Sheared(out_V, out_X, out_x, out_dV, over, out_digest)
         return fixedkernels.compose_shear(self, f, factor, V, X, shift, sign, scale, like, keep, digest)
 
     def equal(self, a: np.ndarray, b: np.ndarray) -> bool:
@@ -118,23 +113,6 @@ class NumpyBackend:
         yield
 
 
-def _rows(shape: tuple) -> int:
-    """Batch rows of a checksum: the first axis of an array of 2+ dimensions, else the whole array."""
-    return int(shape[0]) if len(shape) >= 2 else 1
-
-
 def _flat_ok(a: object, dtype: "type | None" = None) -> bool:
-    """A C-contiguous numpy array (of ``dtype``): its reshape(-1) is a view the kernels can fill."""
+    """A C-contiguous numpy array (of ``dtype``): its reshape(-1) is a view the kernel can fill."""
     return isinstance(a, np.ndarray) and a.flags.c_contiguous and (dtype is None or a.dtype == dtype)
-
-
-_WEIGHTS: dict[int, np.ndarray] = {}
-
-
-def checksum_weights(n: int) -> np.ndarray:
-    """Odd int64 weights 1, 3, 5, ... times a large odd constant (wrapping): a change in any one element,
-    or a swap of two, changes the checksum."""
-    if n not in _WEIGHTS:
-        with np.errstate(over="ignore"):
-            _WEIGHTS[n] = (np.arange(n, dtype=np.int64) * 2 + 1) * np.int64(0x9E3779B97F4A7C15 - 2**64)
-    return _WEIGHTS[n]
