@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -356,8 +357,6 @@ def _output(x: torch.Tensor, kind: str, output_type: str | None, sizes: "list | 
         x, sizes = resize_to(x, tuple(sizes[0])), None
     if out == "pt":
         if sizes:
-            import warnings
-
             warnings.warn("the inputs had different sizes before resize=; a tensor cannot hold them, so the images "
                           "are returned at the model's size (output_type='pil' restores each size)", UserWarning,
                           stacklevel=3)
