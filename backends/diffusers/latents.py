@@ -10,9 +10,17 @@ header ``__metadata__``):
 - ``fingerprint``: the grid fingerprint; ``mode``; ``nfe``
 - ``info``: JSON of :attr:`State.metadata` (model, prompt, negative prompt, guidance scale,
   num_steps, prediction type, timestep spacing, image kind and size, ...)
+- ``dtypes``: JSON {tensor name: dtype} of the stored tensors, checked against the file's tensors and
+  against what the mode holds (int64 fixed-point parts in mode 'bits', one floating dtype otherwise)
 - ``digest``: JSON {field: sha256} of every other metadata field and of the tensors (names, dtypes,
   shapes and bytes), checked by :func:`load_latent`: an edited field or a flipped bit is refused,
-  naming what changed. (Files written before digests existed load without the check.)
+  naming what changed. A file without a digest is refused, naming the file; files written before
+  digests existed are read with ``load_latent(path, allow_legacy=True)`` (unchecked, with a warning).
+
+A mode-'bits' latent's ``info`` also holds ``environment``: where it was inverted (torch version, CPU
+capability or GPU, dtype, threads, a probe of the network's output; :mod:`.environment`), which
+:func:`~.pipeline.reconstruct` compares before the run. Every ``info`` field a reconstruction uses is
+checked when the file is read, so that a crafted value is reported as the file's field.
 
 Files are written atomically: to a temporary file in the target directory, flushed and
 fsync'ed, then moved over the target with ``os.replace`` (a crash never leaves half a file).
@@ -24,9 +32,11 @@ import dataclasses
 import glob
 import hashlib
 import json
+import math
 import os
 import secrets
 import stat
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -82,6 +92,7 @@ def save_latent(state: State, path: "str | os.PathLike") -> Path:
         "mode": state.mode,
         "nfe": str(int(state.nfe)),
         "info": json.dumps(dict(state.metadata)),
+        "dtypes": json.dumps({name: str(t.dtype).replace("torch.", "") for name, t in sorted(tensors.items())}),
     }
     meta["digest"] = json.dumps(_digests(meta, tensors), sort_keys=True)
     path = Path(path)
@@ -154,8 +165,14 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def load_latent(path: "str | os.PathLike", device: "str | torch.device | None" = None) -> State:
-    """Read a latent written by :func:`save_latent` (tensors moved to ``device`` if given)."""
+def load_latent(path: "str | os.PathLike", device: "str | torch.device | None" = None, *,
+                allow_legacy: bool = False) -> State:
+    """Read a latent written by :func:`save_latent` (tensors moved to ``device`` if given).
+
+    The integrity digest is mandatory: a file without one is refused unless ``allow_legacy=True``
+    (files written before digests existed; read unchecked, with a warning)."""
+    if not isinstance(allow_legacy, bool):
+        raise TypeError(f"allow_legacy must be True or False, got {allow_legacy!r}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"latent file not found: {path}")
@@ -167,7 +184,14 @@ def load_latent(path: "str | os.PathLike", device: "str | torch.device | None" =
         raise ValueError(f"{path} is not a readable safetensors file: {exc}") from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a linmultistep latent (format {meta.get('format')!r}, expected {FORMAT!r})")
-    if "digest" in meta:
+    if "digest" not in meta:
+        if not allow_legacy:
+            raise ValueError(f"{path} has no integrity digest (metadata field 'digest'): it was written before digests "
+                             "existed or the field was removed, so edits and flipped bits cannot be detected; pass "
+                             "allow_legacy=True to read it unchecked")
+        warnings.warn(f"{path}: reading a latent without integrity digest (allow_legacy=True): edits and flipped "
+                      "bits in it cannot be detected", UserWarning, stacklevel=2)
+    else:
         try:
             recorded = json.loads(meta["digest"])
         except json.JSONDecodeError:
@@ -182,6 +206,7 @@ def load_latent(path: "str | os.PathLike", device: "str | torch.device | None" =
     if missing:
         raise ValueError(f"{path}: latent metadata lacks the field(s) {', '.join(missing)}")
     params, nfe, info = _parse_fields(path, meta)
+    _check_dtypes(path, meta, tensors)
     if device is not None:
         tensors = {name: t.to(device) for name, t in tensors.items()}
     spec = MethodSpec(meta["method"], params)
@@ -225,4 +250,96 @@ def _parse_fields(path: Path, meta: dict) -> tuple[tuple, int, dict]:
         v = info.get(name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ValueError(f"{path}: metadata field 'info.{name}' must be a positive integer, got {v!r}")
+    for name, why in _info_problems(info):
+        raise ValueError(f"{path}: metadata field 'info.{name}' {why}")
     return tuple((k, v) for k, v in params), nfe, info
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_size(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_is_int(n) and n >= 1 for n in v)
+
+
+def _is_prompt(v: Any) -> bool:
+    """Text, a class label, or one of those per image (what :func:`~.pipeline.invert` records)."""
+    def one(p: Any) -> bool:
+        return isinstance(p, str) or _is_int(p)
+    return v is None or one(v) or (isinstance(v, list) and all(one(p) for p in v))
+
+
+def _info_problems(info: dict) -> list[tuple[str, str]]:
+    """(field, what is wrong) for every ``info`` field a reconstruction reads whose recorded value it could not
+    use: each is reported as the file's field, never later as an argument of the call it feeds
+    (e.g. an unknown 'image_kind' would surface as a bad ``output_type``)."""
+    from .adapters import PREDICTION_TYPES
+    from .environment import ENVIRONMENT_KEY, validate_record
+
+    checks: dict[str, tuple[Any, str]] = {
+        "model": (lambda v: isinstance(v, str), "must be a string"),
+        "method": (lambda v: isinstance(v, str), "must be a string"),
+        "model_digest": (lambda v: isinstance(v, str), "must be a string"),
+        "prompt": (_is_prompt, "must be text, a class label, or a list of them"),
+        "negative_prompt": (lambda v: v is None or isinstance(v, str) or (isinstance(v, list) and all(
+            isinstance(p, str) for p in v)), "must be text or a list of texts"),
+        "guidance_scale": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+                           "must be a finite number"),
+        "prediction_type": (lambda v: v in PREDICTION_TYPES, f"must be one of {list(PREDICTION_TYPES)}"),
+        "timestep_spacing": (lambda v: isinstance(v, str), "must be a string"),
+        "steps_offset": (lambda v: _is_int(v) and v >= 0, "must be a non-negative integer"),
+        "set_alpha_to_one": (lambda v: isinstance(v, bool), "must be true or false"),
+        "vae_sample": (lambda v: isinstance(v, bool), "must be true or false"),
+        "image_kind": (lambda v: v in ("pil", "pt"), "must be 'pil' or 'pt'"),
+        "image_size": (_is_size, "must be [height, width] with positive integers"),
+        "input_sizes": (lambda v: isinstance(v, list) and all(_is_size(sz) for sz in v),
+                        "must be a list of [height, width] pairs"),
+        DIGESTS_KEY: (lambda v: isinstance(v, dict) and all(
+            isinstance(k, str) and k.lstrip("-").isdigit() and isinstance(r, list) and all(_is_int(c) for c in r)
+            for k, r in v.items()), "must map grid indices to lists of integer checksums"),
+    }
+    out = [(k, f"{why}, got {info[k]!r:.80}") for k, (ok, why) in checks.items() if k in info and not ok(info[k])]
+    if ENVIRONMENT_KEY in info:
+        why = validate_record(info[ENVIRONMENT_KEY])
+        if why is not None:
+            out.append((ENVIRONMENT_KEY, why))
+    return out
+
+
+#: the integer parts of mode 'bits' (fixed-point state and increments); every other part is floating point
+_INTEGER_PARTS = ("X", "V", "dV")
+
+
+def _check_dtypes(path: Path, meta: dict, tensors: dict) -> None:
+    """The stored tensors' dtypes against the recorded ``dtypes`` field and against the mode: int64 for the
+    fixed-point parts of mode 'bits', one real floating dtype for every other part (a state stored as
+    integers or in two precisions would be read as another latent)."""
+    if "dtypes" in meta:
+        try:
+            recorded = json.loads(meta["dtypes"])
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: metadata field 'dtypes' is not valid JSON ({exc.msg})") from None
+        if not isinstance(recorded, dict):
+            raise ValueError(f"{path}: metadata field 'dtypes' must be a JSON object, got {type(recorded).__name__}")
+        stored = {name: str(t.dtype).replace("torch.", "") for name, t in tensors.items()}
+        if set(recorded) != set(stored):
+            raise ValueError(f"{path}: the file holds tensors {sorted(stored)} but its metadata field 'dtypes' lists "
+                             f"{sorted(recorded)}")
+        bad = [f"{n} is {stored[n]}, recorded {recorded[n]!r}" for n in sorted(stored) if recorded[n] != stored[n]]
+        if bad:
+            raise ValueError(f"{path}: stored tensor dtypes differ from the metadata field 'dtypes': {'; '.join(bad)}")
+    bits = str(meta.get("mode", "")).startswith("bits")
+    floats = set()
+    for name, t in sorted(tensors.items()):
+        part = name.split("[", 1)[0]
+        if bits and part in _INTEGER_PARTS:
+            if t.dtype != torch.int64:
+                raise ValueError(f"{path}: tensor {name!r} of mode 'bits' must be int64 (fixed point), got {t.dtype}")
+        elif not t.dtype.is_floating_point or t.dtype.is_complex:
+            raise ValueError(f"{path}: tensor {name!r} must be a real floating-point state, got {t.dtype}")
+        else:
+            floats.add(t.dtype)
+    if len(floats) > 1:
+        raise ValueError(f"{path}: the state's tensors are stored in several dtypes "
+                         f"({', '.join(sorted(str(d) for d in floats))}); a latent has one state dtype")

@@ -19,10 +19,11 @@ import torch
 
 import linmultistep as lms
 from linmultistep.fixedpoint import DIGESTS_KEY
-from linmultistep import FixedPointRangeError, Grid, LatentMismatchError, Method, State, get_method
+from linmultistep import FixedPointRangeError, Grid, LatentMismatchError, Method, NondeterministicNetworkError, State, get_method
 
 from .adapters import Conditioning, UNetEps, encode_classes, encode_prompts, is_class_conditional, is_conditional
 from .arguments import check_edit_numbers, check_finite
+from . import environment
 from .attention import SharedSelfAttention
 from .grid import grid_from_config, scheduler_config
 from .images import read_images, resize_to, to_pil
@@ -299,6 +300,7 @@ def invert(
                            progress=pipeline_progress(parts.pipe, progress), callback=callback)
     metadata = _latent_metadata(parts, read, num_steps, method_obj, prompt if prompt_embeds is None else None,
                                 negative_prompt, guidance_scale, generator, eval_batch, eval_threads)
+    metadata.update(environment.record(parts.unet, grid, tuple(x0.shape), method_obj.mode, eval_batch, eval_threads))
     return dataclasses.replace(state, metadata=metadata)
 
 
@@ -386,6 +388,7 @@ def reconstruct(
     eval_batch: int | None = None,
     eval_threads: int | None = None,
     check_model: bool = True,
+    exact: bool = True,
 ) -> "ReconstructionOutput | tuple":
     """Sample back from an inverted latent to images with the same method and grid.
 
@@ -399,6 +402,10 @@ def reconstruct(
     The mode is the latent's (with its options, e.g. 'bits(data_bound=64.0, eps_bound=256.0)');
     another ``mode`` / ``mode_options`` is refused (LatentMismatchError). A latent recording another
     model's weights digest is refused unless ``check_model=False``.
+    A mode-'bits' latent records the numerics environment of its inversion (docs/precision.md); where the
+    network computes other bits here, :class:`~.environment.EnvironmentMismatchError` says so before the
+    first step, naming both environments; ``exact=False`` then samples it in float arithmetic instead
+    (an approximate reconstruction, its expected error stated in an ApproximateReconstructionWarning).
     """
     if isinstance(latent, EditOutput):
         latent = latent.inversion
@@ -430,7 +437,14 @@ def reconstruct(
     chunk = eval_batch if eval_batch is not None else meta.get("eval_batch")  # the inversion's, by default
     threads = eval_threads if eval_threads is not None else meta.get("eval_threads")
     eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond, eval_batch=chunk, eval_threads=threads)
-    z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=pipeline_progress(parts.pipe, progress))
+    here = environment.before_reconstruction(parts.unet, latent, grid, method_obj, chunk, threads, exact)
+    if not exact:
+        latent = _as_edit(latent)  # no bit-for-bit checks: this environment's network outputs, float arithmetic
+    try:
+        z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode,
+                        progress=pipeline_progress(parts.pipe, progress))
+    except NondeterministicNetworkError as exc:  # a per-step check failed: name where the latent came from
+        raise NondeterministicNetworkError(environment.explain(exc, meta.get(environment.ENVIRONMENT_KEY), here)) from None
     x = decode_latents(parts, z0)
     images = _output(x, meta.get("image_kind", "pt"), output_type, meta.get("input_sizes") if restore_size else None)
     out = ReconstructionOutput(images=images, latents=z0)
@@ -527,7 +541,8 @@ def edit(
         inversion = lms.invert(recording if direct_inversion else inverter, x0, grid, method_obj, stop=n_s,
                                mode=method_obj.mode, progress=progress)
     inversion = dataclasses.replace(inversion, metadata=_latent_metadata(
-        parts, read, num_steps, method_obj, source_prompt, negative_prompt, source_guidance_scale, generator, None, None))
+        parts, read, num_steps, method_obj, source_prompt, negative_prompt, source_guidance_scale, generator, None, None)
+        | environment.record(parts.unet, grid, tuple(x0.shape), method_obj.mode, None, None))
     latent = _as_edit(inversion)  # the target branch's outputs differ from the inversion's by design
     predictor = UNetEps(parts.unet, grid, parts.prediction_type, tgt)
     inject_from = (1.0 - float(self_attention_steps)) * n_s
