@@ -54,7 +54,9 @@ def test_ddim_path_equals_diffusers_ddim_loop(pipe, spacing, offset, alpha_one, 
     with torch.no_grad():
         ref = diffusers_ddim_loop(pipe, sched, noise, cond, guidance)
     ours = lms.sample(UNetEps(pipe.unet, grid, "epsilon", cond), noise.clone(), grid, "ddim")
-    assert rel(ours, ref) < 2e-6
+    # the same DDIM updates in another order of operations: a few (<= 4) roundings of relative size
+    # eps_32 per step, over 8 steps; a bound from the dtype, not a magnitude measured on one CPU
+    assert rel(ours, ref) < 4 * 8 * torch.finfo(torch.float32).eps
 
 
 def test_linspace_grid_indexes_the_timestep_array():

@@ -53,8 +53,9 @@ def test_scheduler_in_a_standard_pipeline_equals_core_sampler(pipe, method, spac
                latents=noise.clone(), output_type="latent").images
     grid = grid_from_config(pipe.scheduler, 7)
     ref = lms.sample(UNetEps(pipe.unet, grid, "epsilon", encode_prompts(pipe, "a cat", 1, 3.0)), noise.clone(), grid, method)
-    # the pipeline combines the guidance halves with its own formula: equal to float rounding
-    assert float((out - ref).norm() / ref.norm()) < 1e-6
+    # the pipeline combines the guidance halves with its own formula: equal to float rounding, a few
+    # (<= 4) roundings of relative size eps_32 per step over 7 steps (a bound from the dtype)
+    assert float((out - ref).norm() / ref.norm()) < 4 * 7 * torch.finfo(torch.float32).eps
 
 
 @pytest.mark.parametrize("mode", MODES)
