@@ -6,9 +6,9 @@ the 2-step recurrence, and so in how Gaussian the latent x_N looks (std 1 is the
 t_2, ..., t_{N-1}], x_1 from a DDIM-inversion step). O-BELM's inverse divides by a_(i,2) =
 h_i^2 / h_(i+1)^2, so a starting pair's error grows where a short step precedes a long one: the
 first step from the clean point (set_alpha_to_one=True) to timestep 0 with 'leading' spacing.
-Mode 'recurrence' in float64, 64 held-out digits with their class labels, one torch thread.
+Mode 'recurrence' in float64, 16 held-out digits with their class labels, one torch thread.
 
-Run:  python benchmarks/inverse_conventions.py [--images 64]
+Run:  python benchmarks/inverse_conventions.py [--images 16]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ torch.set_num_threads(1)
 @torch.no_grad()
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=64)
+    p.add_argument("--images", type=int, default=16)
     a = p.parse_args()
     from linmultistep.backends.diffusers import BELMInverseScheduler
     from linmultistep.backends.digits import load_heldout, load_pipeline

@@ -174,3 +174,36 @@ def test_inverse_scheduler_in_diffedit_pipeline_equals_core_invert(pipe, mode):
                       "obelm", mode=mode)
     assert torch.equal(out[0, 0], core.x[0])  # DiffEdit stacks its latents noise-most first
     assert same_entry(inv.state.window[6], core.window[6])
+
+
+def test_inverse_scheduler_in_diffedit_with_ddims_timesteps_inverts_exactly(pipe):
+    """The default convention in DiffEdit's own inversion loop, unchanged: its final latent is the
+    exact latent's x_N, and the standard pipeline reconstructs DiffEdit's posterior sample from it."""
+    diffusers = pytest.importorskip("diffusers")
+    if not hasattr(diffusers, "StableDiffusionDiffEditPipeline"):
+        pytest.skip("this diffusers has no StableDiffusionDiffEditPipeline")
+    from diffusers import DDIMInverseScheduler
+
+    inv = BELMInverseScheduler.from_config(pipe.scheduler.config, mode="recurrence")
+    ref = DDIMInverseScheduler.from_config(pipe.scheduler.config)
+    inv.set_timesteps(7)
+    ref.set_timesteps(7)
+    assert torch.equal(inv.timesteps, ref.timesteps)
+    de = diffusers.StableDiffusionDiffEditPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+        scheduler=BELMScheduler.from_config(pipe.scheduler.config, mode="recurrence"), inverse_scheduler=inv,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    de.set_progress_bar_config(disable=True)
+    x = sample_images(1)
+    out = de.invert(prompt="a cat", image=(x + 1) / 2, num_inference_steps=7, inpaint_strength=1.0,
+                    guidance_scale=1.0, generator=torch.Generator().manual_seed(3)).latents
+    with torch.no_grad():
+        img = de.image_processor.preprocess((x + 1) / 2)
+        z0 = pipe.vae.encode(img).latent_dist.sample(torch.Generator().manual_seed(3)) * pipe.vae.config.scaling_factor
+    assert torch.equal(out[0, 0], inv.state.x[0])
+    pipe.scheduler = BELMScheduler.from_config(pipe.scheduler.config, mode="recurrence")
+    pipe.scheduler.load_state(inv.state)
+    back = pipe("a cat", num_inference_steps=7, height=16, width=16, guidance_scale=1.0,
+                latents=inv.state.x.clone(), output_type="latent").images
+    assert float((back - z0).norm() / z0.norm()) < 1e-5

@@ -593,8 +593,7 @@ class BELMInverseScheduler(_GridSchedulerBase):
 
     def _expect(self, m: int, t: int, sample: torch.Tensor, want: int, have: "torch.Tensor | None") -> None:
         """Refuse a call out of order or on a sample other than the one this scheduler returned."""
-        if self.run is not None and self.run.done and m == want == self.grid.N and self._calls \
-                and self._calls[-1] == self.grid.N:
+        if self.run is not None and self.run.done and self._calls and self._calls[-1] == self.grid.N:
             raise ValueError(f"all {len(self.timesteps)} inversion steps are done; call set_timesteps again "
                              "for a new inversion")
         if m != want:
@@ -617,8 +616,8 @@ class BELMInverseScheduler(_GridSchedulerBase):
         if unknown:
             raise TypeError(f"step() got unexpected keyword arguments {sorted(unknown)}")
         if kwargs.get("eta"):
-            raise ValueError(_refusal("eta", self.config.method, "Pass eta=0").replace(
-                "DDIMScheduler step", "DDIMInverseScheduler step (which has no eta)"))
+            raise ValueError(f"{_NOT_INVERTIBLE['eta']}; an inversion is deterministic (DDIMInverseScheduler has no "
+                             "eta): pass eta=0 or leave it out")
         if self._reference is not None:
             self._grid_index(timestep)  # one of self.timesteps, or the off-grid error
             return self._reference.step(model_output, timestep, sample, return_dict=return_dict)
