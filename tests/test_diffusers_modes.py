@@ -111,7 +111,7 @@ def test_inverse_scheduler_refuses_a_latent_changed_between_steps(pipe, mode):
     x = torch.randn(1, 4, 8, 8, generator=g)
     t1, t2 = inv.timesteps[:2]
     x1 = inv.step(torch.randn(1, 4, 8, 8, generator=g), t1, x).prev_sample
-    with pytest.raises(ValueError, match="not the x_1 this scheduler returned"):
+    with pytest.raises(ValueError, match="not the one this scheduler returned"):
         inv.step(torch.randn(1, 4, 8, 8, generator=g), t2, x1 + 1e-3)
 
 
