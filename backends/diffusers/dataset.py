@@ -520,6 +520,27 @@ def _checked_row(out: Path, record: dict, shard: State) -> int:
     return j
 
 
+def _check_against_shard_records(out: Path, records: Sequence[dict]) -> None:
+    """Before anything is written: each manifest entry must be its shard's own record of that position
+    (same image, same content hash). The shard latent's own list is checked again when it is loaded."""
+    shards: dict = {}
+    for r in records:
+        k = r["shard"]
+        if k not in shards:
+            f = out / f"{_shard_name(k)}.json"
+            shards[k] = {x.get("position"): x for x in read_json(f)} if f.is_file() else None
+        own = shards[k]
+        if own is None:
+            continue  # the latent file's own list decides
+        mine = own.get(r["position"])
+        have = None if mine is None else resolve_path(mine["path"], out, mine.get("format"))
+        if have is None or os.path.realpath(have) != os.path.realpath(r["path"]) or mine.get("sha256") != r.get("sha256"):
+            raise DatasetError(f"{out / MANIFEST} line {r.get('line', '?')}: {r['path']} is listed at position "
+                               f"{r['position']} of {r['latent_file']}, but that row is the latent of {have} (shard "
+                               f"record {_shard_name(k)}.json); the manifest was edited or mixed up: rerun "
+                               "invert-dataset on the same folder to rebuild it")
+
+
 def load_image_latent(out: "str | os.PathLike", record: "dict | str", device: Any = None,
                       _cache: dict | None = None) -> State:
     """The latent of one image (a manifest record, or its path), ready for :func:`reconstruct` / ``edit``
@@ -571,6 +592,7 @@ def reconstruct_dataset(
     check_output_folder(out, [r["path"] for r in records], [latents])
     names = output_names(records)
     check_outputs_free(out, names, overwrite)
+    _check_against_shard_records(latents, records)
     dist = dist or setup_distributed()
     parts = parts_of(pipe)
     digest = model_digest(parts.unet)
