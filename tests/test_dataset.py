@@ -3,8 +3,10 @@ sizes and world sizes (torchrun with two gloo ranks on the CPU)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from typing import Any
 import subprocess
 import sys
 
@@ -16,6 +18,8 @@ pytest.importorskip("diffusers")
 from safetensors.torch import load_file  # noqa: E402
 
 from linmultistep.backends.diffusers import dataset as D  # noqa: E402
+from linmultistep.backends.diffusers.adapters import eval_chunk_for  # noqa: E402
+from linmultistep.fixedpoint import DIGESTS_KEY  # noqa: E402
 from linmultistep.backends.diffusers.images import to_pil  # noqa: E402
 from linmultistep.backends.diffusers.pipeline import reconstruct  # noqa: E402
 from linmultistep.backends.digits import load_heldout, load_pipeline  # noqa: E402
@@ -76,12 +80,60 @@ def test_invert_dataset_records_failures_and_reconstructs_each_image_exactly(pip
     from PIL import Image
     import numpy as np
 
-    for r in ok[:4]:  # each image alone, from a batch of 4 / 1
-        back = reconstruct(pipe, D.load_image_latent(out, r), output_type="pil").images[0]
+    for r in ok[:4]:  # each image alone, from a batch of 4 / 1; an image file gives back an image (issue 22.8)
+        back = reconstruct(pipe, D.load_image_latent(out, r)).images[0]
+        assert isinstance(back, Image.Image)
         assert np.array_equal(np.asarray(back), np.asarray(Image.open(r["path"])))
     # the whole dataset in batches of another size
     res = D.reconstruct_dataset(pipe, out, folder / "back", batch_size=3, verify=True, progress=False)
-    assert res["images"] == 9 and res["max_abs_error"] == 0.0
+    assert res["images"] == 9 and res["max_abs_error"] == 0.0 and res["differing"] == []
+    assert len(res["files"]) == 9 and all(np.array_equal(np.asarray(Image.open(f)), np.asarray(Image.open(r["path"])))
+                                          for f, r in zip(res["files"], ok))
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulatedRank(D.Dist):
+    """A rank of a simulated world in this process: at its barrier number ``at``, the other ranks' whole
+    runs happen (``others``), as they would between that barrier and the next."""
+
+    others: Any = None
+    at: int = 2
+    seen: list = dataclasses.field(default_factory=list)
+
+    def barrier(self) -> None:
+        self.seen.append(1)
+        if len(self.seen) == self.at and self.others is not None:
+            self.others()
+
+
+def test_latents_do_not_depend_on_batch_size_shards_or_world_size(pipe, folder):
+    """Issue 23.2: a latent is a function of the image (and prompt, model, method, grid, mode) alone; the
+    network always runs in the model's fixed chunk, recorded in the latent."""
+    runs = {"b8": dict(batch_size=8), "b3": dict(batch_size=3), "b3-shard2": dict(batch_size=3, shard_size=2)}
+    for name, kw in runs.items():
+        invert(pipe, folder, folder / name, num_steps=4, **kw)
+    def rank_one():  # after rank 0 wrote run.json (its second barrier), before it merges
+        invert(pipe, folder, folder / "ws2", num_steps=4, batch_size=3, dist=SimulatedRank(1, 2))
+
+    invert(pipe, folder, folder / "ws2", num_steps=4, batch_size=3, dist=SimulatedRank(0, 2, others=rank_one))
+    chunk = eval_chunk_for(pipe.unet)
+
+    def latents(name):
+        out = folder / name
+        return {r["path"]: D.load_image_latent(out, r) for r in D.read_manifest(out) if r["status"] == "ok"}
+
+    ref = latents("b8")
+    assert len(ref) == 9
+    for name in ("b3", "b3-shard2", "ws2"):
+        other = latents(name)
+        assert sorted(other) == sorted(ref), name
+        for path, a in ref.items():
+            b = other[path]
+            arrays_a, arrays_b = a.named_arrays(), b.named_arrays()
+            assert sorted(arrays_a) == sorted(arrays_b)
+            assert all(torch.equal(arrays_a[n], arrays_b[n]) for n in arrays_a), (name, path)
+            assert a.metadata.get(DIGESTS_KEY) == b.metadata.get(DIGESTS_KEY)
+            assert a.metadata["eval_batch"] == b.metadata["eval_batch"] == chunk
 
 
 def test_resume_skips_finished_shards_and_never_rewrites_them(pipe, folder, monkeypatch):
@@ -130,8 +182,9 @@ def test_world_size_two_under_torchrun_gives_the_same_latents(pipe, folder):
     for k in range(3):
         a, b = load_file(str(one / f"shard-0000{k}.safetensors")), load_file(str(two / f"shard-0000{k}.safetensors"))
         assert sorted(a) == sorted(b) and all(torch.equal(a[n], b[n]) for n in a)
-    def same(rs):  # the model's name is the API's path vs the CLI's 'digits'; its weights digest must agree
-        return [{k: v for k, v in r.items() if k != "model"} for r in rs]
+    def same(rs):  # the model's name is the API's path vs the CLI's 'digits' (so the latent files' hashes
+        # differ too); its weights digest must agree
+        return [{k: v for k, v in r.items() if k not in ("model", "latent_sha256")} for r in rs]
 
     assert same(D.read_manifest(one)) == same(D.read_manifest(two))
 

@@ -24,7 +24,7 @@ import torch
 from linmultistep import Grid
 
 __all__ = ["PREDICTION_TYPES", "to_epsilon", "Conditioning", "UNetEps", "encode_prompts", "encode_classes",
-           "model_timestep", "is_conditional", "is_class_conditional", "null_class"]
+           "model_timestep", "is_conditional", "is_class_conditional", "null_class", "eval_chunk_for", "EVAL_CHUNK_BUDGET"]
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -131,6 +131,28 @@ def encode_classes(unet: Any, labels: Any, batch: int, guidance_scale: float = 1
     guided = float(guidance_scale) != 1.0
     uncond = torch.full_like(cond, null_class(unet)) if guided else None
     return Conditioning(cond, uncond, float(guidance_scale))
+
+
+#: rows x pixels of one network call in a dataset run's fixed evaluation chunk (:func:`eval_chunk_for`)
+EVAL_CHUNK_BUDGET = 32 * 32 * 32
+_MAX_EVAL_CHUNK = 32
+
+
+def eval_chunk_for(unet: Any) -> int:
+    """The fixed evaluation chunk of a model: rows per network call, a function of the model alone.
+
+    Kernels choose their algorithm by the batch shape, so a row's last bits depend on how many rows a
+    call holds; running every call with the same number of rows (padded) makes each image's network
+    outputs, and so its mode-'bits' latent, independent of ``batch_size`` and the world size. The chunk
+    is the largest power of two <= 32 with chunk x (the UNet's ``sample_size``)^2 <= EVAL_CHUNK_BUDGET:
+    32 for the 8x8 digits model (where per-call overhead dominates), 8 for 64x64 latents (Stable
+    Diffusion 1.x), 2 for 128x128 ones, so that one call's activations stay bounded."""
+    size = getattr(unet.config, "sample_size", None) or 64
+    h, w = (size, size) if isinstance(size, int) else tuple(size)[:2]
+    chunk = _MAX_EVAL_CHUNK
+    while chunk > 1 and chunk * int(h) * int(w) > EVAL_CHUNK_BUDGET:
+        chunk //= 2
+    return chunk
 
 
 class UNetEps:
