@@ -40,6 +40,8 @@ import torch
 import linmultistep as lms
 from linmultistep import Grid, Method, MethodError, NondeterministicNetworkError, State
 from linmultistep.context import StepContext
+from linmultistep.forms import Form
+from linmultistep.modes import base_method
 
 from .torch import TorchBackend
 
@@ -264,9 +266,12 @@ def sample(
     """
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+    if isinstance(method, Form):
+        if method.mode != "recurrence":
+            raise MethodError(f"give the method in its recurrence form and the mode as mode= (got {method.spec} in "
+                              f"mode {method.mode!r})")
+        method = base_method(method)
     m = lms.get_method(method)
-    if m.mode != "recurrence":
-        raise MethodError(f"give the method in its recurrence form and the mode as mode= (got {m.spec} in mode {m.mode})")
     mode = lms.default_mode(m) if mode is None else mode
     if gradient == "reversible" and not _is_exactly_invertible(m):
         raise MethodError(

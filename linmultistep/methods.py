@@ -13,12 +13,10 @@ the stored array. EDICT's entries are pairs (x, y).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Literal, Mapping, MutableMapping, Sequence
+from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
 import numpy as np
 
@@ -26,7 +24,7 @@ from . import generated_belm
 from . import rules as _rules
 from .context import StepContext
 from .entries import Coupled, Entry, Point
-from .errors import MethodError, PrecisionWarning
+from .errors import MethodError
 
 __all__ = [
     "Method",
@@ -44,11 +42,7 @@ __all__ = [
     "rule_digest",
     "PROBES",
     "MAX_ADAMS_BASHFORTH_K",
-    "StateProbes",
 ]
-
-#: how a run watches its states for NaN and infinity (:meth:`Method.state_probes`)
-StateProbes = Literal["every", "due", "none"]
 
 # step-size vectors on which structural properties (explicit, backward explicit) are probed and
 # from which a user rule's identity is computed
@@ -90,7 +84,6 @@ class Method:
     nfe_per_step: int
     starter: "Method | None"
     spec: MethodSpec
-    mode: str = "recurrence"
 
     @property
     def name(self) -> str:
@@ -99,7 +92,7 @@ class Method:
     @property
     def plan_key(self) -> Any:
         """What determines this method's step coefficients on a grid (the key of cached step plans)."""
-        return (type(self).__name__, self.spec, self.mode)
+        return (type(self).__name__, self.spec)
 
     def chain(self) -> list["Method"]:
         """The method followed by its starters, longest window first."""
@@ -110,14 +103,6 @@ class Method:
             m = m.starter
         return out
 
-    def state_probes(self, ctx: StepContext) -> StateProbes:
-        """How the integrator watches the states of a run for NaN and infinity (the final window is always
-        checked exactly by :func:`~linmultistep.stepping.finish`): ``'every'`` state gets a probe (one
-        reduction per step); ``'due'``: a non-finite state stays non-finite at every later step, so only
-        the state before each read of the checks is probed, and the first bad one is found among the
-        states kept since the last read; ``'none'``: finite by construction."""
-        return "every"
-
     # entries <-> plain arrays at the ends of a run
     def entry_from_array(self, x: Any) -> Entry:
         return Point(x)
@@ -125,29 +110,14 @@ class Method:
     def array_from_entry(self, entry: Entry) -> Any:
         return entry.x
 
-    # hooks around one run (the starters' own hooks are not called; they read the run's data)
-    def prepare(self, ctx: StepContext, direction: str, window: Mapping[int, Entry]) -> Any:
-        """Per-run data of this method (tables, scales...), stored by the run in ``ctx.prepared``."""
-        return None
-
     def enter(self, ctx: StepContext, window: dict[int, Any]) -> dict[int, Entry]:
         """Convert the start window (entries or plain arrays) into this method's entries."""
         return {m: e if isinstance(e, tuple) else self.entry_from_array(e) for m, e in window.items()}
 
-    def guard(self, ctx: StepContext) -> ContextManager[Any]:
-        """A context every step of the run executes in (mode 'bits': deterministic kernels)."""
-        return contextlib.nullcontext()
-
-    def close(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> None:
-        """Complete the entry at n if the run ended before it was (open entries: modes 'stable'/'bits'
-        inverting, whose step n+1 would complete point n with the network output at n)."""
-
-    def latent_metadata(self, ctx: StepContext) -> dict[str, Any]:
-        """What this run records in the latent besides the window (mode 'bits': per-step digests)."""
-        return {}
-
-    def use_latent_metadata(self, ctx: StepContext, metadata: Mapping[str, Any]) -> None:
-        """Take what :meth:`latent_metadata` recorded when continuing a latent."""
+    def inversion_growth_bits(self, h: Sequence[float]) -> float:
+        """log2 of the factor by which the inverse recurrence amplifies rounding over the grid with step
+        sizes ``h`` (0 when it does not grow): read off the coefficients."""
+        return 0.0
 
     def exact_backward(self, ctx: StepContext, n: int) -> bool:
         raise NotImplementedError
@@ -243,9 +213,17 @@ class LinearMultistep(Method):
         a, b = self._local(ctx, n - self.k + 1)
         return b[-1] == 0 and a[-1] != 0
 
-    def prepare(self, ctx: StepContext, direction: str, window: Mapping[int, Entry]) -> None:
-        if direction == "backward" and self.k == 2 and window:
-            _warn_parasitic_growth(self, ctx, _first_array(window))
+    def inversion_growth_bits(self, h: Sequence[float]) -> float:
+        """A 2-step method run backwards divides by a_{i,2} at every step (its parasitic root 1/a_{i,2}):
+        log2 growth = sum_i -log2 |a_{i,2}| over the grid (BDIA(gamma): N log2(1/gamma); O-BELM: 0 net of
+        the step-size ratios, which the stable form removes). 0 for other k (not guarded)."""
+        if self.k != 2:
+            return 0.0
+        growth = 0.0
+        for i in range(1, len(h) - 1):
+            a, _ = self.coefficients(h[i : i + 2])
+            growth += -float(np.log2(abs(a[1]))) if a[1] != 0 else float("inf")
+        return growth
 
     # --- steps ------------------------------------------------------------------------
     # A step is a linear combination whose float64 coefficients depend only on the grid: its plan
@@ -283,7 +261,7 @@ class LinearMultistep(Method):
 
     def forward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
         """x_{i-1} = s_{i-1} [sum_j a_{i,j} x_{i-1+j}/s_{i-1+j} + sum_j b_{i,j} h_{i-1+j} f_{i-1+j}], i = n+1."""
-        plan = ctx.plan(self, "forward", n, self._forward_plan)
+        plan = ctx.plan((self.plan_key, "forward", n), self._forward_plan, ctx, n)
         arrays = [ctx.slope(p, window[p].x) if kind else window[p].x for _, p, kind in plan]
         return Point(ctx.lincomb([c for c, _, _ in plan], arrays))
 
@@ -296,46 +274,12 @@ class LinearMultistep(Method):
         point n-1 evaluated with point n's time (diffusers' DDIMInverseScheduler convention),
         which makes the step approximate: DDIM inversion for k = 1.
         """
-        plan = ctx.plan(self, "backward", n, self._backward_plan)
+        plan = ctx.plan((self.plan_key, "backward", n), self._backward_plan, ctx, n)
         arrays = [
             window[p].x if kind == 0 else ctx.slope(p, window[p].x) if kind == 1 else ctx.evaluate(window[n - 1].x, n)
             for _, p, kind in plan
         ]
         return Point(ctx.lincomb([c for c, _, _ in plan], arrays))
-
-
-def _first_array(window: Mapping[int, Any]) -> Any:
-    """An array of a start window (entries or plain arrays)."""
-    e = next(iter(window.values()))
-    return e[0] if isinstance(e, tuple) else e
-
-
-def _itemsize(x: Any) -> int:
-    size = getattr(x, "itemsize", None)
-    return int(size) if isinstance(size, int) else int(getattr(getattr(x, "dtype", None), "itemsize", 8) or 8)
-
-
-#: unit roundoff by bytes per element (float16, float32, float64)
-_ROUNDOFF = {2: 2.0**-11, 4: 2.0**-24, 8: 2.0**-53}
-
-
-def _warn_parasitic_growth(method: "LinearMultistep", ctx: StepContext, x: Any) -> None:
-    """Warn when the inverse recurrence of a 2-step method amplifies rounding past 1% of the data:
-    its parasitic root is 1/a_{i,2} per step (BDIA(gamma): gamma^-N over the grid)."""
-    N = len(ctx.h) - 1
-    growth = 0.0
-    for i in range(1, N):
-        a, _ = method.coefficients(ctx.h[i : i + 2])
-        growth += -np.log2(abs(a[1])) if a[1] != 0 else np.inf
-    u = _ROUNDOFF.get(_itemsize(x), 2.0**-53)
-    if growth > 0 and growth + np.log2(u) > np.log2(0.01):
-        bdia = method.spec.name == "bdia"
-        warnings.warn(
-            f"inverting with {method.spec} on this grid (N = {N}) amplifies rounding by about 2^{growth:.0f} = "
-            f"prod 1/a_(i,2){' = gamma^-N' if bdia else ''}: with this dtype's unit roundoff {u:.1e} the round trip "
-            f"can be off by more than 1% of the data; use {'gamma = 1, ' if bdia else ''}fewer steps, float64, or "
-            "mode 'bits' (exact to the last bit in any dtype)",
-            PrecisionWarning, stacklevel=4)
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -374,18 +318,10 @@ class Edict(Method):
             out[m] = e if isinstance(e, Coupled) else self.entry_from_array(e)
         return out
 
-    def prepare(self, ctx: StepContext, direction: str, window: Mapping[int, Entry]) -> None:
-        # the inverse of the mixing step divides by p twice: rounding grows like p^-2 per step
-        N = len(ctx.h) - 1
-        growth = -2.0 * N * np.log2(float(self.p))
-        x = _first_array(window) if window else None
-        u = _ROUNDOFF.get(_itemsize(x), 2.0**-53) if x is not None else 2.0**-53
-        if direction == "backward" and growth > 0 and growth + np.log2(u) > np.log2(0.01):
-            warnings.warn(
-                f"inverting with EDICT(p={self.p}) over N = {N} steps amplifies rounding by about p^(-2N) = "
-                f"2^{growth:.0f}: with this dtype's unit roundoff {u:.1e} the round trip can be off by more than "
-                "1% of the data; use p >= 0.9 (0.93 customary), fewer steps or float64, or O-BELM",
-                PrecisionWarning, stacklevel=4)
+    def inversion_growth_bits(self, h: Sequence[float]) -> float:
+        """The inverse of the mixing step divides by p twice: rounding grows like p^-2 per step,
+        -2 N log2 p over N steps."""
+        return -2.0 * (len(h) - 1) * float(np.log2(float(self.p)))
 
     def exact_backward(self, ctx: StepContext, n: int) -> bool:
         return True

@@ -30,7 +30,7 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from linmultistep import Grid, LatentMismatchError, LinearMultistep, Method, MethodError, State, get_method, resolve_mode
 from linmultistep.context import StepContext
 from linmultistep.modes import base_method
-from linmultistep.stepping import Run, start_on, step
+from linmultistep.stepping import Run, records, start_on, step
 
 from ..torch import TorchBackend
 from .adapters import to_epsilon
@@ -143,11 +143,11 @@ class _GridSchedulerBase(SchedulerMixin, ConfigMixin):
         self.run = None
         return self.grid
 
-    def _start(self, window: dict[int, Any], stop: int) -> Run:
+    def _start(self, window: dict[int, Any], stop: int, metadata: "dict | None" = None) -> Run:
         """A new core run from ``window`` on the scheduler's context (its cached plans are kept)."""
         self._ctx.nfe = 0
         self._ctx.forget_outside(0, -1)
-        return start_on(self._ctx, self.method, window, self._direction, stop)
+        return start_on(self._ctx, self.method, window, self._direction, stop, metadata)
 
     def _grid_index(self, timestep: Any) -> int:
         if self.grid is None:
@@ -247,8 +247,7 @@ class BELMScheduler(_GridSchedulerBase):
                     f"first step got timestep {int(self.grid.timesteps[i])} and a different sample: pass "
                     "latents=state.x to the pipeline (and the latent's number of steps), or load no state"
                 )
-            self.run = self._start(dict(pending.window), 0)
-            self.method.use_latent_metadata(self._ctx, pending.metadata)
+            self.run = self._start(dict(pending.window), 0, pending.metadata)
             prev = self.run.window[i - 1].x
             return (prev, None) if not return_dict else DDIMSchedulerOutput(prev_sample=prev, pred_original_sample=None)
         eps = self._eps(model_output, sample, i)
@@ -327,7 +326,7 @@ class BELMInverseScheduler(_GridSchedulerBase):
                 "with stop=...) for a partial latent"
             )
         return State(dict(self.run.window), self.method.spec, self.grid.fingerprint, self.method.mode,
-                     self._ctx.nfe, self.method.latent_metadata(self._ctx))
+                     self._ctx.nfe, records(self.run))
 
     def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, return_dict: bool = True,
              **kwargs: Any) -> "DDIMSchedulerOutput | tuple":
