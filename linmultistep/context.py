@@ -81,6 +81,13 @@ class StepContext:
             raise TypeError(f"the vector field returned None at grid index {m} ({self.describe(m)}); "
                             "it must return an array of the state's shape")
         shape = getattr(x, "shape", ())
+        if shape and not hasattr(raw, "shape"):  # a list or a number: shape () would name nothing useful
+            raise TypeError(f"the vector field returned a {type(raw).__name__} at grid index {m} ({self.describe(m)}) "
+                            f"for a {type(x).__name__} state of shape {tuple(shape)}; it must return an array of the "
+                            "state's shape and type")
+        if _is_complex(raw):  # casting to the state's real dtype would drop the imaginary part
+            raise TypeError(f"the vector field returned complex values ({raw.dtype}) at grid index {m} "
+                            f"({self.describe(m)}); it must return real values of the state's dtype")
         if shape and getattr(raw, "shape", ()) != shape:
             # broadcasting a (8,) or scalar output over a (2, 8) state would give a wrong run, silently
             raise ValueError(f"the vector field returned shape {tuple(getattr(raw, 'shape', ()))} at grid index {m} "
@@ -176,6 +183,13 @@ class StepContext:
         direction, spec = bad.what
         raise NonFiniteError(f"the state became NaN or infinite at grid index {bad.n} ({self.describe(bad.n)}) in "
                              f"a {direction} step of {spec}: {_ROUNDING_HINT}")
+
+
+def _is_complex(a: Any) -> bool:
+    is_complex = getattr(a, "is_complex", None)  # torch
+    if callable(is_complex):
+        return bool(is_complex())
+    return getattr(getattr(a, "dtype", None), "kind", None) == "c"
 
 
 # --- the deferred checks: ``value`` is lazy (read in one go by check()) or None (nothing to read) -----------

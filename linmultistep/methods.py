@@ -298,6 +298,7 @@ class Edict(Method):
     starter: "Method | None" = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        _real("p", self.p, "EDICT")
         if not (0.0 < float(self.p) <= 1.0) or not np.isfinite(self.p):
             raise MethodError(f"EDICT mixing weight p must be in (0, 1], got {self.p!r}")
 
@@ -360,7 +361,7 @@ def obelm() -> LinearMultistep:
 
 def bdia(gamma: float = 1.0) -> LinearMultistep:
     """BDIA(gamma) (Zhang et al. 2023) as a 2-step BELM; gamma = 1 is time-symmetric."""
-    g = float(gamma)
+    g = _real("gamma", gamma, "BDIA")
     if not np.isfinite(g) or not (0.0 < g <= 1.0):
         raise MethodError(f"BDIA gamma must be in (0, 1] (gamma = 0 is DDIM and not invertible), got {gamma!r}")
     return LinearMultistep("bdia", 2, _rules.bdia(g), params=(("gamma", g),), starter=ddim(), order=1)
@@ -368,7 +369,14 @@ def bdia(gamma: float = 1.0) -> LinearMultistep:
 
 def edict(p: float = 0.93) -> Edict:
     """EDICT with mixing weight p (0.93 customary)."""
-    return Edict(p=float(p))
+    return Edict(p=_real("p", p, "EDICT"))
+
+
+def _real(name: str, value: Any, method: str) -> float:
+    """A real number parameter: "0.5" or True would be parsed or coerced silently, a complex one truncated."""
+    if isinstance(value, (bool, str, bytes, complex)) or np.iscomplexobj(value) or not hasattr(value, "__float__"):
+        raise MethodError(f"{method} {name} must be a real number, got {value!r} ({type(value).__name__})")
+    return float(value)
 
 
 def adams_bashforth(k: int = 2) -> LinearMultistep:

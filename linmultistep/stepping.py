@@ -103,6 +103,12 @@ def start_on(ctx: StepContext, method: "Form | Method", window: dict[int, Any], 
     idx = sorted(window)
     if not idx or idx != list(range(idx[0], idx[-1] + 1)):
         raise GridError(f"a run starts from consecutive grid indices, got {idx}")
+    N = len(ctx.h) - 1
+    for name, value in (("an index of the start window", idx[0]), ("an index of the start window", idx[-1]),
+                        ("stop", stop)):
+        if isinstance(value, bool) or not hasattr(value, "__index__") or not 0 <= int(value) <= N:
+            raise GridError(f"{name} must be a grid index in 0..N = {N} of this grid, got {value!r}")
+    form.check_run(ctx, direction, window)
     if ctx.check_every is None:
         first = next(iter(window.values()))
         ctx.check_every = check_interval(ctx.backend, first[0] if isinstance(first, tuple) else first)
