@@ -168,7 +168,7 @@ class FixedPointBelm(Form):
             )
         eps = self._eps(ctx, run, i, above.x)
         checksum = above.V is not None and i in run.expected
-        out = self._shear(ctx, run, i, eps, c, above.V, above.X, i, -1, n, above.x, above.dV is not None, checksum)
+        out = self._shear(ctx, run, i, eps, c, above.V, above.X, i, -1, above.x, above.dV is not None, checksum)
         if above.dV is not None and not ctx.backend.equal(out.dV, above.dV):
             raise NondeterministicNetworkError(
                 f"the network's output at grid index {i} ({ctx.describe(i)}) differs from the one the inversion saw "
@@ -198,8 +198,7 @@ class FixedPointBelm(Form):
             below = window[n - 1] = below._replace(V=self._increment(ctx, run, n, eps, t.c_start[n], None)[0])
         elif below.V is None and 0 < n - 1 < t.N:  # the open point: both shears fused
             eps = self._eps(ctx, run, n - 1, below.x)
-            out = self._shear(ctx, run, n - 1, eps, t.c[n - 1], window[n - 2].V, below.X, n, 1, n, below.x,
-                              True, True)
+            out = self._shear(ctx, run, n - 1, eps, t.c[n - 1], window[n - 2].V, below.X, n, 1, below.x, True, True)
             run.digests[n - 1] = out.digest
             window[n - 1] = below._replace(V=out.V, dV=out.dV)
             return Stepped(FixedEntry(out.x, out.X, None, None), self.spec, True)
@@ -332,10 +331,11 @@ class FixedPointBelm(Form):
         return (dV if V is None else ctx.backend.int_lincomb([-1, 1], [V, dV])), dV
 
     def _shear(self, ctx: StepContext, run: BitsRun, m: int, eps: Any, c: float, V: Any, X: Any, step: int,
-               sign: int, to: int, like: Any, keep: bool, digest: bool = False) -> fixedkernels.Sheared:
+               sign: int, like: Any, keep: bool, digest: bool = False) -> fixedkernels.Sheared:
         """One fused step (:func:`linmultistep.fixedkernels.shear`): V' = q(c eps_m 2^Sv) - V, then
-        X_to = X + sign q(w_step V' 2^(Sx-Sv)) and its view x_to; |eps| <= eps_bound watched."""
-        sc = run.scales
+        X_to = X + sign q(w_step V' 2^(Sx-Sv)) and its view x_to, to = step (inverting) or step - 1
+        (sampling); |eps| <= eps_bound watched."""
+        sc, to = run.scales, (step if sign > 0 else step - 1)
         out = fixedkernels.shear(
             ctx.backend, eps, c * 2.0**sc.Sv, self.eps_bound, V, X, run.tables.w[step] * 2.0 ** (sc.Sx - sc.Sv), sign,
             run.tables.s[to] * 2.0**-sc.Sx, like, keep, digest)

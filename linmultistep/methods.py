@@ -4,7 +4,10 @@ A method advances a *window* of consecutive grid points. In the paper's indexing
 method's own direction (sampling) goes from high to low index; ``forward(ctx, n, window)``
 returns the entry at point n from points n+1..n+k, and ``backward(ctx, n, window)`` returns
 the entry at point n from points n-k..n-1: exactly when the method is backward explicit,
-approximately (the DDIM-inversion substitution) otherwise.
+approximately (the DDIM-inversion substitution) otherwise. These two are the arithmetic of
+mode 'recurrence'; a method knows nothing of modes: the forms of :mod:`linmultistep.forms`
+(:mod:`linmultistep.stable`, :mod:`linmultistep.fixedpoint`) compute the same relation in other
+arithmetic from the method's coefficients.
 
 Entries are arrays in stored coordinates x = s * xbar (s = alpha for diffusion, 1 for ODEs);
 the scale is folded into the float64 coefficients, so the vector field always sees exactly
@@ -74,7 +77,8 @@ class MethodSpec:
 
 
 class Method:
-    """Base class: what the integrator asks of a method.
+    """Base class: a method's identity, its starter chain and its recurrence steps (mode 'recurrence').
+    Nothing here knows of modes: a mode's form reads the method's coefficients.
 
     Attributes: ``k`` (points in the window), ``nfe_per_step`` (network calls per step),
     ``starter`` (method used while fewer than k points exist, or None), ``spec``.
@@ -355,12 +359,24 @@ def ddim() -> LinearMultistep:
 
 
 def obelm() -> LinearMultistep:
-    """O-BELM (BELM paper Prop. 4): 2-step, LTE O((h_i+h_{i+1})^3), started by one DDIM step."""
+    """O-BELM (BELM paper Prop. 4): 2-step, LTE O((h_i+h_{i+1})^3), started by one DDIM step.
+
+    Its coefficients are :func:`linmultistep.rules.obelm`. ``sample``/``invert`` run it by default in
+    mode 'stable': the step that runs is :meth:`linmultistep.stable.StableBelm.forward` (sampling) and
+    ``.backward`` (inversion); in mode 'recurrence' it is :meth:`LinearMultistep.forward` below, in mode
+    'bits' :meth:`linmultistep.fixedpoint.FixedPointBelm.forward`."""
     return LinearMultistep("obelm", 2, _rules.obelm, starter=ddim(), order=2)
 
 
 def bdia(gamma: float = 1.0) -> LinearMultistep:
-    """BDIA(gamma) (Zhang et al. 2023) as a 2-step BELM; gamma = 1 is time-symmetric."""
+    """BDIA(gamma) (Zhang et al. 2023) as a 2-step BELM; gamma = 1 is time-symmetric.
+
+    Its inversion solves the relation for the oldest point, which is exact in exact arithmetic only:
+    in floating point (modes 'recurrence' and 'stable', the default for gamma = 1) the round trip's
+    rounding errors grow with the network's sensitivity over the steps and with gamma^-N, so a
+    reconstruction is close, not identical (an 8-bit image may come back a few levels off); mode
+    'bits' is exact to the last bit. For generation from noise prefer O-BELM: BDIA(1) carries the
+    error of its first (DDIM) step undamped (a PrecisionWarning says so when it matters)."""
     g = _real("gamma", gamma, "BDIA")
     if not np.isfinite(g) or not (0.0 < g <= 1.0):
         raise MethodError(f"BDIA gamma must be in (0, 1] (gamma = 0 is DDIM and not invertible), got {gamma!r}")
