@@ -490,7 +490,8 @@ def available_methods() -> list[str]:
 def get_method(name: "str | Method", **params: Any) -> Method:
     """A catalogue method by name: 'ddim', 'obelm', 'bdia' (gamma), 'edict' (p), 'belm' (rule, k),
     'adams_bashforth' (k). A Method instance passes through unchanged."""
-    if isinstance(name, Method):
+    if isinstance(name, Method) or (hasattr(name, "mode_spec") and isinstance(getattr(name, "method", None), Method)):
+        # a method, or a method in a mode (a forms.Form), as it is
         if params:
             raise MethodError(f"parameters {sorted(params)} given with a method object {name}")
         return name
