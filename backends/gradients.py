@@ -40,6 +40,8 @@ import torch
 import linmultistep as lms
 from linmultistep import Grid, Method, MethodError, NondeterministicNetworkError, State
 from linmultistep.context import StepContext
+from linmultistep.forms import Form
+from linmultistep.modes import base_method
 
 from .torch import TorchBackend
 
@@ -178,7 +180,9 @@ class _Run:
                 out = step.forward(self.context(), n, {p: _entry(ls, self.coupled) for p, ls in leaves.items()})
                 outs = tuple(out)
                 pairs = [(o, gi) for o, gi in zip(outs, g) if gi is not None]
-                inputs = [t for ls in leaves.values() for t in ls] + list(self.params)
+                # a frozen tensor among params (requires_grad False) gets no gradient, as in autograd
+                live = [j for j, prm in enumerate(self.params) if prm.requires_grad]
+                inputs = [t for ls in leaves.values() for t in ls] + [self.params[j] for j in live]
                 got = torch.autograd.grad([o for o, _ in pairs], inputs, [gi for _, gi in pairs], allow_unused=True)
             k = 0
             for p, ls in leaves.items():
@@ -187,7 +191,7 @@ class _Run:
                     if got[k] is not None:
                         acc[j] = got[k] if acc[j] is None else acc[j] + got[k]
                     k += 1
-            for j, gp in enumerate(got[k:]):
+            for j, gp in zip(live, got[k:]):
                 if gp is not None:
                     pgrads[j] = gp if pgrads[j] is None else pgrads[j] + gp
         if self.gradient == "reversible":
@@ -264,9 +268,12 @@ def sample(
     """
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+    if isinstance(method, Form):
+        if method.mode != "recurrence":
+            raise MethodError(f"give the method in its recurrence form and the mode as mode= (got {method.spec} in "
+                              f"mode {method.mode!r})")
+        method = base_method(method)
     m = lms.get_method(method)
-    if m.mode != "recurrence":
-        raise MethodError(f"give the method in its recurrence form and the mode as mode= (got {m.spec} in mode {m.mode})")
     mode = lms.default_mode(m) if mode is None else mode
     if gradient == "reversible" and not _is_exactly_invertible(m):
         raise MethodError(
@@ -308,4 +315,5 @@ def _unrolled(eps_fn, window, grid, method, mode, coupled) -> torch.Tensor:
     """The reference: the core's run of the recurrence on differentiable arrays, one graph."""
     w = {i: _entry(p, coupled) for i, p in window.items()}
     state = w[grid.N].x if len(w) == 1 and not coupled else State(w, method.spec, grid.fingerprint, "recurrence")
-    return lms.sample(eps_fn, state, grid, method, mode="recurrence", backend=_GRAD, check_finite=False)
+    # the finite checks as in the other strategies: a NaN from the network is named, not returned
+    return lms.sample(eps_fn, state, grid, method, mode="recurrence", backend=_GRAD)

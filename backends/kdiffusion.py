@@ -134,6 +134,11 @@ class DenoiserEps:
             raise GridError(f"the denoiser cannot give eps at sigma = 0 (grid index {i})")
         x_ve = x / float(self.grid.alpha[i])
         denoised = self.model(x_ve, x.new_full((x.shape[0],), sigma), **self.extra_args)
+        if not isinstance(denoised, torch.Tensor) or denoised.shape != x.shape:
+            # (1, 8) for a (3, 8) batch would be broadcast over every row: a wrong result, silently
+            got = tuple(denoised.shape) if isinstance(denoised, torch.Tensor) else type(denoised).__name__
+            raise ValueError(f"the denoiser returned {got} for x of shape {tuple(x.shape)} at sigma = {sigma:g} "
+                             "(grid index {i}); it must return the denoised x, of x's shape".replace("{i}", str(i)))
         self.last_denoised = denoised
         return (x_ve - denoised) / sigma
 

@@ -1,5 +1,6 @@
-"""What a method step sees: step sizes, scales, the counted vector field, the backend, and
-the run's own prepared data.
+"""What a step sees: step sizes, scales, the counted vector field, the backend, and the
+deferred checks. (A mode's per-run state is not here: the :class:`~linmultistep.stepping.Run`
+holds it and passes it into each step.)
 
 The finite checks are deferred: each step records one cheap probe of the new state (the sum
 of its entries, finite unless a NaN or infinity is in there) that stays on the array's device;
@@ -16,7 +17,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence, Union
 
 import numpy as np
 
@@ -36,8 +37,7 @@ class StepContext:
     counted vector field and the array backend of one run.
 
     ``slope(m, x)`` is f(x_m) at point m, cached per point; ``evaluate(x, m)`` an uncached call
-    with point m's time. ``prepared`` holds what the method's :meth:`~Method.prepare` returned
-    for this run (its coefficient tables, fixed-point scales, ...), typed by the method.
+    with point m's time; ``plan(key, build, *args)`` float64 coefficients computed once per grid.
     """
 
     def __init__(
@@ -58,25 +58,18 @@ class StepContext:
         self.describe = describe
         self.check_every = check_every  # None: every step on the host, every 8 on a device
         self.nfe = 0
-        self.prepared: Any = None
         self._slopes: dict[int, Any] = {}
-        # (grid index, kind, lazy value or None, reference): kinds 'field' (an output, examined only
-        # when a state went bad), 'state', 'equal:<message>', 'bound'
-        self._flags: list[tuple[int, str, Any, Any]] = []
-        self._plans: dict[Any, dict] = _plans_for(self, h, scale)
+        # the deferred checks, in the order recorded (see the Check classes below)
+        self._flags: list[_Check] = []
+        self._plans: dict[Any, Any] = _plans_for(h, scale)
 
-    def plan(self, method: Any, direction: str, n: int, build: Callable[["StepContext", int], Any]) -> Any:
-        """``build(ctx, n)`` once per method (by its :attr:`~Method.plan_key`), direction, point and
-        grid: a step's float64 coefficients depend only on these, so they are computed the first time
-        and reused by every later run on the same grid (the last few grids are kept)."""
-        mkey = method.plan_key
-        plans = self._plans.get(mkey)
-        if plans is None:
-            plans = self._plans[mkey] = {}
-        key = (direction, n)
-        got = plans.get(key)
+    def plan(self, key: Any, build: Callable[..., Any], *args: Any) -> Any:
+        """``build(*args)`` once per ``key`` and grid: a step's float64 coefficients depend only on the
+        method (its ``plan_key``, part of ``key``), the point and the grid, so they are computed the first
+        time and reused by every later run on the same grid (the last few grids are kept)."""
+        got = self._plans.get(key)
         if got is None:
-            got = plans[key] = build(self, n)
+            got = self._plans[key] = build(*args)
         return got
 
     def scale(self, m: int) -> float:
@@ -88,6 +81,13 @@ class StepContext:
             raise TypeError(f"the vector field returned None at grid index {m} ({self.describe(m)}); "
                             "it must return an array of the state's shape")
         shape = getattr(x, "shape", ())
+        if shape and not hasattr(raw, "shape"):  # a list or a number: shape () would name nothing useful
+            raise TypeError(f"the vector field returned a {type(raw).__name__} at grid index {m} ({self.describe(m)}) "
+                            f"for a {type(x).__name__} state of shape {tuple(shape)}; it must return an array of the "
+                            "state's shape and type")
+        if _is_complex(raw):  # casting to the state's real dtype would drop the imaginary part
+            raise TypeError(f"the vector field returned complex values ({raw.dtype}) at grid index {m} "
+                            f"({self.describe(m)}); it must return real values of the state's dtype")
         if shape and getattr(raw, "shape", ()) != shape:
             # broadcasting a (8,) or scalar output over a (2, 8) state would give a wrong run, silently
             raise ValueError(f"the vector field returned shape {tuple(getattr(raw, 'shape', ()))} at grid index {m} "
@@ -99,7 +99,7 @@ class StepContext:
                             f"{type(x).__name__} state; it must return the state's array type") from exc
         self.nfe += 1
         if self.check_finite:
-            self._flags.append((m, "field", None, out))
+            self._flags.append(_Output(m, out))
         return out
 
     def slope(self, m: int, x: Any) -> Any:
@@ -118,33 +118,33 @@ class StepContext:
     # --- deferred checks -----------------------------------------------------------------
     def watch_state(self, n: int, x: Any, what: Any) -> None:
         """Record the finiteness probe of the state produced at grid index n; ``what`` is (direction,
-        method) of the step (formatted only for an error)."""
+        method spec) of the step (formatted only for an error)."""
         if self.check_finite:
-            self._flags.append((n, "state", self.backend.finite_flag(x), (x, what)))
+            self._flags.append(_StateProbe(n, self.backend.finite_flag(x), x, what))
 
     def keep_state(self, n: int, x: Any, what: Any) -> None:
         """Keep the state produced at grid index n without probing it (a later probe of the run finds it
-        if it went bad first; see Method.state_probes)."""
+        if it went bad first; see Form.probes)."""
         if self.check_finite:
-            self._flags.append((n, "state", None, (x, what)))
+            self._flags.append(_StateProbe(n, None, x, what))
 
     def probe_kept(self) -> None:
         """Probe the latest state if it was only kept (a run finished before its next read)."""
         for j in range(len(self._flags) - 1, -1, -1):
-            n, kind, flag, ref = self._flags[j]
-            if kind == "state":
-                if flag is None:
-                    self._flags[j] = (n, kind, self.backend.finite_flag(ref[0]), ref)
+            f = self._flags[j]
+            if isinstance(f, _StateProbe):
+                if f.value is None:
+                    self._flags[j] = f._replace(value=self.backend.finite_flag(f.x))
                 return
 
-    def watch_equal(self, n: int, value: Any, expected: Any, what: str) -> None:
+    def watch_equal(self, n: int, value: Any, expected: Any, message: str) -> None:
         """Record a lazy value that must equal ``expected`` once read (a recomputed checksum against the
-        one a latent recorded); ``what`` is the error message if it does not."""
-        self._flags.append((n, "equal:" + what, value, expected))
+        one a latent recorded); NondeterministicNetworkError(``message``) if it does not."""
+        self._flags.append(_Equal(n, value, expected, message))
 
     def watch_bound(self, n: int, value: Any, bound: float, error: Callable[[float], Exception]) -> None:
         """Record a lazy value that must be <= ``bound`` (NaN fails); ``error(value)`` is raised if not."""
-        self._flags.append((n, "bound", value, (bound, error)))
+        self._flags.append(_Bound(n, value, bound, error))
 
     def due(self, steps: int) -> bool:
         return steps % (self.check_every or 1) == 0
@@ -154,43 +154,92 @@ class StepContext:
         if not self._flags:
             return
         flags, self._flags = self._flags, []
-        lazy = [f for _, _, f, _ in flags if f is not None]
+        lazy = [f.value for f in flags if f.value is not None]
         values = iter(self.backend.read(lazy) if lazy else [])
-        for j, (n, kind, flag, ref) in enumerate(flags):
-            if flag is None:
+        for j, f in enumerate(flags):
+            if f.value is None:
                 continue
             value = next(values)
-            if kind.startswith("equal:"):
-                if value != ref:
-                    raise NondeterministicNetworkError(kind[len("equal:"):])
-            elif kind == "bound":
-                if not value <= ref[0]:
-                    raise ref[1](value)
-            elif not math.isfinite(value) and not self.backend.all_finite(ref[0]):  # else: the sum overflowed
-                # the first bad state: this one, or a kept one before it that was not probed
-                j = next(j0 for j0, (_, k0, _, r0) in enumerate(flags[: j + 1])
-                         if k0 == "state" and not self.backend.all_finite(r0[0]))
-                n, ref = flags[j][0], flags[j][3]
-                for m, k2, _, out in flags[:j]:
-                    if k2 == "field" and not self.backend.all_finite(out):
-                        raise NonFiniteError(
-                            f"the vector field returned NaN or infinity at grid index {m} ({self.describe(m)}) "
-                            "for a finite input; the run stopped and nothing you passed in was changed"
-                        )
-                direction, method = ref[1]
-                raise NonFiniteError(f"the state became NaN or infinite at grid index {n} ({self.describe(n)}) in "
-                                     f"a {direction} step of {method.spec}: {_ROUNDING_HINT}")
+            if isinstance(f, _Bound):
+                if not value <= f.bound:
+                    raise f.error(value)
+            elif isinstance(f, _Equal):
+                if value != f.expected:
+                    raise NondeterministicNetworkError(f.message)
+            elif not math.isfinite(value) and not self.backend.all_finite(f.x):  # else: the sum overflowed
+                self._raise_non_finite(flags[: j + 1])
+
+    def _raise_non_finite(self, flags: list) -> None:
+        """The first bad state among ``flags`` (this one, or a kept one before it that was not probed):
+        the network's fault when one of its outputs before it is non-finite, rounding growth otherwise."""
+        j, bad = next((j, f) for j, f in enumerate(flags)
+                      if isinstance(f, _StateProbe) and not self.backend.all_finite(f.x))
+        for f in flags[:j]:
+            if isinstance(f, _Output) and not self.backend.all_finite(f.out):
+                raise NonFiniteError(
+                    f"the vector field returned NaN or infinity at grid index {f.n} ({self.describe(f.n)}) "
+                    "for a finite input; the run stopped and nothing you passed in was changed"
+                )
+        direction, spec = bad.what
+        raise NonFiniteError(f"the state became NaN or infinite at grid index {bad.n} ({self.describe(bad.n)}) in "
+                             f"a {direction} step of {spec}: {_ROUNDING_HINT}")
+
+
+def _is_complex(a: Any) -> bool:
+    is_complex = getattr(a, "is_complex", None)  # torch
+    if callable(is_complex):
+        return bool(is_complex())
+    return getattr(getattr(a, "dtype", None), "kind", None) == "c"
+
+
+# --- the deferred checks: ``value`` is lazy (read in one go by check()) or None (nothing to read) -----------
+class _Output(NamedTuple):
+    """A network output at grid index n, kept by reference: examined only when a state went bad."""
+
+    n: int
+    out: Any
+    value: Any = None
+
+
+class _StateProbe(NamedTuple):
+    """The state produced at grid index n with its finiteness probe (None: kept, not probed)."""
+
+    n: int
+    value: Any
+    x: Any
+    what: Any
+
+
+class _Equal(NamedTuple):
+    """A lazy value that must equal ``expected`` (else NondeterministicNetworkError(message))."""
+
+    n: int
+    value: Any
+    expected: Any
+    message: str
+
+
+class _Bound(NamedTuple):
+    """A lazy value that must be <= ``bound`` (NaN fails; else ``error(value)`` is raised)."""
+
+    n: int
+    value: Any
+    bound: float
+    error: Callable[[float], Exception]
+
+
+_Check = Union[_Output, _StateProbe, _Equal, _Bound]
 
 
 # plans depend only on the method and the grid: shared by the contexts of one grid (a few grids kept)
-_PLAN_CACHE: "OrderedDict[tuple[bytes, bytes], dict]" = OrderedDict()
+_PLAN_CACHE: "OrderedDict[tuple[bytes, bytes], dict[Any, Any]]" = OrderedDict()
 _PLAN_CACHE_SIZE = 16
 
 
 _PLAN_LOCK = threading.Lock()
 
 
-def _plans_for(ctx: "StepContext", h: Any, scale: Any) -> dict:
+def _plans_for(h: Any, scale: Any) -> dict:
     with _PLAN_LOCK:  # runs in several threads share the cache
         return _plans_locked(h, scale)
 
@@ -203,13 +252,10 @@ def _plans_locked(h: Any, scale: Any) -> dict:
         return {}
     got = _PLAN_CACHE.get(key)
     if got is None:
-        got = _PLAN_CACHE[key] = _MethodPlans()
+        got = _PLAN_CACHE[key] = {}
         while len(_PLAN_CACHE) > _PLAN_CACHE_SIZE:
             _PLAN_CACHE.popitem(last=False)
     else:
         _PLAN_CACHE.move_to_end(key)
     return got
 
-
-class _MethodPlans(dict):
-    """Method.plan_key -> {(direction, point): plan} on one grid."""

@@ -13,12 +13,12 @@ from typing import Any, Callable
 from .arrays import ArrayBackend, get_backend
 from .context import StepContext
 from .errors import GridError, LatentMismatchError
+from .forms import Form
 from .grid import Grid
-from .integrator import integrate
 from .methods import Method, get_method
-from .modes import default_mode, resolve_mode
+from .modes import base_method, default_mode, resolve_mode
 from .state import State
-from .stepping import StepInfo
+from .stepping import StepInfo, integrate, records
 
 __all__ = ["sample", "invert", "default_mode", "EpsFn"]
 
@@ -51,9 +51,9 @@ def _index(value: Any, name: str) -> int:
     return int(value)
 
 
-def _method_for(method: "str | Method | None", mode: str | None, latent: "State | None") -> Method:
-    """The method a run uses: the one given, else the latent's own (its spec rebuilt from the catalogue),
-    in the resolved mode (:func:`linmultistep.modes.resolve_mode`)."""
+def _method_for(method: "str | Method | Form | None", mode: Any, latent: "State | None") -> Form:
+    """The form a run uses, resolved once here: the method given, else the latent's own (its spec
+    rebuilt from the catalogue), in the resolved mode (:func:`linmultistep.modes.resolve_mode`)."""
     if method is None:
         if latent is None:
             method = "obelm"
@@ -65,11 +65,11 @@ def _method_for(method: "str | Method | None", mode: str | None, latent: "State 
                 )
             method = get_method(latent.method.name, **dict(latent.method.params))
     elif latent is not None:  # before its mode: 'edict has no mode stable' would mislead
-        latent.check_method(get_method(method))  # a name, or a method object as it is
+        latent.check_method(base_method(method) if isinstance(method, Form) else get_method(method))
     return resolve_mode(method, mode, latent.mode if latent is not None else None)
 
 
-def _context(eps_fn: EpsFn, grid: Grid, method: Method, check_finite: bool, backend, probe) -> StepContext:
+def _context(eps_fn: EpsFn, grid: Grid, method: Form, check_finite: bool, backend, probe) -> StepContext:
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be a linmultistep.Grid, got {type(grid).__name__}")
     if not callable(eps_fn):
@@ -88,10 +88,10 @@ def sample(
     eps_fn: EpsFn,
     start: Any,
     grid: Grid,
-    method: "str | Method | None" = None,
+    method: "str | Method | Form | None" = None,
     *,
     stop: int = 0,
-    mode: str | None = None,
+    mode: Any = None,
     callback: Callable[[StepInfo], Any] | None = None,
     progress: bool | dict = False,
     check_finite: bool = True,
@@ -107,9 +107,11 @@ def sample(
     ``return_state`` is true.
 
     ``mode``: 'recurrence' (the LM recurrence), 'stable' (the well-conditioned floating form of
-    a 2-step BELM) or 'bits' (its bit-exact fixed-point form), see docs/precision.md. None
-    means: a method object's own mode if not 'recurrence', else the latent's, else
-    :func:`default_mode` ('stable' for O-BELM and BDIA(gamma=1), 'recurrence' otherwise).
+    a 2-step BELM) or 'bits' (its bit-exact fixed-point form), see docs/precision.md; a string or
+    a mode object (:mod:`linmultistep.forms`). None means: a method's own mode if it is given in
+    one (``in_mode``), else the latent's, else :func:`default_mode` ('stable' for O-BELM and
+    BDIA(gamma=1), 'recurrence' otherwise). The step that runs: :meth:`Form.forward` of the
+    resolved form (mode 'stable': :class:`linmultistep.stable.StableBelm`).
     """
     latent = start if isinstance(start, State) else None
     method_obj = _method_for(method, mode, latent)
@@ -135,10 +137,10 @@ def invert(
     eps_fn: EpsFn,
     x0: Any,
     grid: Grid,
-    method: "str | Method | None" = None,
+    method: "str | Method | Form | None" = None,
     *,
     stop: int | None = None,
-    mode: str | None = None,
+    mode: Any = None,
     callback: Callable[[StepInfo], Any] | None = None,
     progress: bool | dict = False,
     check_finite: bool = True,
@@ -170,7 +172,7 @@ def invert(
     if not max(window) < stop <= grid.N:
         raise GridError(f"stop must be a grid index in ({max(window)}, {grid.N}], got {stop}")
     run = integrate(ctx, method_obj, window, "backward", stop, callback=callback, progress=progress)
-    metadata = method_obj.latent_metadata(ctx)
+    metadata = records(run)
     if latent is not None:
         metadata = _merge_digests(latent.metadata, metadata)
     return State(run.window, method_obj.spec, grid.fingerprint, method_obj.mode, nfe0 + ctx.nfe, metadata)

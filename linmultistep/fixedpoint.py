@@ -32,26 +32,33 @@ mismatch raises :class:`NondeterministicNetworkError` instead of returning a sil
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass, field
-from typing import Any, ContextManager, Mapping, MutableMapping, NamedTuple
 
 import numpy as np
+from dataclasses import dataclass, field
+from typing import Any, ContextManager, Mapping, MutableMapping, NamedTuple
 
 from . import fixedkernels
 from .context import StepContext
 from .entries import Entry
-from .errors import FixedPointRangeError, MethodError, NondeterministicNetworkError
-from .forms import TwoStepForm, TwoStepTables
-from .methods import LinearMultistep, StateProbes
+from .errors import FixedPointRangeError, MethodError, NondeterministicNetworkError, NonFiniteError
+from .forms import (
+    DEFAULT_DATA_BOUND,
+    DEFAULT_EPS_BOUND,
+    Bits,
+    Form,
+    StateProbes,
+    Stepped,
+    TwoStepTables,
+    check_two_step_belm,
+    two_step_tables,
+)
+from .methods import LinearMultistep
 
 __all__ = [
-    "FixedEntry", "FixedPointBelm", "FixedPointRun", "FixedPointScales", "fixed_point_scales",
+    "FixedEntry", "FixedPointBelm", "BitsRun", "FixedPointRun", "FixedPointScales", "fixed_point_scales",
     "DEFAULT_DATA_BOUND", "DEFAULT_EPS_BOUND", "DIGESTS_KEY",
 ]
 
-DEFAULT_DATA_BOUND = 64.0  # |x| at the start of a run: pixels in [-1, 1], VAE latents, Gaussian noise
-DEFAULT_EPS_BOUND = 64.0  # |eps| from the network: noise predictions are O(1)
 _INT_LIMIT_BITS = 62  # values stay below 2^62 so that one more increment cannot overflow int64
 _TOLERANCE_BITS = 30  # rounding may move the trajectory by at most 2^-30 * data_bound
 DIGESTS_KEY = "bits_digests"  # latent metadata: {grid index: [checksum of each batch row's quantised increment]}
@@ -101,8 +108,8 @@ def fixed_point_scales(t: TwoStepTables, data_bound: float, eps_bound: float) ->
 
 
 @dataclass
-class FixedPointRun:
-    """The per-run data of mode 'bits': tables, scales, and the determinism bookkeeping."""
+class BitsRun:
+    """The per-run state of mode 'bits': tables, scales, and the determinism bookkeeping."""
 
     tables: TwoStepTables
     scales: FixedPointScales
@@ -111,55 +118,101 @@ class FixedPointRun:
     expected: dict[int, list[int]] = field(default_factory=dict)  # from the latent being reconstructed (per row)
 
 
-class FixedPointBelm(TwoStepForm):
+FixedPointRun = BitsRun  # the earlier name
+
+
+class FixedPointBelm(Form):
     """A 2-step BELM in int64 fixed point: round trips exact to the last bit (module docstring).
 
-    ``data_bound`` bounds |x| of the array a run starts from (data for inversion, noise for
-    sampling); ``eps_bound`` bounds the network's |eps|. Both are checked during the run and
-    are part of the mode string ('bits' for the defaults), which a latent records.
+    ``mode`` (:class:`~linmultistep.forms.Bits`) holds ``data_bound`` (|x| of the array a run starts
+    from: data for inversion, noise for sampling) and ``eps_bound`` (the network's |eps|); both are
+    checked during the run and a latent records them in its mode ('bits' for the defaults).
     """
 
-    above_field = "V"
+    def __init__(self, method: LinearMultistep, mode: "Bits | None" = None, *,
+                 data_bound: float = DEFAULT_DATA_BOUND, eps_bound: float = DEFAULT_EPS_BOUND) -> None:
+        self.mode_spec = mode if mode is not None else Bits(data_bound, eps_bound)
+        self.method = check_two_step_belm(method, "bits")
 
-    def __init__(
-        self, base: LinearMultistep, data_bound: float = DEFAULT_DATA_BOUND, eps_bound: float = DEFAULT_EPS_BOUND
-    ) -> None:
-        for name, val in (("data_bound", data_bound), ("eps_bound", eps_bound)):
-            if not (isinstance(val, (int, float)) and math.isfinite(val) and val > 0):
-                raise MethodError(f"{name} must be a positive finite number, got {val!r}")
-        self.data_bound = float(data_bound)
-        self.eps_bound = float(eps_bound)
-        if self.data_bound == DEFAULT_DATA_BOUND and self.eps_bound == DEFAULT_EPS_BOUND:
-            self.mode = "bits"
-        else:
-            self.mode = f"bits(data_bound={self.data_bound!r}, eps_bound={self.eps_bound!r})"
-        super().__init__(base)
+    @property
+    def base(self) -> LinearMultistep:
+        """The method underneath (its coefficients)."""
+        return self.method  # type: ignore[return-value]
 
-    _MODE = re.compile(r"^bits(?:\((.*)\))?$")
+    @property
+    def data_bound(self) -> float:
+        return self.mode_spec.data_bound
 
-    @classmethod
-    def from_mode(cls, base: LinearMultistep, mode: str, **options: Any) -> "FixedPointBelm":
-        """Parse 'bits' or 'bits(data_bound=..., eps_bound=...)' (as a latent records it)."""
-        m = cls._MODE.match(mode.replace(" ", ""))
-        if m is None:
-            raise MethodError(f"unknown mode {mode!r}; expected 'bits' or 'bits(data_bound=..., eps_bound=...)'")
-        parsed: dict[str, float] = {}
-        for item in filter(None, (m.group(1) or "").split(",")):
-            key, _, val = item.partition("=")
-            if key not in ("data_bound", "eps_bound"):
-                raise MethodError(f"unknown option {key!r} in mode {mode!r}")
-            try:
-                parsed[key] = float(val)
-            except ValueError:
-                raise MethodError(f"bad value {val!r} for {key} in mode {mode!r}") from None
-        return cls(base, **{**parsed, **options})
+    @property
+    def eps_bound(self) -> float:
+        return self.mode_spec.eps_bound
 
-    # --- run set-up ---------------------------------------------------------------------
-    def scales(self, ctx: StepContext) -> FixedPointScales:
-        return ctx.prepared.scales
+    # --- the two steps ----------------------------------------------------------------------------
+    def forward(self, ctx: StepContext, run: BitsRun, n: int, window: MutableMapping[int, Entry]) -> Stepped:
+        """Sampling step i -> i-1 (i = n + 1), the stable form's two shears on integers, one fused pass:
 
-    def prepare(self, ctx: StepContext, direction: str, window: Mapping[int, Entry]) -> FixedPointRun:
-        t = self.grid_tables(ctx)
+            V_i = -V_{i+1} + q(c_i eps(x_i) 2^Sv),   X_{i-1} = X_i - q(w_i V_i 2^(Sx-Sv)),   x_{i-1} = s_{i-1} X_{i-1} 2^-Sx
+
+        (q: round half to even; the starter from a point with nothing above: V_{i+1} = 0, c_start_i).
+        Checked: |eps| <= eps_bound; the increment against the one the inversion kept (``dV`` of the
+        latent's last-but-one point) and against the latent's per-step checksums (deferred).
+        """
+        t, i = run.tables, n + 1
+        above = window[i]
+        starter = len(window) < 2
+        c = t.c_start[i] if starter else t.c[i]
+        if above.V is None and abs(c) > abs(t.c_top) + abs(t.c_bot):
+            raise FixedPointRangeError(
+                f"mode 'bits' cannot start sampling at grid index {i}: its starter coefficient {c:.4g} exceeds the "
+                f"bound {abs(t.c_top) + abs(t.c_bot):.4g} that fixed the scales (start at the noise end)"
+            )
+        eps = self._eps(ctx, run, i, above.x)
+        checksum = above.V is not None and i in run.expected
+        out = self._shear(ctx, run, i, eps, c, above.V, above.X, i, -1, above.x, above.dV is not None, checksum)
+        if above.dV is not None and not ctx.backend.equal(out.dV, above.dV):
+            raise NondeterministicNetworkError(
+                f"the network's output at grid index {i} ({ctx.describe(i)}) differs from the one the inversion saw "
+                "for the same input (another device, dtype, batch composition or a non-deterministic kernel); "
+                "the reconstruction would not be exact"
+            )
+        if checksum:
+            ctx.watch_equal(i, out.digest, run.expected[i], (
+                f"the network's output at grid index {i} ({ctx.describe(i)}) differs from the one the inversion saw "
+                "at that step (its checksum in the latent's bits_digests); the network drifted or is not "
+                "deterministic, so the reconstruction would not be exact"))
+        return Stepped(FixedEntry(out.x, out.X, out.V, None), self.method.starter.spec if starter else self.spec, True)
+
+    def backward(self, ctx: StepContext, run: BitsRun, n: int, window: MutableMapping[int, Entry]) -> Stepped:
+        """Inversion step n-1 -> n: complete the open point n-1 and make point n in one fused pass,
+
+            V_n = -V_{n-1} + q(c_{n-1} eps(x_{n-1}) 2^Sv),   X_n = X_{n-1} + q(w_n V_n 2^(Sx-Sv)),
+
+        the sampling step's integers subtracted back: exact to the last bit. The increment q(.) and its
+        checksum are kept (the latent's ``dV`` and ``bits_digests``). From the data end the starter's
+        guess (approximate): V_n = q(c_start_n eps(x_{n-1} at point n's time) 2^Sv).
+        """
+        t, be = run.tables, ctx.backend
+        below = window[n - 1]
+        if len(window) < 2:  # the starter's guess, then the X shear
+            eps = self._eps(ctx, run, n, below.x, cached=False)
+            below = window[n - 1] = below._replace(V=self._increment(ctx, run, n, eps, t.c_start[n], None)[0])
+        elif below.V is None and 0 < n - 1 < t.N:  # the open point: both shears fused
+            eps = self._eps(ctx, run, n - 1, below.x)
+            out = self._shear(ctx, run, n - 1, eps, t.c[n - 1], window[n - 2].V, below.X, n, 1, below.x, True, True)
+            run.digests[n - 1] = out.digest
+            window[n - 1] = below._replace(V=out.V, dV=out.dV)
+            return Stepped(FixedEntry(out.x, out.X, None, None), self.spec, True)
+        X = be.int_lincomb([1, 1], [below.X, self._shift(run, n, below.V, be)])
+        entry = FixedEntry(be.dequantize(X, t.s[n] * 2.0**-run.scales.Sx, below.x), X, None, None)
+        starter = len(window) < 2
+        return Stepped(entry, self.method.starter.spec if starter else self.spec, not starter)
+
+    # --- the run around them -------------------------------------------------------------------------
+    def begin(self, ctx: StepContext, direction: str, window: Mapping[int, Any],
+              metadata: Mapping[str, Any] | None = None) -> tuple[BitsRun, dict[int, Entry]]:
+        """The tables and scales (refused when the grid cannot be held bit-exactly), the latent's recorded
+        checksums, and the start window on the fixed-point grid (|x| <= data_bound checked)."""
+        t = two_step_tables(self.base, ctx)
         sc = fixed_point_scales(t, self.data_bound, self.eps_bound)
         if sc.rounding_bound > sc.tolerance:
             raise FixedPointRangeError(
@@ -170,32 +223,14 @@ class FixedPointBelm(TwoStepForm):
                 "(BDIA gamma < 1) grows the state by N log2(1/a_2) bits; use fewer steps, gamma = 1, "
                 "or tighter data_bound/eps_bound"
             )
-        return FixedPointRun(t, sc, unchecked=direction == "backward")
-
-    def state_probes(self, ctx: StepContext) -> StateProbes:
-        # x = s X 2^-Sx is finite for every int64 X in float32/float64, and each x is either the next network
-        # input (its output is range-checked, a NaN fails the check) or the run's last point (checked exactly
-        # by finish); a float16 x that overflows feeds an inf to the network, whose output fails the check
-        return "none"
-
-    def guard(self, ctx: StepContext) -> ContextManager[Any]:
-        return ctx.backend.deterministic()
-
-    def latent_metadata(self, ctx: StepContext) -> dict[str, Any]:
-        run: FixedPointRun = ctx.prepared
-        if not run.digests:
-            return {}
-        keys = sorted(run.digests)
-        values = ctx.backend.read([run.digests[k] for k in keys])
-        return {DIGESTS_KEY: {str(k): list(map(int, v)) for k, v in zip(keys, values)}}
-
-    def use_latent_metadata(self, ctx: StepContext, metadata: Mapping[str, Any]) -> None:
-        recorded = metadata.get(DIGESTS_KEY)
+        run = BitsRun(t, sc, unchecked=direction == "backward")
+        recorded = (metadata or {}).get(DIGESTS_KEY)
         if recorded:
-            ctx.prepared.expected = {int(k): list(map(int, v)) for k, v in dict(recorded).items()}
+            run.expected = {int(k): list(map(int, v)) for k, v in dict(recorded).items()}
+        return run, self._enter(ctx, run, window)
 
-    def enter(self, ctx: StepContext, window: dict[int, Any]) -> dict[int, Entry]:
-        t, sc, be = self.tables(ctx), self.scales(ctx), ctx.backend
+    def _enter(self, ctx: StepContext, run: BitsRun, window: Mapping[int, Any]) -> dict[int, Entry]:
+        t, sc, be = run.tables, run.scales, ctx.backend
         out: dict[int, FixedEntry] = {}
         for m, e in window.items():
             if isinstance(e, FixedEntry):
@@ -219,22 +254,47 @@ class FixedPointBelm(TwoStepForm):
             if m + 1 in out and not isinstance(window[m], FixedEntry):
                 above = out[m + 1]
                 V = be.quantize(be.int_lincomb([1, -1], [above.X, out[m].X]), 2.0 ** (sc.Sv - sc.Sx) / t.w[m + 1])
-                X = be.int_lincomb([1, -1], [above.X, self._shift(ctx, m + 1, V)])
+                X = be.int_lincomb([1, -1], [above.X, self._shift(run, m + 1, V, be)])
                 out[m] = FixedEntry(be.dequantize(X, t.s[m] * 2.0**-sc.Sx, out[m].x), X, V, None)
         return out
 
-    def entry_from_array(self, x: Any) -> Any:
-        raise MethodError("mode 'bits' builds its entries from arrays when a run starts (it needs the grid's scales)")
+    def close(self, ctx: StepContext, run: BitsRun, n: int, window: MutableMapping[int, Entry]) -> None:
+        """An inversion stopped at n < N: complete point n, V_{n+1} = -V_n + q(c_n eps(x_n) 2^Sv), with its
+        increment and checksum recorded."""
+        e = window[n]
+        if e.V is None and 0 < n < run.tables.N and n - 1 in window:
+            V, dV = self._increment(ctx, run, n, self._eps(ctx, run, n, e.x), run.tables.c[n], window[n - 1].V)
+            run.digests[n] = ctx.backend.checksum(dV)
+            window[n] = e._replace(V=V, dV=dV)
 
-    # --- the network, bounded and checked -----------------------------------------------
-    def _slope(self, ctx: StepContext, m: int, x: Any, cached: bool = True) -> Any:
+    def records(self, ctx: StepContext, run: BitsRun) -> dict[str, Any]:
+        if not run.digests:
+            return {}
+        keys = sorted(run.digests)
+        values = ctx.backend.read([run.digests[k] for k in keys])
+        return {DIGESTS_KEY: {str(k): list(map(int, v)) for k, v in zip(keys, values)}}
+
+    def guard(self, ctx: StepContext) -> ContextManager[Any]:
+        return ctx.backend.deterministic()
+
+    def probes(self, ctx: StepContext, run: BitsRun) -> StateProbes:
+        # x = s X 2^-Sx is finite for every int64 X in float32/float64, and each x is either the next network
+        # input (its output is range-checked, a NaN fails the check) or the run's last point (checked exactly
+        # by finish); a float16 x that overflows feeds an inf to the network, whose output fails the check
+        return "none"
+
+    # --- the network, bounded and checked -----------------------------------------------------------
+    def _eps(self, ctx: StepContext, run: BitsRun, m: int, x: Any, cached: bool = True) -> Any:
         """eps(x_m); the first call of an inversion is made twice and compared bitwise."""
-        run: FixedPointRun = ctx.prepared
         eps = ctx.slope(m, x) if cached else ctx.evaluate(x, m)
         if run.unchecked:
             run.unchecked = False
             again = ctx.evaluate(x, m)
             if not ctx.backend.equal(eps, again):
+                if not ctx.backend.all_finite(eps):  # NaN != NaN: name the NaN, not the network's determinism
+                    raise NonFiniteError(
+                        f"the network returned NaN or infinity at grid index {m} ({ctx.describe(m)}) for a finite "
+                        "input; the run stopped and nothing you passed in was changed")
                 raise NondeterministicNetworkError(
                     f"the network returned different outputs for the same input at grid index {m} "
                     f"({ctx.describe(m)}); mode 'bits' needs a deterministic network (torch: "
@@ -248,9 +308,14 @@ class FixedPointBelm(TwoStepForm):
         is watched."""
         be = ctx.backend
 
-        def error(_: Any) -> FixedPointRangeError:
+        def error(_: Any) -> Exception:
+            big = be.max_abs(eps)
+            if not math.isfinite(big):  # NaN or infinity: the network's fault, not the bound's
+                return NonFiniteError(
+                    f"the network returned NaN or infinity at grid index {m} ({ctx.describe(m)}) for a finite "
+                    "input; the run stopped and nothing you passed in was changed")
             return FixedPointRangeError(
-                f"|eps| = {be.max_abs(eps):.4g} at grid index {m} ({ctx.describe(m)}) exceeds eps_bound = "
+                f"|eps| = {big:.4g} at grid index {m} ({ctx.describe(m)}) exceeds eps_bound = "
                 f"{self.eps_bound:g} that fixes the fixed-point scale; pass a larger eps_bound "
                 "(mode_options={'eps_bound': ...})")
 
@@ -259,84 +324,25 @@ class FixedPointBelm(TwoStepForm):
         else:
             ctx.watch_bound(m, over, 0, error)
 
-    def _increment(self, ctx: StepContext, m: int, eps: Any, c: float, V: Any) -> tuple[Any, Any]:
+    def _increment(self, ctx: StepContext, run: BitsRun, m: int, eps: Any, c: float, V: Any) -> tuple[Any, Any]:
         """(q(c eps 2^Sv) - V, the increment), |eps| <= eps_bound watched (composed: once per run)."""
-        dV = ctx.backend.quantize(eps, c * 2.0 ** self.scales(ctx).Sv)
+        dV = ctx.backend.quantize(eps, c * 2.0 ** run.scales.Sv)
         self._watch_eps(ctx, m, eps, None)
         return (dV if V is None else ctx.backend.int_lincomb([-1, 1], [V, dV])), dV
 
-    def _shear(self, ctx: StepContext, m: int, eps: Any, c: float, V: Any, X: Any, step: int, sign: int, to: int,
-               like: Any, keep: bool, digest: bool = False) -> fixedkernels.Sheared:
+    def _shear(self, ctx: StepContext, run: BitsRun, m: int, eps: Any, c: float, V: Any, X: Any, step: int,
+               sign: int, like: Any, keep: bool, digest: bool = False) -> fixedkernels.Sheared:
         """One fused step (:func:`linmultistep.fixedkernels.shear`): V' = q(c eps_m 2^Sv) - V, then
-        X_to = X + sign q(w_step V' 2^(Sx-Sv)) and its view x_to; |eps| <= eps_bound watched."""
-        sc = self.scales(ctx)
+        X_to = X + sign q(w_step V' 2^(Sx-Sv)) and its view x_to, to = step (inverting) or step - 1
+        (sampling); |eps| <= eps_bound watched."""
+        sc, to = run.scales, (step if sign > 0 else step - 1)
         out = fixedkernels.shear(
-            ctx.backend, eps, c * 2.0**sc.Sv, self.eps_bound, V, X, self._shift_factor(ctx, step), sign,
-            self.tables(ctx).s[to] * 2.0**-sc.Sx, like, keep, digest)
+            ctx.backend, eps, c * 2.0**sc.Sv, self.eps_bound, V, X, run.tables.w[step] * 2.0 ** (sc.Sx - sc.Sv), sign,
+            run.tables.s[to] * 2.0**-sc.Sx, like, keep, digest)
         self._watch_eps(ctx, m, eps, out.over)
         return out
 
-    def _shift(self, ctx: StepContext, m: int, V: Any) -> Any:
+    @staticmethod
+    def _shift(run: BitsRun, m: int, V: Any, be: Any) -> Any:
         """q(w_m V 2^(Sx-Sv)): the xbar increment of step m in X units."""
-        return ctx.backend.quantize(V, self._shift_factor(ctx, m))
-
-    def _shift_factor(self, ctx: StepContext, m: int) -> float:
-        sc = self.scales(ctx)
-        return self.tables(ctx).w[m] * 2.0 ** (sc.Sx - sc.Sv)
-
-    # --- the two shears ---------------------------------------------------------------------
-    def down(self, ctx: StepContext, i: int, above: FixedEntry, c: float) -> FixedEntry:
-        """Point i-1 from point i: V_i = -V_{i+1} + q(c_i eps_i), X_{i-1} = X_i - q(w_i V_i)."""
-        be, t = ctx.backend, self.tables(ctx)
-        run: FixedPointRun = ctx.prepared
-        if above.V is None and abs(c) > abs(t.c_top) + abs(t.c_bot):
-            raise FixedPointRangeError(
-                f"mode 'bits' cannot start sampling at grid index {i}: its starter coefficient {c:.4g} exceeds the "
-                f"bound {abs(t.c_top) + abs(t.c_bot):.4g} that fixed the scales (start at the noise end)"
-            )
-        eps = self._slope(ctx, i, above.x)
-        checksum = above.V is not None and i in run.expected
-        out = self._shear(ctx, i, eps, c, above.V, above.X, i, -1, i - 1, above.x, above.dV is not None, checksum)
-        if above.dV is not None and not be.equal(out.dV, above.dV):
-            raise NondeterministicNetworkError(
-                f"the network's output at grid index {i} ({ctx.describe(i)}) differs from the one the inversion saw "
-                "for the same input (another device, dtype, batch composition or a non-deterministic kernel); "
-                "the reconstruction would not be exact"
-            )
-        if checksum:
-            ctx.watch_equal(i, out.digest, run.expected[i], (
-                f"the network's output at grid index {i} ({ctx.describe(i)}) differs from the one the inversion saw "
-                "at that step (its checksum in the latent's bits_digests); the network drifted or is not "
-                "deterministic, so the reconstruction would not be exact"))
-        return FixedEntry(out.x, out.X, out.V, None)
-
-    def up(self, ctx: StepContext, n: int, below: FixedEntry) -> FixedEntry:
-        """Point n from the complete point n-1: X_n = X_{n-1} + q(w_n V_n) (V_{n+1} follows at the next step)."""
-        be, sc = ctx.backend, self.scales(ctx)
-        X = be.int_lincomb([1, 1], [below.X, self._shift(ctx, n, below.V)])
-        return FixedEntry(be.dequantize(X, self.tables(ctx).s[n] * 2.0**-sc.Sx, below.x), X, None, None)
-
-    def backward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
-        """Complete the open point n-1 and make point n in one fused pass:
-        V_n = -V_{n-1} + q(c_{n-1} eps(x_{n-1})), X_n = X_{n-1} + q(w_n V_n)."""
-        below = window[n - 1]
-        if not self.is_open(n - 1, below, self.tables(ctx).N):
-            return self.up(ctx, n, below)
-        eps = self._slope(ctx, n - 1, below.x)
-        out = self._shear(ctx, n - 1, eps, self.tables(ctx).c[n - 1], window[n - 2].V, below.X, n, 1, n, below.x,
-                          True, True)
-        ctx.prepared.digests[n - 1] = out.digest
-        window[n - 1] = below._replace(V=out.V, dV=out.dV)
-        return FixedEntry(out.x, out.X, None, None)
-
-    def completed(self, ctx: StepContext, n: int, entry: FixedEntry, V_n: Any) -> FixedEntry:
-        """V_{n+1} = -V_n + q(c_n eps(x_n)); the increment and its checksum are recorded (a run that stops
-        below the noise end; the steps themselves complete the open point in :meth:`backward`)."""
-        V, dV = self._increment(ctx, n, self._slope(ctx, n, entry.x), self.tables(ctx).c[n], V_n)
-        ctx.prepared.digests[n] = ctx.backend.checksum(dV)
-        return entry._replace(V=V, dV=dV)
-
-    def started(self, ctx: StepContext, n: int, below: FixedEntry) -> FixedEntry:
-        """V_n = q(c_start_n eps(x_{n-1} at point n's time)): the DDIM-inversion guess."""
-        eps = self._slope(ctx, n, below.x, cached=False)
-        return below._replace(V=self._increment(ctx, n, eps, self.tables(ctx).c_start[n], None)[0])
+        return be.quantize(V, run.tables.w[m] * 2.0 ** (run.scales.Sx - run.scales.Sv))

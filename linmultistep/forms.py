@@ -1,65 +1,261 @@
-"""The well-conditioned floating form of a 2-step BELM (mode ``'stable'``).
+"""What runs: a method in a mode (a *form*), and the modes as typed values.
 
-A 2-step BELM relation (paper eq. 12 with b_{i,0} = b_{i,2} = 0, consistent: a_{i,1} + a_{i,2} = 1)
+A :class:`~linmultistep.methods.Method` is a coefficient rule (or EDICT); how its steps are
+computed is the mode, a frozen dataclass with its options:
 
-    xbar_{i-1} = a_{i,1} xbar_i + a_{i,2} xbar_{i+1} + b_{i,1} h_i epsbar_i
+- :class:`Recurrence` -- the LM recurrence itself (:class:`RecurrenceForm`, steps in methods.py);
+- :class:`Stable` -- the well-conditioned shear form of a 2-step BELM (:mod:`linmultistep.stable`);
+- :class:`Bits` ``(data_bound, eps_bound)`` -- its bit-exact int64 form (:mod:`linmultistep.fixedpoint`).
 
-is, in the differences u_i = xbar_i - xbar_{i-1},
+A mode is a string only where it is stored or typed (a latent's ``mode`` field, the CLI):
+``str(mode)`` writes it and :func:`linmultistep.modes.parse_mode` reads it, nowhere else.
 
-    u_i = -a_{i,2} u_{i+1} - b_{i,1} h_i epsbar_i.
-
-Run backwards the recurrence divides by a_{i,2} at every step (O-BELM: h_{i+1}^2 / h_i^2), and
-rounding errors are multiplied by prod 1/a_{i,2}. Scaling the differences by weights with
-w_i = a_{i,2} w_{i+1} (anchored at w_N = h_N^2) removes the factor: with v_i = u_i / w_i,
-
-    v_i = -v_{i+1} + c_i epsbar_i,      c_i = -b_{i,1} h_i / w_i,
-    xbar_{i-1} = xbar_i - w_i v_i,
-
-and both directions are two shears with unit coefficients (the inverse undoes them in reverse
-order). For O-BELM w_i = h_i^2 and c_i = (h_i + h_{i+1}) / (h_i h_{i+1}); for BDIA(gamma)
-w_i = gamma^{N-i} h_N^2, so for gamma < 1 the weights span gamma^{-N}: the form moves the
-problem into the range of v but cannot remove it (the inverse map itself amplifies by 1/gamma).
-
-The starter (one DDIM step from a point with nothing above it, or its approximate inverse) fits
-the same form with v_{i+1} = 0: v_i = c^start_i epsbar_i, c^start_i = -b^{starter}_1 h_i / w_i.
-
-Entries are :class:`StableEntry` (x_n, xbar_n, v_{n+1}): the state is (xbar_n, v_{n+1}), v being
-the difference that led *down* to point n, so that a sampling step only reads the entry above
-it; x_n = s_n xbar_n is the network's view (model coordinates), derived, never fed back.
-The top entry has v = None (nothing above it). An inversion step n makes xbar_n and leaves the
-entry *open* (v_{n+1} needs the network at x_n); step n+1 completes it with that output first,
-so a step consumes the model output at its start, like a sampling step. A run that stops before
-the noise end completes its last entry in :meth:`~Method.close`. Derivation and measurements:
-docs/precision.md.
+A :class:`Form` is what :mod:`linmultistep.stepping` runs. It owns everything that belongs to
+the mode: the per-run state (diffrax's ``solver_state``: :meth:`Form.begin` returns it, a
+:class:`~linmultistep.stepping.Run` holds it and passes it into every step), the entries of its
+windows, and what a run records in its latent. Each form's :meth:`Form.forward` (one sampling
+step) and :meth:`Form.backward` (one inversion step) are the whole arithmetic of a step in that
+mode, starter included, with the formula in the docstring.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 from dataclasses import dataclass
-from typing import Any, Mapping, MutableMapping, NamedTuple
+from typing import Any, ContextManager, Literal, Mapping, MutableMapping, NamedTuple, Union
 
 import numpy as np
 
 from .context import StepContext
 from .entries import Entry
 from .errors import MethodError
-from .methods import PROBES, LinearMultistep, Method, StateProbes
+from .guards import rounding_growth_check, undamped_start_check
+from .methods import PROBES, LinearMultistep, Method, MethodSpec
 
-__all__ = ["StableEntry", "StableBelm", "TwoStepForm", "TwoStepTables", "two_step_tables", "check_two_step_belm"]
+__all__ = [
+    "Recurrence", "Stable", "Bits", "Mode", "DEFAULT_DATA_BOUND", "DEFAULT_EPS_BOUND",
+    "Form", "RecurrenceForm", "Stepped", "StateProbes", "as_form",
+    "TwoStepTables", "two_step_tables", "check_two_step_belm",
+]
+
+#: how a run watches its states for NaN and infinity (:meth:`Form.probes`)
+StateProbes = Literal["every", "due", "none"]
+
+DEFAULT_DATA_BOUND = 64.0  # mode 'bits': |x| at the start of a run (pixels in [-1, 1], VAE latents, noise)
+DEFAULT_EPS_BOUND = 64.0  # mode 'bits': |eps| from the network (noise predictions are O(1))
 
 
-class StableEntry(NamedTuple):
-    """Point n of the stable form: the network's view x_n = s_n xbar_n, the state xbar_n, and
-    v_{n+1} (None above the noise end)."""
+# --- the modes ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recurrence:
+    """The LM recurrence itself, in the arrays' dtype."""
 
-    x: Any
-    xbar: Any
-    v: Any
+    name = "recurrence"
+
+    def __str__(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True)
+class Stable:
+    """The shear form of a 2-step BELM in the arrays' dtype (docs/precision.md)."""
+
+    name = "stable"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Bits:
+    """The shear form in int64 fixed point: round trips exact to the last bit. ``data_bound`` bounds
+    |x| of the array a run starts from, ``eps_bound`` the network's |eps|; both fix the fixed-point
+    scales, are checked during the run and are part of the identity a latent records."""
+
+    data_bound: float = DEFAULT_DATA_BOUND
+    eps_bound: float = DEFAULT_EPS_BOUND
+    name = "bits"
+
+    def __post_init__(self) -> None:
+        for key in ("data_bound", "eps_bound"):
+            val = getattr(self, key)
+            if isinstance(val, bool) or not isinstance(val, (int, float, np.floating, np.integer)) \
+                    or not math.isfinite(val) or not val > 0:
+                raise MethodError(f"{key} must be a positive finite number, got {val!r}")
+            object.__setattr__(self, key, float(val))
+
+    def __str__(self) -> str:
+        if self.data_bound == DEFAULT_DATA_BOUND and self.eps_bound == DEFAULT_EPS_BOUND:
+            return "bits"
+        return f"bits(data_bound={self.data_bound!r}, eps_bound={self.eps_bound!r})"
+
+
+#: a mode: what :func:`linmultistep.modes.parse_mode` returns
+Mode = Union[Recurrence, Stable, Bits]
+
+
+# --- what a step returns and what a form is ----------------------------------------------------------
+class Stepped(NamedTuple):
+    """One step's result: the new entry, the method (or starter) that made it, and whether the step is
+    exact (False for an approximate inverse step, DDIM inversion)."""
+
+    entry: Entry
+    by: MethodSpec
+    exact: bool
+
+
+class Form:
+    """A method computed in a mode: what :func:`linmultistep.stepping.step` runs.
+
+    ``method`` is the catalogue method (its coefficients), ``mode_spec`` the typed mode; ``mode`` is
+    the string a latent records (``str(mode_spec)``). The run-level hooks have no-op defaults.
+    """
+
+    method: Method
+    mode_spec: Any
+
+    # identity, read off the method
+    @property
+    def mode(self) -> str:
+        return str(self.mode_spec)
+
+    @property
+    def spec(self) -> MethodSpec:
+        return self.method.spec
+
+    @property
+    def name(self) -> str:
+        return self.method.spec.name
+
+    @property
+    def k(self) -> int:
+        return self.method.k
+
+    @property
+    def nfe_per_step(self) -> int:
+        return self.method.nfe_per_step
+
+    @property
+    def order(self) -> "int | None":
+        return getattr(self.method, "order", None)
+
+    @property
+    def starter(self) -> "Method | None":
+        return self.method.starter
+
+    def chain(self) -> list[Method]:
+        """The method followed by its starters, longest window first."""
+        return self.method.chain()
+
+    def exact_backward(self, ctx: StepContext, n: int) -> bool:
+        """Whether the method's inversion step producing n is exact (from the coefficients)."""
+        return self.method.exact_backward(ctx, n)
+
+    # the run
+    def check_run(self, ctx: StepContext, direction: str, window: Mapping[int, Any]) -> None:
+        """Warnings the method's coefficients predict for this run, before it starts (PrecisionWarning)."""
+        if direction == "forward" and len(window) == 1 and max(window) == len(ctx.h) - 1:
+            undamped_start_check(self.method, ctx)
+
+    def begin(self, ctx: StepContext, direction: str, window: Mapping[int, Any],
+              metadata: Mapping[str, Any] | None = None) -> tuple[Any, dict[int, Entry]]:
+        """(this run's state, the start window as this form's entries). ``metadata``: what the latent
+        being continued recorded (:meth:`records`)."""
+        raise NotImplementedError
+
+    def forward(self, ctx: StepContext, state: Any, n: int, window: MutableMapping[int, Entry]) -> Stepped:
+        """The sampling step producing point n from the points above it."""
+        raise NotImplementedError
+
+    def backward(self, ctx: StepContext, state: Any, n: int, window: MutableMapping[int, Entry]) -> Stepped:
+        """The inversion step producing point n from the points below it (may complete the open entry
+        at n-1 in ``window``, the run's own dict)."""
+        raise NotImplementedError
+
+    def close(self, ctx: StepContext, state: Any, n: int, window: MutableMapping[int, Entry]) -> None:
+        """Complete the entry at n of an inversion that stopped before the noise end."""
+
+    def records(self, ctx: StepContext, state: Any) -> dict[str, Any]:
+        """What the run records in its latent besides the window (mode 'bits': per-step digests)."""
+        return {}
+
+    def guard(self, ctx: StepContext) -> ContextManager[Any]:
+        """A context the run's steps execute in (mode 'bits': deterministic kernels)."""
+        return contextlib.nullcontext()
+
+    def probes(self, ctx: StepContext, state: Any) -> StateProbes:
+        """How the run watches its states for NaN and infinity (the final window is always checked
+        exactly): ``'every'`` state probed; ``'due'`` only the state before each read (a non-finite state
+        stays non-finite); ``'none'``: finite by construction."""
+        return "every"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec} mode={self.mode!r}>"
+
+
+class RecurrenceForm(Form):
+    """Mode 'recurrence': the method's own steps (:meth:`LinearMultistep.forward` / ``backward``, EDICT's),
+    the starters making the first k-1 steps."""
+
+    mode_spec = Recurrence()
+
+    def __init__(self, method: Method) -> None:
+        if isinstance(method, Form):
+            raise MethodError(f"{method!r} is already a method in a mode")
+        self.method = method
+        self._chain = method.chain()
+
+    def _pick(self, have: int) -> Method:
+        for m in self._chain:
+            if m.k <= have:
+                return m
+        raise MethodError(f"no method in the starter chain of {self.spec} can step from {have} point(s)")
+
+    def check_run(self, ctx: StepContext, direction: str, window: Mapping[int, Any]) -> None:
+        super().check_run(ctx, direction, window)
+        if direction == "backward" and window:
+            rounding_growth_check(self.method, ctx, _first_array(window), self.mode)
+
+    def begin(self, ctx: StepContext, direction: str, window: Mapping[int, Any],
+              metadata: Mapping[str, Any] | None = None) -> tuple[None, dict[int, Entry]]:
+        return None, self.method.enter(ctx, dict(window))
+
+    def forward(self, ctx: StepContext, state: None, n: int, window: MutableMapping[int, Entry]) -> Stepped:
+        m = self._pick(len(window))
+        return Stepped(m.forward(ctx, n, window), m.spec, True)
+
+    def backward(self, ctx: StepContext, state: None, n: int, window: MutableMapping[int, Entry]) -> Stepped:
+        m = self._pick(len(window))
+        exact = m.exact_backward(ctx, n)
+        return Stepped(m.backward(ctx, n, window), m.spec, exact)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RecurrenceForm) and other.method is self.method
+
+    def __hash__(self) -> int:
+        return hash((RecurrenceForm, id(self.method)))
+
+
+def as_form(method: "Method | Form") -> Form:
+    """A form as it is; a plain method in mode 'recurrence' (what a method object means by itself)."""
+    if isinstance(method, Form):
+        return method
+    if not isinstance(method, Method):
+        raise TypeError(f"expected a linmultistep Method or a method in a mode, got {type(method).__name__}")
+    return RecurrenceForm(method)
+
+
+def _first_array(window: Mapping[int, Any]) -> Any:
+    """An array of a start window (entries or plain arrays)."""
+    e = next(iter(window.values()))
+    return e[0] if isinstance(e, tuple) else e
+
+
+# --- the shear form shared by modes 'stable' and 'bits' -------------------------------------------------
+@dataclass(frozen=True)
 class TwoStepTables:
-    """float64 host coefficients of the shear form on one grid (index 0..N).
+    """float64 host coefficients of the shear form (:mod:`linmultistep.stable`) on one grid (index 0..N).
 
     ``w[i]`` (i = 1..N) weights of the differences, ``c[i]`` (i = 1..N-1) slope coefficients of the
     BELM relations, ``c_start[i]`` (i = 1..N) of the starter step i -> i-1 (and its approximate
@@ -109,7 +305,12 @@ def check_two_step_belm(method: Method, mode: str) -> LinearMultistep:
 
 
 def two_step_tables(method: LinearMultistep, ctx: StepContext) -> TwoStepTables:
-    """Weights and coefficients of the shear form (module docstring) for the context's grid."""
+    """Weights and coefficients of the shear form for the context's grid (computed once per grid and
+    method: cached in the context's plans under the key (TwoStepTables, method.plan_key))."""
+    return ctx.plan((TwoStepTables, method.plan_key), _build_tables, method, ctx)
+
+
+def _build_tables(method: LinearMultistep, ctx: StepContext) -> TwoStepTables:
     h = np.asarray(ctx.h, dtype=np.float64)
     N = h.shape[0] - 1
     w = np.zeros(N + 1)
@@ -133,183 +334,3 @@ def two_step_tables(method: LinearMultistep, ctx: StepContext) -> TwoStepTables:
     for arr in (w, c, c_start, s):
         arr.setflags(write=False)
     return TwoStepTables(N, w, c, c_start, s)
-
-
-class TwoStepForm(Method):
-    """What the 'stable' and 'bits' forms of a 2-step BELM ``base`` share: the identity of the base,
-    the starter, the open entries of an inversion, and the two shears ``down`` / ``up`` that the
-    subclasses define on their own entry types."""
-
-    k = 2
-    nfe_per_step = 1
-    mode = "form"
-    above_field = "v"  # the entry's part that links it to the point above (v_{n+1}; 'V' in mode 'bits')
-
-    def __init__(self, base: LinearMultistep) -> None:
-        self.base = check_two_step_belm(base, self.mode)
-        self.starter = _Starter(self)
-
-    @property
-    def spec(self):  # type: ignore[override]
-        return self.base.spec
-
-    @property
-    def order(self) -> int | None:
-        return self.base.order
-
-    @property
-    def plan_key(self) -> Any:
-        return ("form", self.base.plan_key)
-
-    def tables(self, ctx: StepContext) -> TwoStepTables:
-        return ctx.prepared.tables
-
-    def grid_tables(self, ctx: StepContext) -> TwoStepTables:
-        """The shear tables of the context's grid (computed once per grid, see StepContext.plan)."""
-        return ctx.plan(self, "tables", 0, lambda c, _: two_step_tables(self.base, c))
-
-    def exact_backward(self, ctx: StepContext, n: int) -> bool:
-        return True
-
-    # the subclass's shears on its own entries
-    def down(self, ctx: StepContext, i: int, above: Any, c: float) -> Any:  # pragma: no cover
-        """Point i-1 from point i (sampling) with slope coefficient c (c_i, or c_start_i from a top entry)."""
-        raise NotImplementedError
-
-    def up(self, ctx: StepContext, n: int, below: Any) -> Any:  # pragma: no cover
-        """Point n from the COMPLETE point n-1 (its v is v_n): the new entry is open unless n = N."""
-        raise NotImplementedError
-
-    def completed(self, ctx: StepContext, n: int, entry: Any, v_n: Any) -> Any:  # pragma: no cover
-        """The open entry at n with its v_{n+1} = -v_n + c_n eps(x_n)."""
-        raise NotImplementedError
-
-    def started(self, ctx: StepContext, n: int, below: Any) -> Any:  # pragma: no cover
-        """The point n-1 (no point below it in the run) with v_n of the starter's inverse guess."""
-        raise NotImplementedError
-
-    def is_open(self, n: int, entry: Any, N: int) -> bool:
-        """An inversion's entry whose link to the point above awaits the network output at n."""
-        return getattr(entry, self.above_field) is None and 0 < n < N
-
-    def _complete_below(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Any:
-        below = window[n - 1]
-        if self.is_open(n - 1, below, self.tables(ctx).N):
-            link = getattr(window[n - 2], self.above_field)
-            below = window[n - 1] = self.completed(ctx, n - 1, below, link)
-        return below
-
-    def close(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> None:
-        if self.is_open(n, window[n], self.tables(ctx).N) and n - 1 in window:
-            window[n] = self.completed(ctx, n, window[n], getattr(window[n - 1], self.above_field))
-
-    def forward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
-        i = n + 1
-        return self.down(ctx, i, window[i], self.tables(ctx).c[i])
-
-    def backward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
-        return self.up(ctx, n, self._complete_below(ctx, n, window))
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.spec} mode={self.mode!r}>"
-
-
-class _Starter(Method):
-    """The starter step in shear form: DDIM i -> i-1 from a point with nothing above (v_{i+1} = 0),
-    and its approximate inverse n-1 -> n from a point with nothing below."""
-
-    k = 1
-    nfe_per_step = 1
-    starter = None
-
-    def __init__(self, parent: TwoStepForm) -> None:
-        self.parent = parent
-        self.mode = parent.mode
-
-    @property
-    def spec(self):  # type: ignore[override]
-        return self.parent.base.starter.spec
-
-    @property
-    def plan_key(self) -> Any:
-        return ("starter", self.parent.plan_key)
-
-    def exact_backward(self, ctx: StepContext, n: int) -> bool:
-        return False
-
-    def forward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
-        return self.parent.down(ctx, n + 1, window[n + 1], self.parent.tables(ctx).c_start[n + 1])
-
-    def backward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
-        below = window[n - 1] = self.parent.started(ctx, n, window[n - 1])
-        return self.parent.up(ctx, n, below)
-
-
-@dataclass
-class TwoStepRun:
-    """The per-run data of mode 'stable': the grid's shear tables."""
-
-    tables: TwoStepTables
-
-
-class StableBelm(TwoStepForm):
-    """A 2-step BELM in the shear form of the module docstring, in the arrays' own dtype.
-
-    The state is (xbar, v), updated by the two shears; the network sees x = s xbar, rounded
-    once, which never feeds back into the state (holding x itself instead would add a
-    rounding by s_{i-1}/s_i and its inverse to every step: measured 1.5-3x larger errors).
-    """
-
-    mode = "stable"
-
-    def prepare(self, ctx: StepContext, direction: str, window: Mapping[int, Entry]) -> TwoStepRun:
-        return TwoStepRun(self.grid_tables(ctx))
-
-    def state_probes(self, ctx: StepContext) -> StateProbes:
-        # every shear adds to xbar (or v, which then adds to xbar) with coefficient 1, so a NaN or infinity
-        # in xbar stays; x = s xbar cannot overflow where xbar is finite when s <= 1 (diffusion grids)
-        return "due" if float(self.tables(ctx).s.max()) <= 1.0 else "every"
-
-    def entry_from_array(self, x: Any) -> Any:
-        raise MethodError("mode 'stable' builds its entries from arrays when a run starts (it needs the grid's scales)")
-
-    def enter(self, ctx: StepContext, window: dict[int, Any]) -> dict[int, Entry]:
-        t = self.tables(ctx)
-        out: dict[int, StableEntry] = {}
-        for m, e in window.items():
-            if isinstance(e, StableEntry):
-                out[m] = e
-                continue
-            if isinstance(e, tuple) and len(e) != 1:
-                raise MethodError(f"mode 'stable' cannot start from the entry at grid index {m} ({type(e).__name__})")
-            x = e[0] if isinstance(e, tuple) else e
-            out[m] = StableEntry(x, ctx.lincomb([1.0 / t.s[m]], [x]), None)
-        # adjacent plain arrays (solve's warm_start): v_{m+1} = (xbar_{m+1} - xbar_m) / w_{m+1}
-        for m in sorted(out, reverse=True):
-            if m + 1 in out and not isinstance(window[m], StableEntry):
-                w = t.w[m + 1]
-                out[m] = out[m]._replace(v=ctx.lincomb([1.0 / w, -1.0 / w], [out[m + 1].xbar, out[m].xbar]))
-        return out
-
-    def _entry(self, ctx: StepContext, m: int, xbar: Any, v: Any) -> StableEntry:
-        return StableEntry(ctx.lincomb([self.tables(ctx).s[m]], [xbar]), xbar, v)
-
-    def down(self, ctx: StepContext, i: int, above: StableEntry, c: float) -> StableEntry:
-        """Point i-1 from point i: v_i = -v_{i+1} + c_i eps_i, xbar_{i-1} = xbar_i - w_i v_i."""
-        eps = ctx.slope(i, above.x)
-        v = ctx.lincomb([c], [eps]) if above.v is None else ctx.lincomb([-1.0, c], [above.v, eps])
-        return self._entry(ctx, i - 1, ctx.lincomb([1.0, -self.tables(ctx).w[i]], [above.xbar, v]), v)
-
-    def up(self, ctx: StepContext, n: int, below: StableEntry) -> StableEntry:
-        """Point n from point n-1: xbar_n = xbar_{n-1} + w_n v_n (v_{n+1} follows at the next step)."""
-        return self._entry(ctx, n, ctx.lincomb([1.0, self.tables(ctx).w[n]], [below.xbar, below.v]), None)
-
-    def completed(self, ctx: StepContext, n: int, entry: StableEntry, v_n: Any) -> StableEntry:
-        """v_{n+1} = -v_n + c_n eps(x_n)."""
-        eps = ctx.slope(n, entry.x)
-        return entry._replace(v=ctx.lincomb([-1.0, self.tables(ctx).c[n]], [v_n, eps]))
-
-    def started(self, ctx: StepContext, n: int, below: StableEntry) -> StableEntry:
-        """v_n = c_start_n eps(x_{n-1} at point n's time): the DDIM-inversion guess."""
-        eps = ctx.evaluate(below.x, n)
-        return below._replace(v=ctx.lincomb([self.tables(ctx).c_start[n]], [eps]))

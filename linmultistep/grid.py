@@ -21,6 +21,10 @@ Spacing = Literal["linspace", "leading", "trailing"]
 
 
 def _as_vector(name: str, values, length: int | None = None) -> np.ndarray:
+    if np.iscomplexobj(values) or (hasattr(values, "is_complex") and callable(values.is_complex) and values.is_complex()):
+        # float64(complex) would drop the imaginary part with only numpy's ComplexWarning
+        raise GridError(f"{name} is complex ({getattr(values, 'dtype', type(values).__name__)}); a grid is real: pass "
+                        "the real values (e.g. values.real if the imaginary part is zero)")
     arr = np.array(values, dtype=np.float64, copy=True)  # copy: the caller's array is never aliased
     if arr.ndim != 1:
         raise GridError(f"{name} must be one-dimensional, got shape {arr.shape}")

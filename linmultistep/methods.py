@@ -4,7 +4,10 @@ A method advances a *window* of consecutive grid points. In the paper's indexing
 method's own direction (sampling) goes from high to low index; ``forward(ctx, n, window)``
 returns the entry at point n from points n+1..n+k, and ``backward(ctx, n, window)`` returns
 the entry at point n from points n-k..n-1: exactly when the method is backward explicit,
-approximately (the DDIM-inversion substitution) otherwise.
+approximately (the DDIM-inversion substitution) otherwise. These two are the arithmetic of
+mode 'recurrence'; a method knows nothing of modes: the forms of :mod:`linmultistep.forms`
+(:mod:`linmultistep.stable`, :mod:`linmultistep.fixedpoint`) compute the same relation in other
+arithmetic from the method's coefficients.
 
 Entries are arrays in stored coordinates x = s * xbar (s = alpha for diffusion, 1 for ODEs);
 the scale is folded into the float64 coefficients, so the vector field always sees exactly
@@ -13,12 +16,10 @@ the stored array. EDICT's entries are pairs (x, y).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Literal, Mapping, MutableMapping, Sequence
+from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from . import generated_belm
 from . import rules as _rules
 from .context import StepContext
 from .entries import Coupled, Entry, Point
-from .errors import MethodError, PrecisionWarning
+from .errors import MethodError
 
 __all__ = [
     "Method",
@@ -44,11 +45,7 @@ __all__ = [
     "rule_digest",
     "PROBES",
     "MAX_ADAMS_BASHFORTH_K",
-    "StateProbes",
 ]
-
-#: how a run watches its states for NaN and infinity (:meth:`Method.state_probes`)
-StateProbes = Literal["every", "due", "none"]
 
 # step-size vectors on which structural properties (explicit, backward explicit) are probed and
 # from which a user rule's identity is computed
@@ -80,7 +77,8 @@ class MethodSpec:
 
 
 class Method:
-    """Base class: what the integrator asks of a method.
+    """Base class: a method's identity, its starter chain and its recurrence steps (mode 'recurrence').
+    Nothing here knows of modes: a mode's form reads the method's coefficients.
 
     Attributes: ``k`` (points in the window), ``nfe_per_step`` (network calls per step),
     ``starter`` (method used while fewer than k points exist, or None), ``spec``.
@@ -90,7 +88,6 @@ class Method:
     nfe_per_step: int
     starter: "Method | None"
     spec: MethodSpec
-    mode: str = "recurrence"
 
     @property
     def name(self) -> str:
@@ -99,7 +96,7 @@ class Method:
     @property
     def plan_key(self) -> Any:
         """What determines this method's step coefficients on a grid (the key of cached step plans)."""
-        return (type(self).__name__, self.spec, self.mode)
+        return (type(self).__name__, self.spec)
 
     def chain(self) -> list["Method"]:
         """The method followed by its starters, longest window first."""
@@ -110,14 +107,6 @@ class Method:
             m = m.starter
         return out
 
-    def state_probes(self, ctx: StepContext) -> StateProbes:
-        """How the integrator watches the states of a run for NaN and infinity (the final window is always
-        checked exactly by :func:`~linmultistep.stepping.finish`): ``'every'`` state gets a probe (one
-        reduction per step); ``'due'``: a non-finite state stays non-finite at every later step, so only
-        the state before each read of the checks is probed, and the first bad one is found among the
-        states kept since the last read; ``'none'``: finite by construction."""
-        return "every"
-
     # entries <-> plain arrays at the ends of a run
     def entry_from_array(self, x: Any) -> Entry:
         return Point(x)
@@ -125,29 +114,14 @@ class Method:
     def array_from_entry(self, entry: Entry) -> Any:
         return entry.x
 
-    # hooks around one run (the starters' own hooks are not called; they read the run's data)
-    def prepare(self, ctx: StepContext, direction: str, window: Mapping[int, Entry]) -> Any:
-        """Per-run data of this method (tables, scales...), stored by the run in ``ctx.prepared``."""
-        return None
-
     def enter(self, ctx: StepContext, window: dict[int, Any]) -> dict[int, Entry]:
         """Convert the start window (entries or plain arrays) into this method's entries."""
         return {m: e if isinstance(e, tuple) else self.entry_from_array(e) for m, e in window.items()}
 
-    def guard(self, ctx: StepContext) -> ContextManager[Any]:
-        """A context every step of the run executes in (mode 'bits': deterministic kernels)."""
-        return contextlib.nullcontext()
-
-    def close(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> None:
-        """Complete the entry at n if the run ended before it was (open entries: modes 'stable'/'bits'
-        inverting, whose step n+1 would complete point n with the network output at n)."""
-
-    def latent_metadata(self, ctx: StepContext) -> dict[str, Any]:
-        """What this run records in the latent besides the window (mode 'bits': per-step digests)."""
-        return {}
-
-    def use_latent_metadata(self, ctx: StepContext, metadata: Mapping[str, Any]) -> None:
-        """Take what :meth:`latent_metadata` recorded when continuing a latent."""
+    def inversion_growth_bits(self, h: Sequence[float]) -> float:
+        """log2 of the factor by which the inverse recurrence amplifies rounding over the grid with step
+        sizes ``h`` (0 when it does not grow): read off the coefficients."""
+        return 0.0
 
     def exact_backward(self, ctx: StepContext, n: int) -> bool:
         raise NotImplementedError
@@ -243,9 +217,17 @@ class LinearMultistep(Method):
         a, b = self._local(ctx, n - self.k + 1)
         return b[-1] == 0 and a[-1] != 0
 
-    def prepare(self, ctx: StepContext, direction: str, window: Mapping[int, Entry]) -> None:
-        if direction == "backward" and self.k == 2 and window:
-            _warn_parasitic_growth(self, ctx, _first_array(window))
+    def inversion_growth_bits(self, h: Sequence[float]) -> float:
+        """A 2-step method run backwards divides by a_{i,2} at every step (its parasitic root 1/a_{i,2}):
+        log2 growth = sum_i -log2 |a_{i,2}| over the grid (BDIA(gamma): N log2(1/gamma); O-BELM: 0 net of
+        the step-size ratios, which the stable form removes). 0 for other k (not guarded)."""
+        if self.k != 2:
+            return 0.0
+        growth = 0.0
+        for i in range(1, len(h) - 1):
+            a, _ = self.coefficients(h[i : i + 2])
+            growth += -float(np.log2(abs(a[1]))) if a[1] != 0 else float("inf")
+        return growth
 
     # --- steps ------------------------------------------------------------------------
     # A step is a linear combination whose float64 coefficients depend only on the grid: its plan
@@ -283,7 +265,7 @@ class LinearMultistep(Method):
 
     def forward(self, ctx: StepContext, n: int, window: MutableMapping[int, Entry]) -> Entry:
         """x_{i-1} = s_{i-1} [sum_j a_{i,j} x_{i-1+j}/s_{i-1+j} + sum_j b_{i,j} h_{i-1+j} f_{i-1+j}], i = n+1."""
-        plan = ctx.plan(self, "forward", n, self._forward_plan)
+        plan = ctx.plan((self.plan_key, "forward", n), self._forward_plan, ctx, n)
         arrays = [ctx.slope(p, window[p].x) if kind else window[p].x for _, p, kind in plan]
         return Point(ctx.lincomb([c for c, _, _ in plan], arrays))
 
@@ -296,46 +278,12 @@ class LinearMultistep(Method):
         point n-1 evaluated with point n's time (diffusers' DDIMInverseScheduler convention),
         which makes the step approximate: DDIM inversion for k = 1.
         """
-        plan = ctx.plan(self, "backward", n, self._backward_plan)
+        plan = ctx.plan((self.plan_key, "backward", n), self._backward_plan, ctx, n)
         arrays = [
             window[p].x if kind == 0 else ctx.slope(p, window[p].x) if kind == 1 else ctx.evaluate(window[n - 1].x, n)
             for _, p, kind in plan
         ]
         return Point(ctx.lincomb([c for c, _, _ in plan], arrays))
-
-
-def _first_array(window: Mapping[int, Any]) -> Any:
-    """An array of a start window (entries or plain arrays)."""
-    e = next(iter(window.values()))
-    return e[0] if isinstance(e, tuple) else e
-
-
-def _itemsize(x: Any) -> int:
-    size = getattr(x, "itemsize", None)
-    return int(size) if isinstance(size, int) else int(getattr(getattr(x, "dtype", None), "itemsize", 8) or 8)
-
-
-#: unit roundoff by bytes per element (float16, float32, float64)
-_ROUNDOFF = {2: 2.0**-11, 4: 2.0**-24, 8: 2.0**-53}
-
-
-def _warn_parasitic_growth(method: "LinearMultistep", ctx: StepContext, x: Any) -> None:
-    """Warn when the inverse recurrence of a 2-step method amplifies rounding past 1% of the data:
-    its parasitic root is 1/a_{i,2} per step (BDIA(gamma): gamma^-N over the grid)."""
-    N = len(ctx.h) - 1
-    growth = 0.0
-    for i in range(1, N):
-        a, _ = method.coefficients(ctx.h[i : i + 2])
-        growth += -np.log2(abs(a[1])) if a[1] != 0 else np.inf
-    u = _ROUNDOFF.get(_itemsize(x), 2.0**-53)
-    if growth > 0 and growth + np.log2(u) > np.log2(0.01):
-        bdia = method.spec.name == "bdia"
-        warnings.warn(
-            f"inverting with {method.spec} on this grid (N = {N}) amplifies rounding by about 2^{growth:.0f} = "
-            f"prod 1/a_(i,2){' = gamma^-N' if bdia else ''}: with this dtype's unit roundoff {u:.1e} the round trip "
-            f"can be off by more than 1% of the data; use {'gamma = 1, ' if bdia else ''}fewer steps, float64, or "
-            "mode 'bits' (exact to the last bit in any dtype)",
-            PrecisionWarning, stacklevel=4)
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -354,6 +302,7 @@ class Edict(Method):
     starter: "Method | None" = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        _real("p", self.p, "EDICT")
         if not (0.0 < float(self.p) <= 1.0) or not np.isfinite(self.p):
             raise MethodError(f"EDICT mixing weight p must be in (0, 1], got {self.p!r}")
 
@@ -374,18 +323,10 @@ class Edict(Method):
             out[m] = e if isinstance(e, Coupled) else self.entry_from_array(e)
         return out
 
-    def prepare(self, ctx: StepContext, direction: str, window: Mapping[int, Entry]) -> None:
-        # the inverse of the mixing step divides by p twice: rounding grows like p^-2 per step
-        N = len(ctx.h) - 1
-        growth = -2.0 * N * np.log2(float(self.p))
-        x = _first_array(window) if window else None
-        u = _ROUNDOFF.get(_itemsize(x), 2.0**-53) if x is not None else 2.0**-53
-        if direction == "backward" and growth > 0 and growth + np.log2(u) > np.log2(0.01):
-            warnings.warn(
-                f"inverting with EDICT(p={self.p}) over N = {N} steps amplifies rounding by about p^(-2N) = "
-                f"2^{growth:.0f}: with this dtype's unit roundoff {u:.1e} the round trip can be off by more than "
-                "1% of the data; use p >= 0.9 (0.93 customary), fewer steps or float64, or O-BELM",
-                PrecisionWarning, stacklevel=4)
+    def inversion_growth_bits(self, h: Sequence[float]) -> float:
+        """The inverse of the mixing step divides by p twice: rounding grows like p^-2 per step,
+        -2 N log2 p over N steps."""
+        return -2.0 * (len(h) - 1) * float(np.log2(float(self.p)))
 
     def exact_backward(self, ctx: StepContext, n: int) -> bool:
         return True
@@ -418,13 +359,25 @@ def ddim() -> LinearMultistep:
 
 
 def obelm() -> LinearMultistep:
-    """O-BELM (BELM paper Prop. 4): 2-step, LTE O((h_i+h_{i+1})^3), started by one DDIM step."""
+    """O-BELM (BELM paper Prop. 4): 2-step, LTE O((h_i+h_{i+1})^3), started by one DDIM step.
+
+    Its coefficients are :func:`linmultistep.rules.obelm`. ``sample``/``invert`` run it by default in
+    mode 'stable': the step that runs is :meth:`linmultistep.stable.StableBelm.forward` (sampling) and
+    ``.backward`` (inversion); in mode 'recurrence' it is :meth:`LinearMultistep.forward` below, in mode
+    'bits' :meth:`linmultistep.fixedpoint.FixedPointBelm.forward`."""
     return LinearMultistep("obelm", 2, _rules.obelm, starter=ddim(), order=2)
 
 
 def bdia(gamma: float = 1.0) -> LinearMultistep:
-    """BDIA(gamma) (Zhang et al. 2023) as a 2-step BELM; gamma = 1 is time-symmetric."""
-    g = float(gamma)
+    """BDIA(gamma) (Zhang et al. 2023) as a 2-step BELM; gamma = 1 is time-symmetric.
+
+    Its inversion solves the relation for the oldest point, which is exact in exact arithmetic only:
+    in floating point (modes 'recurrence' and 'stable', the default for gamma = 1) the round trip's
+    rounding errors grow with the network's sensitivity over the steps and with gamma^-N, so a
+    reconstruction is close, not identical (an 8-bit image may come back a few levels off); mode
+    'bits' is exact to the last bit. For generation from noise prefer O-BELM: BDIA(1) carries the
+    error of its first (DDIM) step undamped (a PrecisionWarning says so when it matters)."""
+    g = _real("gamma", gamma, "BDIA")
     if not np.isfinite(g) or not (0.0 < g <= 1.0):
         raise MethodError(f"BDIA gamma must be in (0, 1] (gamma = 0 is DDIM and not invertible), got {gamma!r}")
     return LinearMultistep("bdia", 2, _rules.bdia(g), params=(("gamma", g),), starter=ddim(), order=1)
@@ -432,7 +385,14 @@ def bdia(gamma: float = 1.0) -> LinearMultistep:
 
 def edict(p: float = 0.93) -> Edict:
     """EDICT with mixing weight p (0.93 customary)."""
-    return Edict(p=float(p))
+    return Edict(p=_real("p", p, "EDICT"))
+
+
+def _real(name: str, value: Any, method: str) -> float:
+    """A real number parameter: "0.5" or True would be parsed or coerced silently, a complex one truncated."""
+    if isinstance(value, (bool, str, bytes, complex)) or np.iscomplexobj(value) or not hasattr(value, "__float__"):
+        raise MethodError(f"{method} {name} must be a real number, got {value!r} ({type(value).__name__})")
+    return float(value)
 
 
 def adams_bashforth(k: int = 2) -> LinearMultistep:
@@ -530,7 +490,8 @@ def available_methods() -> list[str]:
 def get_method(name: "str | Method", **params: Any) -> Method:
     """A catalogue method by name: 'ddim', 'obelm', 'bdia' (gamma), 'edict' (p), 'belm' (rule, k),
     'adams_bashforth' (k). A Method instance passes through unchanged."""
-    if isinstance(name, Method):
+    if isinstance(name, Method) or (hasattr(name, "mode_spec") and isinstance(getattr(name, "method", None), Method)):
+        # a method, or a method in a mode (a forms.Form), as it is
         if params:
             raise MethodError(f"parameters {sorted(params)} given with a method object {name}")
         return name

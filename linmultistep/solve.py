@@ -18,10 +18,10 @@ import numpy as np
 from .arrays import ArrayBackend, get_backend
 from .context import StepContext
 from .errors import GridError, LatentMismatchError
-from .integrator import integrate
+from .forms import Form, as_form
 from .methods import Method, get_method
 from .state import State
-from .stepping import StepInfo
+from .stepping import StepInfo, integrate
 
 __all__ = ["solve", "Solution", "time_grid"]
 
@@ -58,7 +58,7 @@ def solve(
     f: Callable[[float, Any], Any],
     start: Any,
     ts,
-    method: "str | Method | None" = None,
+    method: "str | Method | Form | None" = None,
     *,
     reverse: bool = False,
     warm_start: "list | tuple" = (),
@@ -91,7 +91,7 @@ def solve(
             method = get_method(start.method.name, **dict(start.method.params))
         else:
             method = "adams_bashforth"
-    method = get_method(method)
+    method = as_form(method if isinstance(method, Form) else get_method(method))  # a plain method: its recurrence
     t, fingerprint = time_grid(ts)
     M = t.shape[0] - 1
     if M < method.k:

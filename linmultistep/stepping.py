@@ -1,10 +1,11 @@
-"""One step at a time: the explicit run state and the single-step API.
+"""One step at a time: the explicit run state, the single-step API and the one integration loop.
 
 :func:`integrate` (and through it :func:`~linmultistep.sample`, :func:`~linmultistep.invert`,
 :func:`~linmultistep.solve`) is a loop over :func:`step`; the diffusers schedulers call
-:func:`step` once per pipeline call. A :class:`Run` holds everything a run knows -- the
-method, the direction, the window of entries, the step context with the method's prepared
-data -- so a run can be stepped, inspected and finished by anyone holding it:
+:func:`step` once per pipeline call. A :class:`Run` holds everything a run knows -- the form
+(a method in a mode), the direction, the window of entries, the step context, and the mode's own
+per-run state (``run.state``: the shear tables, fixed-point scales and checksums, passed into
+every step) -- so a run can be stepped, inspected and finished by anyone holding it:
 
 >>> import numpy as np
 >>> from linmultistep import Grid, get_method
@@ -20,20 +21,24 @@ data -- so a run can be stepped, inspected and finished by anyone holding it:
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Mapping, NamedTuple
 
 from .arrays import check_interval, get_backend
 from .context import StepContext
 from .entries import Entry
-from .errors import GridError, MethodError, NonFiniteError
-from .methods import Method, StateProbes
+from .errors import GridError, NonFiniteError
+from .forms import Form, StateProbes, as_form
+from .methods import Method
 from .modes import resolve_mode
 
-__all__ = ["Run", "StepInfo", "Direction", "start", "start_on", "step", "finish"]
+__all__ = ["Run", "StepInfo", "Direction", "start", "start_on", "step", "finish", "records", "integrate",
+           "progress_label"]
 
 Direction = Literal["forward", "backward"]
+_LABELS = {"forward": "sampling", "backward": "inverting"}
 
 
 class StepInfo(NamedTuple):
@@ -53,19 +58,25 @@ class StepInfo(NamedTuple):
 class Run:
     """The explicit state of one run: ``step`` reads and advances it, nothing else is hidden.
 
+    ``form`` is the method in its mode; ``state`` the mode's per-run state (None in mode 'recurrence');
     ``window`` maps grid index -> entry (consecutive indices, at most k of them after each step);
     ``stop`` is the last grid index the run produces; ``count`` the steps made so far.
     """
 
     ctx: StepContext
-    method: Method
+    form: Form
     direction: Direction
     window: dict[int, Entry]
     stop: int
+    state: Any = None
     count: int = 0
     total: int = 0
-    chain: list = field(default_factory=list)  # the method and its starters, longest window first
-    probes: StateProbes = "every"  # Method.state_probes of this run
+    probes: StateProbes = "every"
+
+    @property
+    def method(self) -> Form:
+        """The form (kept under its earlier name)."""
+        return self.form
 
     @property
     def next_index(self) -> int:
@@ -77,31 +88,40 @@ class Run:
         return (self.next_index < self.stop) if self.direction == "forward" else (self.next_index > self.stop)
 
     def __repr__(self) -> str:
-        return (f"<Run {self.method.spec} mode={self.method.mode!r} {self.direction} at "
+        return (f"<Run {self.form.spec} mode={self.form.mode!r} {self.direction} at "
                 f"{sorted(self.window)} -> {self.stop}, step {self.count}/{self.total}, nfe={self.ctx.nfe}>")
 
 
-def start_on(ctx: StepContext, method: Method, window: dict[int, Any], direction: Direction, stop: int) -> Run:
-    """A run of ``method`` on a prepared context from ``window`` (entries or plain arrays) to ``stop``."""
+def start_on(ctx: StepContext, method: "Form | Method", window: dict[int, Any], direction: Direction, stop: int,
+             metadata: Mapping[str, Any] | None = None) -> Run:
+    """A run of ``method`` (a form; a plain method runs its recurrence) on a prepared context from
+    ``window`` (entries or plain arrays) to ``stop``. ``metadata``: what the latent being continued
+    recorded (mode 'bits' checks its per-step digests)."""
     if direction not in ("forward", "backward"):
         raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
+    form = as_form(method)
     idx = sorted(window)
     if not idx or idx != list(range(idx[0], idx[-1] + 1)):
         raise GridError(f"a run starts from consecutive grid indices, got {idx}")
-    ctx.prepared = method.prepare(ctx, direction, window)
+    N = len(ctx.h) - 1
+    for name, value in (("an index of the start window", idx[0]), ("an index of the start window", idx[-1]),
+                        ("stop", stop)):
+        if isinstance(value, bool) or not hasattr(value, "__index__") or not 0 <= int(value) <= N:
+            raise GridError(f"{name} must be a grid index in 0..N = {N} of this grid, got {value!r}")
+    form.check_run(ctx, direction, window)
     if ctx.check_every is None:
         first = next(iter(window.values()))
         ctx.check_every = check_interval(ctx.backend, first[0] if isinstance(first, tuple) else first)
-    with method.guard(ctx):
-        entries = method.enter(ctx, dict(window))
+    with form.guard(ctx):
+        state, entries = form.begin(ctx, direction, window, metadata)
     total = (idx[0] - stop) if direction == "forward" else (stop - idx[-1])
-    return Run(ctx, method, direction, entries, int(stop), 0, max(total, 0), method.chain(), method.state_probes(ctx))
+    return Run(ctx, form, direction, entries, int(stop), state, 0, max(total, 0), form.probes(ctx, state))
 
 
 def start(
     field: Callable[[Any, int], Any],
     grid: Any,
-    method: "str | Method",
+    method: "str | Method | Form",
     x: Any,
     direction: Direction,
     *,
@@ -110,7 +130,7 @@ def start(
 ) -> Run:
     """A run on a diffusion :class:`~linmultistep.Grid` from one array ``x`` (at the noise end
     for ``'forward'``, at the data end for ``'backward'``) to ``stop`` (default: the other end)."""
-    m = resolve_mode(method)
+    form = resolve_mode(method)
     top = grid.N if direction == "forward" else 0
     stop = (0 if direction == "forward" else grid.N) if stop is None else stop
 
@@ -119,57 +139,47 @@ def start(
         return f"timestep {t:g}" if not math.isnan(t) else "clean point"
 
     ctx = StepContext(grid.h, grid.alpha, field, get_backend(x), check_finite, describe)
-    return start_on(ctx, m, {top: x}, direction, stop)
-
-
-def _pick(run: Run, have: int) -> Method:
-    for m in run.chain:
-        if m.k <= have:
-            return m
-    raise MethodError(f"no method in the starter chain of {run.method.spec} can step from {have} point(s)")
+    return start_on(ctx, form, {top: x}, direction, stop)
 
 
 def step(run: Run) -> StepInfo:
-    """Make the run's next step: produce the entry at ``run.next_index``, trim the window to the
-    method's k points, record the deferred checks (read every ``ctx.check_every`` steps)."""
+    """Make the run's next step: produce the entry at ``run.next_index`` with the form's step (the
+    arithmetic: :meth:`Form.forward` / :meth:`Form.backward`), trim the window to k points, record the
+    deferred checks (read every ``ctx.check_every`` steps)."""
     if run.done:
         raise GridError(f"the run has reached its stop (grid index {run.stop}); nothing to step")
-    ctx, method, window, K = run.ctx, run.method, run.window, run.method.k
+    ctx, form, window, K = run.ctx, run.form, run.window, run.form.k
     n = run.next_index
-    have = len(window)  # consecutive points next to n: the window never holds anything else
-    m = _pick(run, have)
-    with method.guard(ctx):
+    with form.guard(ctx):
         if run.direction == "forward":
-            exact = True
-            entry = m.forward(ctx, n, window)
+            made = form.forward(ctx, run.state, n, window)
             lo, hi = n, n + K - 1
         else:
-            exact = m.exact_backward(ctx, n)
-            entry = m.backward(ctx, n, window)
+            made = form.backward(ctx, run.state, n, window)
             lo, hi = n - K + 1, n
-    window[n] = entry
+    entry = window[n] = made.entry
     run.count += 1
     if run.probes == "every" or (run.probes == "due" and (ctx.due(run.count) or run.done)):
-        ctx.watch_state(n, entry.x, (run.direction, m))
+        ctx.watch_state(n, entry.x, (run.direction, made.by))
     elif run.probes == "due":
-        ctx.keep_state(n, entry.x, (run.direction, m))
+        ctx.keep_state(n, entry.x, (run.direction, made.by))
     if len(window) > K:
         for j in [j for j in window if j < lo or j > hi]:
             del window[j]
     ctx.forget_outside(lo, hi)
     if ctx.due(run.count):
         ctx.check()
-    return StepInfo(n, entry, run.direction, m.spec.name, exact, ctx.nfe, run.count, run.total)
+    return StepInfo(n, entry, run.direction, made.by.name, made.exact, ctx.nfe, run.count, run.total)
 
 
-def finish(run: Run) -> "Any":
+def finish(run: Run) -> "dict[int, Entry]":
     """End the run: complete an open last entry (modes 'stable'/'bits' inverting stopped before the
     noise end), read the pending checks, and check every part of the final window exactly.
     Returns the window as a dict (grid index -> entry)."""
     ctx = run.ctx
     if run.direction == "backward" and run.window:
-        with run.method.guard(ctx):
-            run.method.close(ctx, max(run.window), run.window)
+        with run.form.guard(ctx):
+            run.form.close(ctx, run.state, max(run.window), run.window)
     ctx.probe_kept()
     ctx.check()
     if ctx.check_finite:
@@ -180,3 +190,61 @@ def finish(run: Run) -> "Any":
                                          "or infinite at the end of the run: rounding errors grew past the "
                                          "floating-point range (docs/precision.md)")
     return run.window
+
+
+def records(run: Run) -> dict[str, Any]:
+    """What a finished run records in its latent besides the window (mode 'bits': per-step digests)."""
+    return run.form.records(run.ctx, run.state)
+
+
+def progress_label(method: "Form | Method", direction: str) -> str:
+    """What a progress bar says: 'sampling (obelm, stable)', 'inverting (edict)'."""
+    form = as_form(method)
+    mode = "" if form.mode == "recurrence" else f", {form.mode}"
+    return f"{_LABELS.get(direction, direction)} ({form.spec}{mode})"
+
+
+def integrate(
+    ctx: StepContext,
+    method: "Form | Method",
+    window: dict[int, Any],
+    direction: Direction,
+    stop: int,
+    *,
+    callback: Callable[[StepInfo], Any] | None = None,
+    progress: bool | dict = False,
+    metadata: Mapping[str, Any] | None = None,
+) -> Run:
+    """Advance ``window`` (grid index -> entry or array, consecutive indices) to grid index ``stop``:
+    the one loop over :func:`step`, with progress and callbacks.
+
+    ``forward`` produces indices min(window)-1 down to ``stop``; ``backward`` produces
+    max(window)+1 up to ``stop``. Returns the finished :class:`Run`, whose ``window`` holds the last
+    ``k`` points (fewer only if the run never had that many). The input window is not modified.
+    ``metadata``: what the latent being continued recorded.
+    """
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable as callback(info) or None, got {callback!r} "
+                        f"({type(callback).__name__})")
+    run = start_on(ctx, method, window, direction, stop, metadata)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        opts = {"desc": progress_label(run.form, direction), **(progress if isinstance(progress, dict) else {})}
+        bar = tqdm(total=run.total, **opts)
+    try:
+        run_context = getattr(ctx.backend, "run_context", None)  # e.g. torch: no autograd graph
+        with run.form.guard(ctx), (run_context() if run_context else contextlib.nullcontext()):
+            # (the guard once around the loop: the steps' own guards nest for free)
+            while not run.done:
+                info = step(run)
+                if bar is not None:
+                    bar.update(1)
+                if callback is not None:
+                    callback(info)
+            finish(run)
+            return run
+    finally:
+        if bar is not None:
+            bar.close()

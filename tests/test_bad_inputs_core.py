@@ -38,7 +38,7 @@ def test_torch_integer_state_is_refused():
 
 
 @pytest.mark.bad_input("3 arithmetic")
-@pytest.mark.parametrize("bad", [lambda x, i: np.tanh(x[0]), lambda x, i: 0.5, lambda x, i: np.zeros((1, 3)),
+@pytest.mark.parametrize("bad", [lambda x, i: np.tanh(x[0]), lambda x, i: np.float64(0.5), lambda x, i: np.zeros((1, 3)),
                                  lambda x, i: np.zeros((3, 2))])
 def test_network_output_of_another_shape_is_refused(bad):
     with pytest.raises(ValueError, match=r"returned shape .* for a state of shape \(2, 3\)"):
@@ -225,3 +225,113 @@ def test_a_latent_is_refused_with_another_method(method):
     latent = lm.invert(eps, np.ones((2, 3)), GRID, "obelm")
     with pytest.raises(lm.LatentMismatchError):
         lm.sample(eps, latent, GRID, method)
+
+
+# --- issue 19: values truncated, errors that named the wrong thing --------------------------------------
+@pytest.mark.bad_input("3 arithmetic")
+def test_a_complex_grid_is_refused_not_truncated():
+    sb = np.linspace(0.0, 2.0, 6)
+    with pytest.raises(GridError, match=r"sigmabar is complex \(complex128\)"):
+        lm.Grid.from_sigmabar(sb + 0j)
+    with pytest.raises(GridError, match=r"alpha is complex"):
+        lm.Grid(np.ones(3) + 0j, np.linspace(0.1, 1.0, 3))
+
+
+@pytest.mark.bad_input("3 arithmetic")
+@pytest.mark.parametrize("fn", ["sample", "invert"])
+def test_a_network_returning_complex_values_is_refused_not_truncated(fn):
+    with pytest.raises(TypeError, match=r"returned complex values \(complex128\) at grid index \d+"):
+        getattr(lm, fn)(lambda x, i: np.tanh(x) + 1e-3j, np.ones((2, 3)), GRID, "obelm")
+
+
+@pytest.mark.bad_input("3 arithmetic")
+def test_a_torch_network_returning_complex_values_is_refused():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"returned complex values \(torch.complex128\)"):
+        lm.sample(lambda x, i: x.to(torch.complex128), torch.ones(2, 3, dtype=torch.float64), GRID, "obelm")
+
+
+@pytest.mark.bad_input("9 unclear errors")
+@pytest.mark.parametrize("out, name", [(lambda x, i: list(x), "list"), (lambda x, i: 0.5, "float"),
+                                       (lambda x, i: x.tolist(), "list")])
+def test_a_network_returning_a_list_or_a_number_is_named(out, name):
+    with pytest.raises(TypeError, match=rf"returned a {name} at grid index 10 .* shape \(2, 3\)"):
+        lm.sample(out, np.ones((2, 3)), GRID, "obelm")
+
+
+@pytest.mark.bad_input("9 unclear errors")
+@pytest.mark.parametrize("name, params, what", [("bdia", {"gamma": "x"}, "BDIA gamma"), ("bdia", {"gamma": "0.5"}, "BDIA gamma"),
+                                                ("edict", {"p": "x"}, "EDICT p"), ("bdia", {"gamma": 0.5 + 0j}, "BDIA gamma")])
+def test_a_method_parameter_that_is_not_a_number_is_named(name, params, what):
+    with pytest.raises(lm.MethodError, match=rf"{what} must be a real number, got"):
+        lm.get_method(name, **params)
+
+
+@pytest.mark.bad_input("9 unclear errors")
+@pytest.mark.parametrize("fn", ["sample", "invert"])
+def test_a_callback_that_is_not_callable_is_named_before_any_work(fn):
+    calls = []
+
+    def net(x, i):
+        calls.append(i)
+        return np.tanh(x)
+
+    with pytest.raises(TypeError, match=r"callback must be callable .* got 5 \(int\)"):
+        getattr(lm, fn)(net, np.ones((2, 3)), GRID, "obelm", callback=5)
+    assert calls == []
+
+
+@pytest.mark.bad_input("9 unclear errors")
+def test_grid_indices_beyond_the_grid_are_named():
+    from linmultistep.stepping import start
+
+    for direction, stop in [("forward", -1), ("backward", GRID.N + 1), ("backward", 3.5)]:
+        with pytest.raises(GridError, match=rf"stop must be a grid index in 0..N = {GRID.N} of this grid, got"):
+            start(eps, GRID, "obelm", np.ones(3), direction, stop=stop)
+    from linmultistep.context import StepContext
+    from linmultistep.numpy_backend import NumpyBackend
+    from linmultistep.stepping import start_on
+
+    ctx = StepContext(GRID.h, GRID.alpha, eps, NumpyBackend())
+    with pytest.raises(GridError, match=rf"an index of the start window must be a grid index in 0..N = {GRID.N}"):
+        start_on(ctx, lm.get_method("obelm"), {GRID.N + 2: np.ones(3), GRID.N + 1: np.ones(3)}, "forward", 0)
+
+
+@pytest.mark.bad_input("5 exactness")
+@pytest.mark.parametrize("fn", ["sample", "invert"])
+def test_nan_in_mode_bits_is_named_as_nan_not_as_a_non_deterministic_network(fn):
+    """NaN != NaN: the determinism self-check of an inversion's first input must not blame the network's
+    determinism for a NaN it returned."""
+    with pytest.raises(lm.NonFiniteError, match=r"returned NaN or infinity at grid index \d+"):
+        getattr(lm, fn)(lambda x, i: np.full_like(x, np.nan), np.ones((2, 3)), GRID, "obelm", mode="bits")
+
+
+@pytest.mark.bad_input("7 numerical range")
+def test_precision_warnings_point_at_the_callers_line():
+    with pytest.warns(lm.PrecisionWarning) as record:
+        lm.invert(eps, np.ones((2, 3), np.float32), lm.Grid.from_alphas_cumprod(AC, 20), lm.edict(0.5))
+    assert record[0].filename == __file__
+
+
+def test_bdia_sampling_from_noise_on_a_long_first_step_warns_once_with_the_alternative():
+    """BDIA(gamma = 1) carries the first (starter) step's error undamped (a_2 = 1). Checked against the exact
+    flow of a Gaussian: where the warning fires, O-BELM from the same noise is the more accurate sampler."""
+    s = 0.5
+    grid = lm.Grid.from_alphas_cumprod(AC, 30, "leading", steps_offset=1, final_alpha_one=False)
+
+    def gauss(x, i):  # E[eps | x_t] for data ~ N(0, s^2)
+        return grid.sigma[i] * x / (grid.alpha[i] ** 2 * s * s + grid.sigma[i] ** 2)
+
+    xN = np.linspace(-2.0, 2.0, 7)
+    exact = s * xN / np.sqrt(grid.alpha[-1] ** 2 * s * s + grid.sigma[-1] ** 2)
+    with pytest.warns(lm.PrecisionWarning, match=r"sampling from noise with bdia\(gamma=1.0\).*use O-BELM") as rec:
+        x_bdia = lm.sample(gauss, xN, grid, "bdia")
+    assert rec[0].filename == __file__
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x_obelm = lm.sample(gauss, xN, grid, "obelm")  # O-BELM: no warning
+        lm.sample(gauss, xN, grid, "bdia")  # once per method and grid
+        lm.sample(gauss, lm.invert(gauss, exact, grid, "bdia"), grid)  # a latent: no starter, no warning
+    assert np.abs(x_obelm - exact).max() < np.abs(x_bdia - exact).max()

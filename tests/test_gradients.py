@@ -211,3 +211,29 @@ def test_digits_model_class_guidance_gradients_bits_mode():
         res[gradient] = torch.autograd.grad(out.sum(), [x, w, emb])
     assert rel(res["reversible"], res["autograd"]) <= 1e-4
     assert rel(res["checkpoint"], res["autograd"]) <= 1e-4
+
+
+@pytest.mark.bad_input("7 numerical range")
+@pytest.mark.parametrize("gradient", G.GRADIENTS)
+def test_a_network_returning_nan_is_named_by_every_strategy(gradient):
+    grid = sd_grid(6)
+    net = MLP(grid)
+    x = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(lms.NonFiniteError, match=r"vector field returned NaN or infinity at grid index \d+"):
+        G.sample(lambda y, i: net(y, i) * float("nan"), x, grid, "obelm", gradient=gradient, params=net.params)
+
+
+@pytest.mark.parametrize("gradient", G.GRADIENTS)
+def test_a_frozen_tensor_in_params_gets_no_gradient_as_in_autograd(gradient):
+    """A tensor with requires_grad=False among params is valid input: the others get their gradients, the
+    same as autograd's (the reference), and the frozen one none."""
+    grid = sd_grid(6)
+    net = MLP(grid)
+    net.W2.requires_grad_(False)
+    x = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)
+    out = G.sample(net, x, grid, "obelm", gradient=gradient, params=net.params)
+    got = torch.autograd.grad((out ** 2).sum(), [x, net.W1, net.w])
+    ref_out = G.sample(net, x, grid, "obelm", gradient="autograd", params=net.params)
+    want = torch.autograd.grad((ref_out ** 2).sum(), [x, net.W1, net.w])
+    assert rel(got, want) < 1e-9
+    assert net.W2.grad is None

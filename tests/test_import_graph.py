@@ -69,7 +69,7 @@ def test_no_module_imports_private_names_of_another():
 
 
 def test_methods_and_forms_never_import_the_mode_registry():
-    for name in ("methods", "forms", "fixedpoint", "entries", "context", "rules", "generated_belm"):
+    for name in ("methods", "forms", "stable", "fixedpoint", "guards", "entries", "context", "rules", "generated_belm"):
         assert "modes" not in {m for m, _ in _imports(MODULES[name])}, name
 
 

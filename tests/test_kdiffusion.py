@@ -284,6 +284,17 @@ def test_other_bad_inputs():
         K.invert_obelm(denoiser, torch.tensor(1.0), sig)
 
 
+@pytest.mark.bad_input("3 arithmetic")
+@pytest.mark.parametrize("fn", ["sample_obelm", "invert_obelm"])
+def test_a_denoiser_output_of_another_shape_is_refused_not_broadcast(fn):
+    """(1, 8) for a (3, 8) batch would broadcast the first row's denoised x over every row."""
+    sig = K.karras_sigmas(4, 0.1, 10.0, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"denoiser returned \(1, 8\) for x of shape \(3, 8\) at sigma = "):
+        getattr(K, fn)(lambda x, sigma: denoiser(x, sigma)[:1], torch.randn(3, 8, dtype=torch.float64), sig)
+    with pytest.raises(ValueError, match=r"denoiser returned list for x of shape \(3, 8\)"):
+        getattr(K, fn)(lambda x, sigma: denoiser(x, sigma).tolist(), torch.randn(3, 8, dtype=torch.float64), sig)
+
+
 # --- the docs page runs -----------------------------------------------------------------------------
 def test_docs_page_python_blocks_run():
     text = (ROOT / "docs" / "kdiffusion.md").read_text()

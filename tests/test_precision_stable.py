@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import linmultistep as L
 from linmultistep import rules
 from linmultistep.analysis.problems import eps_fn_for, gaussian
-from linmultistep.forms import StableBelm, StableEntry
+from linmultistep.stable import StableBelm, StableEntry
 
 
 # --- the derivation, symbolically --------------------------------------------------------

@@ -38,7 +38,7 @@ from linmultistep import (
     Grid, LatentMismatchError, LinearMultistep, Method, MethodError, Point, State, get_method, resolve_mode,
 )
 from linmultistep.context import StepContext
-from linmultistep.stepping import Run, finish, start_on, step
+from linmultistep.stepping import Run, finish, records, start_on, step
 
 from ..torch import TorchBackend
 from .adapters import to_epsilon
@@ -216,11 +216,11 @@ class _GridSchedulerBase(SchedulerMixin, ConfigMixin):
         self._index = dict(zip(ts, indices))
         self.timesteps = torch.tensor(ts, dtype=torch.int64, device=device)
 
-    def _start(self, window: "dict[int, Any]", stop: int) -> Run:
+    def _start(self, window: "dict[int, Any]", stop: int, metadata: "dict | None" = None) -> Run:
         """A new core run from ``window`` on the scheduler's context (its cached plans are kept)."""
         self._ctx.nfe = 0
         self._ctx.forget_outside(0, -1)
-        return start_on(self._ctx, self.method, window, self._direction, stop)
+        return start_on(self._ctx, self.method, window, self._direction, stop, metadata)
 
     def _require_timesteps(self, what: str = "step()") -> None:
         if self.num_inference_steps is None:
@@ -375,8 +375,7 @@ class BELMScheduler(_GridSchedulerBase):
                 f"first step got timestep {self._timestep(i)} and a different sample: pass "
                 "latents=state.x to the pipeline (and the latent's number of steps), or load no state"
             )
-        self.run = self._start(dict(pending.window), 0)
-        self.method.use_latent_metadata(self._ctx, pending.metadata)
+        self.run = self._start(dict(pending.window), 0, pending.metadata)
         return self.run.window[i - 1].x if i - 1 in self.run.window else None
 
     def step(
@@ -589,7 +588,7 @@ class BELMInverseScheduler(_GridSchedulerBase):
                 "linmultistep.invert with stop=...) for a partial latent"
             )
         return State(dict(self.run.window), self.method.spec, self.grid.fingerprint, self.method.mode,
-                     len(self._calls), self.method.latent_metadata(self._ctx))
+                     len(self._calls), records(self.run))
 
     def _expect(self, m: int, t: int, sample: torch.Tensor, want: int, have: "torch.Tensor | None") -> None:
         """Refuse a call out of order or on a sample other than the one this scheduler returned."""
