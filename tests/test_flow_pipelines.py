@@ -135,6 +135,17 @@ def test_edit_with_the_source_prompt_reproduces_and_another_prompt_edits(request
     assert (back.latents - z0).abs().max() <= 1e-10 * z0.abs().max()
 
 
+def test_a_saved_flow_latent_loads_and_reconstructs_bit_for_bit(flux, tmp_path):
+    from linmultistep.backends.diffusers.latents import load_latent, save_latent
+
+    images = sample_images(1, 16, seed=5)
+    latent = fp.invert(flux, images, "a cat", num_steps=6, mode="bits", max_sequence_length=MSL)
+    loaded = load_latent(save_latent(latent, tmp_path / "cat.safetensors"))
+    assert loaded.fingerprint == latent.fingerprint and loaded.metadata["mu"] == latent.metadata["mu"]
+    z0 = fp.encode_images(fp.flow_parts_of(flux), images)
+    assert torch.equal(fp.reconstruct(flux, loaded, output_type="pt").latents, z0)
+
+
 def test_packing_equals_the_flux_pipelines_own():
     from diffusers import FluxPipeline
 

@@ -51,6 +51,9 @@ FLOW_DEFAULTS: dict[str, Any] = {
 }
 
 
+_OWN_KEYS = ("method", "gamma", "mode", "mode_options")
+
+
 def flow_config(scheduler_or_config: Any) -> dict[str, Any]:
     """The flow-matching keys of a scheduler, its config or a mapping (defaults filled in), checked:
     shift > 0, and none of the options that change the ODE."""
@@ -93,7 +96,10 @@ def flow_grid_from_config(scheduler_or_config: Any, num_steps: "int | None" = No
         s = np.asarray(sigmas, dtype=np.float64)
         if s.ndim != 1 or s.shape[0] != n or not np.isfinite(s).all():
             raise GridError(f"sigmas must be {n} finite numbers (noise end first), got {s!r:.120}")
-    ref = FlowMatchEulerDiscreteScheduler.from_config(cfg)
+    raw = getattr(scheduler_or_config, "config", scheduler_or_config)
+    # the whole config (options of a newer diffusers apply too), less this binding's own keys
+    full = {k: v for k, v in {**dict(raw), **cfg}.items() if not k.startswith("_") and k not in _OWN_KEYS}
+    ref = FlowMatchEulerDiscreteScheduler.from_config(full)
     ref.set_timesteps(n, sigmas=None if sigmas is None else list(map(float, sigmas)), mu=mu)
     sig = ref.sigmas.detach().to("cpu", torch.float64).numpy()  # descending, a trailing 0 appended
     ts = ref.timesteps.detach().to("cpu", torch.float64).numpy()
