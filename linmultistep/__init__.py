@@ -19,6 +19,7 @@ from .errors import (
     PrecisionWarning,
 )
 from .grid import Grid, scheduled_timesteps
+from .paths import flow_grid, flow_sigmas, gaussian_grid
 from .modes import default_mode, in_mode, resolve_mode
 from .methods import (
     Edict,
@@ -47,7 +48,7 @@ __all__ = [
     "default_mode", "in_mode", "resolve_mode",
     "Run", "start", "step", "finish",
     "Entry", "Point", "Coupled",
-    "Grid", "scheduled_timesteps", "alphas_cumprod_for", "betas_for",
+    "Grid", "scheduled_timesteps", "alphas_cumprod_for", "betas_for", "flow_grid", "flow_sigmas", "gaussian_grid",
     "Method", "LinearMultistep", "Edict", "MethodSpec", "get_method", "available_methods",
     "ddim", "obelm", "bdia", "edict", "belm", "adams_bashforth",
     "State", "Latent", "StepInfo",

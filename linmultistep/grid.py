@@ -82,11 +82,19 @@ class Grid:
         Optional model timesteps of length N+1. Entry 0 may be NaN for a clean point that the
         network is never evaluated at (samplers only evaluate indices 1..N).
 
+    path:
+        What the run's coordinates and field mean (part of the fingerprint): ``"gaussian"`` (the
+        default) for x = alpha x0 + sigma eps with a noise prediction; other tags come from
+        :mod:`linmultistep.paths` (``"flow"``: rectified flow in its own coordinates (x, t), field v).
+
     Derived: ``sigmabar = sigma / alpha`` and ``h`` with ``h[i] = sigmabar[i] - sigmabar[i-1]``
     for i >= 1 and, following the paper, ``h[0] = sigmabar[0]``.
     """
 
-    def __init__(self, alpha, sigma, timesteps=None) -> None:
+    def __init__(self, alpha, sigma, timesteps=None, path: str = "gaussian") -> None:
+        if not isinstance(path, str) or not path.isidentifier():
+            raise GridError(f"path must be a name such as 'gaussian' or 'flow', got {path!r}")
+        self.path = path
         alpha = _as_vector("alpha", alpha)
         n1 = alpha.shape[0]
         if n1 < 2:
@@ -207,12 +215,17 @@ class Grid:
 
     @property
     def fingerprint(self) -> str:
-        """A short hash of alpha, sigma and timesteps; latents record it to refuse other grids."""
+        """A short hash of alpha, sigma and timesteps; latents record it to refuse other grids.
+        A path other than 'gaussian' is hashed too and prefixes it ('flow-...'), so a latent of
+        another path is refused by name even on equal numbers."""
         d = hashlib.sha256()
         for arr in (self.alpha, self.sigma, self.timesteps if self.timesteps is not None else np.zeros(0)):
             d.update(np.ascontiguousarray(arr, dtype="<f8").tobytes())
             d.update(b"|")
-        return d.hexdigest()[:16]
+        if self.path == "gaussian":  # unchanged for the default path: saved latents stay valid
+            return d.hexdigest()[:16]
+        d.update(self.path.encode())
+        return f"{self.path}-{d.hexdigest()[:16]}"
 
     def timestep(self, i: int) -> float:
         """Model timestep at index i (NaN if none); the index itself when no timesteps were given."""
