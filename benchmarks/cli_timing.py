@@ -1,9 +1,10 @@
 """Where a command-line run's time goes, on the shipped digits model, measured side by side.
 
 Each row is the median wall time of fresh processes (what a user waits for): the interpreter, the
-imports (torch, diffusers, the binding), loading the model, and whole commands. The last rows put
-one invocation over 8 images beside 8 invocations over one image each (the imports and the model
-load are paid once per invocation), and --threads 1 beside torch's default threading.
+imports (torch, diffusers, the binding), loading the model, refusals of bad input (which must come
+before torch and diffusers are imported), and whole commands. The last rows put one invocation over
+8 images beside 8 invocations over one image each (the imports and the model load are paid once per
+invocation), and --threads 1 beside torch's default threading.
 
     python benchmarks/cli_timing.py [--rounds 3] [--steps 50]
 """
@@ -21,12 +22,14 @@ from pathlib import Path
 PY = sys.executable
 
 
-def wall(argv: list[str], rounds: int) -> float:
+def wall(argv: list[str], rounds: int, expect: int = 0) -> float:
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        code = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
         times.append(time.perf_counter() - t0)
+        if code != expect:
+            raise SystemExit(f"{' '.join(argv)} exited with {code}, expected {expect}")
     return statistics.median(times)
 
 
@@ -53,8 +56,16 @@ def main() -> int:
             images.append(str(p))
         label = str(int(y[0]))
         steps = str(a.steps)
-        load = ("from linmultistep.backends.diffusers.cli import load_pipeline; import torch; "
-                "torch.set_num_threads(1); load_pipeline('digits')")
+        load = ("from linmultistep.backends.diffusers import load_pipeline; import torch; "
+                "torch.set_num_threads(1); load_pipeline('digits', quiet=True)")
+        refusals = [  # (row, argv): each must end with exit code 2
+            ("refusal: --steps 0", cli("invert", "--model", "digits", images[0], "--prompt", label, "--steps", "0",
+                                       "-o", str(d / "r.safetensors"))),
+            ("refusal: missing image file", cli("invert", "--model", "digits", str(d / "missing.png"), "--prompt",
+                                                label, "-o", str(d / "r.safetensors"))),
+            ("refusal: unknown --model", cli("generate", "--model", str(d / "nowhere"), "--prompt", label,
+                                             "-o", str(d / "r.png"))),
+        ]
         rows = [
             ("python -c pass (interpreter)", [PY, "-c", "pass"]),
             ("linmultistep --help (no torch)", cli("--help")),
@@ -78,12 +89,18 @@ def main() -> int:
         print(f"median wall seconds of {a.rounds} fresh processes; {steps} steps; --threads 1 unless said\n")
         print(f"{'':48}{'seconds':>9}")
         measured = {}
+        for name, argv in refusals:
+            measured[name] = wall(argv, a.rounds, expect=2)
+            print(f"{name:48}{measured[name]:9.2f}")
         for name, argv in rows:
             measured[name] = wall(argv, a.rounds)
             print(f"{name:48}{measured[name]:9.2f}")
         one, eight = measured[f"invert 1 image, {steps} steps"], measured["invert 8 images in one invocation"]
         base = measured["... + load the digits model"]
-        print(f"\nimports + model load share of a 1-image invert: {base / one:.0%}")
+        slowest = max(measured[name] for name, _ in refusals)
+        print(f"\nslowest refusal {slowest:.2f} s = {slowest / measured['python -c pass (interpreter)']:.1f}x the "
+              f"bare interpreter, {slowest / base:.0%} of importing torch + diffusers and loading the model")
+        print(f"imports + model load share of a 1-image invert: {base / one:.0%}")
         print(f"8 images: one invocation {eight:.2f} s vs 8 invocations {8 * one:.2f} s "
               f"(8 x the 1-image row): {8 * one / eight:.1f}x less waiting")
         default = measured["invert 1 image, torch's default threads"]

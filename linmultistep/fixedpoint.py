@@ -126,7 +126,7 @@ class FixedPointBelm(TwoStepForm):
     ) -> None:
         for name, val in (("data_bound", data_bound), ("eps_bound", eps_bound)):
             if not (isinstance(val, (int, float)) and math.isfinite(val) and val > 0):
-                raise MethodError(f"{name} must be a positive finite number, got {val!r}")
+                raise MethodError(f"{name} must be a positive finite number, got {val!r}", argument=name)
         self.data_bound = float(data_bound)
         self.eps_bound = float(eps_bound)
         if self.data_bound == DEFAULT_DATA_BOUND and self.eps_bound == DEFAULT_EPS_BOUND:

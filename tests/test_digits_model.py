@@ -19,7 +19,7 @@ pytest.importorskip("diffusers")
 import linmultistep as lms  # noqa: E402
 from linmultistep.backends.diffusers import BELMScheduler, edit, invert, reconstruct  # noqa: E402
 from linmultistep.backends.diffusers.adapters import UNetEps, encode_classes, null_class  # noqa: E402
-from linmultistep.backends.diffusers.generate import generate  # noqa: E402
+from linmultistep.backends.diffusers.generation import generate  # noqa: E402
 from linmultistep.backends.diffusers.grid import grid_from_config  # noqa: E402
 from linmultistep.backends.digits import MODEL_DIR, load_classifier, load_heldout, load_pipeline  # noqa: E402
 from linmultistep.backends.digits.data import HELDOUT_PER_CLASS  # noqa: E402
