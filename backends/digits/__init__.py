@@ -15,7 +15,7 @@ the class from this package): ``DiffusionPipeline.from_pretrained(model_path(),
 trust_remote_code=True)``.
 
 The command line knows it as ``--model digits`` (registered under the entry-point group
-``linmultistep.models`` as [`MODELS`][linmultistep.backends.digits.MODELS]). ``train.py``
+``linmultistep.models`` as ``MODELS``). ``train.py``
 reproduces the weights from a seed, ``classifier.py`` the shipped classifier that measures samples
 (accuracy, Fréchet distance).
 """
@@ -41,9 +41,9 @@ def _pipeline_class() -> type:
     return DigitsPipeline
 
 
-#: The built-in models of this package (entry-point group ``linmultistep.models``).
 MODELS = [BuiltinModel("digits", MODEL_DIR, "class-conditional 8x8 handwritten digits (shipped)",
                        pipeline_class=_pipeline_class, guidance_scale=2.0)]
+"""The built-in models of this package (entry-point group ``linmultistep.models``)."""
 
 
 def _reproduce() -> tuple:
@@ -58,13 +58,13 @@ def _train() -> tuple:
     return train.add_arguments, train.run
 
 
-#: The commands of this package (entry-point group ``linmultistep.commands``).
 COMMANDS = [
     Command("reproduce", "the seeds' experiments (reconstruction, generation quality, editing, interpolation) "
             "on the shipped digits model", _reproduce, uses_torch=True),
     Command("train-digits", "train the shipped digits diffusion model and its classifier from a seed", _train,
             uses_torch=True),
 ]
+"""The commands of this package (entry-point group ``linmultistep.commands``)."""
 
 
 def model_path(name: "str | os.PathLike" = "digits") -> Path:
