@@ -96,3 +96,15 @@ def test_docstrings_render_without_sphinx_roles_and_their_references_link(site):
         assert not roles.search(page.read_text()), page
     core = (site / "api" / "core" / "index.html").read_text()
     assert 'href="#linmultistep.grid.Grid"' in core  # a cross-reference that resolved to its entry
+
+
+def test_long_signatures_show_one_parameter_a_line(site):
+    import html
+    import re
+
+    page = (site / "api" / "diffusers" / "index.html").read_text()
+    start = page.index('id="linmultistep.backends.diffusers.pipeline.edit"')
+    block = page[start:start + 20000]
+    text = html.unescape(re.sub(r"<[^>]+>", "", block[block.index("<pre"):]))
+    signature = text[:text.index(")")]
+    assert "\n    num_steps: int = 50,\n" in signature, signature[:300]
