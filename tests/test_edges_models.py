@@ -20,7 +20,7 @@ pytest.importorskip("diffusers")
 from PIL import Image  # noqa: E402
 
 from linmultistep.backends.diffusers.models import (  # noqa: E402
-    BuiltinModel, ModelPathError, builtin_models, load_pipeline, register_model, resolve_model)
+    BuiltinModel, ModelPathError, builtin_model, builtin_models, load_pipeline, register_model, resolve_model)
 from linmultistep.backends.digits import MODEL_DIR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ def test_a_folder_named_like_a_builtin_model_does_not_shadow_it(tmp_path, monkey
     (tmp_path / "digits").mkdir()  # e.g. the user's own folder of digit images
     (tmp_path / "digits" / "d.png").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
-    assert resolve_model("digits").folder == MODEL_DIR
+    assert resolve_model("digits") == MODEL_DIR
     assert check_model_path("digits") == MODEL_DIR == model_path("digits")  # CLI and API: the same answer
 
 
@@ -42,8 +42,9 @@ def test_a_model_folder_is_a_model_whatever_its_name(tmp_path, monkeypatch):
     mine = tmp_path / "digits"
     shutil.copytree(MODEL_DIR, mine)
     monkeypatch.chdir(tmp_path)
-    assert resolve_model("digits").folder == Path("digits")  # a directory with model_index.json comes first
-    assert resolve_model(str(MODEL_DIR)).builtin.name == "digits"  # the shipped folder by path is still the built-in
+    assert resolve_model("digits") == Path("digits")  # a directory with model_index.json comes first
+    assert builtin_model("digits") is None  # ... and it is the user's model, not the built-in
+    assert builtin_model(str(MODEL_DIR)).name == "digits"  # the shipped folder by path is still the built-in
 
 
 @pytest.mark.bad_input("5 files")
@@ -61,7 +62,7 @@ def test_model_packages_register_names_through_entry_points_and_at_run_time(tmp_
     register_model(BuiltinModel("digits-copy-for-test", copy, "a copy"))
     from linmultistep.backends.diffusers.cli import check_model_path
 
-    assert resolve_model("digits-copy-for-test").folder == copy == check_model_path("digits-copy-for-test")
+    assert resolve_model("digits-copy-for-test") == copy == check_model_path("digits-copy-for-test")
     pipe = load_pipeline("digits-copy-for-test", device="cpu")
     assert type(pipe).__name__ == "DigitsPipeline"  # the copy's model_index.json names the project's class
 

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 from linmultistep.errors import ArgumentError
 
 from .arguments import check_edit_numbers, check_finite
-from .models import ModelPathError, load_pipeline, resolve_model, trained_size
+from .models import builtin_model, load_pipeline, resolve_model, trained_size
 
 __all__ = ["invert_command", "reconstruct_command", "edit_command", "generate_command", "UsageError", "Once",
            "per_image_prompts", "label_slug"]
@@ -50,7 +50,7 @@ class UsageError(ValueError):
 def check_model_path(path: "str | os.PathLike") -> Path:
     """The model folder ``--model`` means, or a [`ModelPathError`][linmultistep.backends.diffusers.models.ModelPathError]
     naming what is missing (no import of torch)."""
-    return resolve_model(path).folder
+    return resolve_model(path)
 
 
 class Once(argparse.Action):
@@ -107,7 +107,8 @@ def _image_args(parser: argparse.ArgumentParser) -> None:
 def _prompt_args(parser: argparse.ArgumentParser, option: str = "--prompt", default: Any = None,
                  required: bool = False, what: str = "prompt (or class label)") -> None:
     parser.add_argument(option, nargs="+", action=Once, default=default, required=required,
-                        help=f"{what}: one for every image, or one per image ({option} 5 6)")
+                        help=f"{what}: one for every image, or one per image ({option} 5 6; give the images "
+                             "first, or end the values with --)")
     # the other sources of the same prompts
     parser.add_argument("--prompt-file", default=None, metavar="FILE",
                         help=f"{option} values from a file: one per line (in the order of the images), or a CSV "
@@ -538,13 +539,14 @@ def generate_command(args: argparse.Namespace) -> int:
     method, mode = _method(args), _mode(args)
     if args.guidance_scale is not None:  # None: the model's default
         check_finite(guidance_scale=args.guidance_scale)
-    resolved = resolve_model(args.model)
+    check_model_path(args.model)
+    model = builtin_model(args.model)
     import torch
 
     from .generation import generate
 
     pipe = _load(args)
-    default = resolved.builtin.guidance_scale if resolved.builtin is not None else 1.0
+    default = model.guidance_scale if model is not None else 1.0
     guidance = args.guidance_scale if args.guidance_scale is not None else default
     out = generate(pipe, prompts, num_steps=args.steps, method=method, guidance_scale=guidance,
                    negative_prompt=args.negative_prompt, state_dtype=_dtype(args.state_dtype),

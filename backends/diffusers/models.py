@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["BuiltinModel", "ModelPathError", "register_model", "builtin_models", "resolve_model", "load_pipeline",
-           "trained_size", "ENTRY_POINT_GROUP"]
+__all__ = ["BuiltinModel", "ModelPathError", "register_model", "builtin_models", "resolve_model", "builtin_model",
+           "load_pipeline", "trained_size", "ENTRY_POINT_GROUP"]
 
 #: The entry-point group under which model packages list their built-in models.
 ENTRY_POINT_GROUP = "linmultistep.models"
@@ -83,14 +83,22 @@ class ResolvedModel:
     builtin: "BuiltinModel | None" = None
 
 
-def resolve_model(name_or_path: "str | os.PathLike") -> ResolvedModel:
+def resolve_model(name_or_path: "str | os.PathLike") -> Path:
     """The model folder ``name_or_path`` means, by the precedence in the module docstring (no torch)."""
+    return _resolve(name_or_path).folder
+
+
+def builtin_model(name_or_path: "str | os.PathLike") -> "BuiltinModel | None":
+    """The registered model ``name_or_path`` resolves to (by name, or its folder by path), else None."""
+    return _resolve(name_or_path).builtin
+
+
+def _resolve(name_or_path: "str | os.PathLike") -> ResolvedModel:
     path = Path(name_or_path)
+    builtins = builtin_models()
     if (path / "model_index.json").is_file():
-        builtins = builtin_models()
         same = [m for m in builtins.values() if _same(m.folder, path)]
         return ResolvedModel(path, same[0] if same else None)
-    builtins = builtin_models()
     if str(name_or_path) in builtins:
         model = builtins[str(name_or_path)]
         return ResolvedModel(model.folder, model)
@@ -139,7 +147,7 @@ def load_pipeline(name_or_path: "str | os.PathLike", dtype: Any = "float32", dev
     model keeps in float32 stay so). ``device`` None: cuda if available, else cpu. The pipeline's
     own progress bar is off (the binding's calls take ``progress=``); ``quiet``: no loading bar.
     """
-    resolved = resolve_model(name_or_path)
+    resolved = _resolve(name_or_path)
     import torch
 
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
@@ -190,9 +198,13 @@ def _from_folder(resolved: ResolvedModel, torch_dtype: Any) -> Any:
     cls = _project_class(resolved, _class_name(index))
     if cls is not None:
         return _components_into(cls, folder, index, torch_dtype)
+    import warnings
+
     from diffusers import DiffusionPipeline
 
-    return DiffusionPipeline.from_pretrained(str(folder), torch_dtype=torch_dtype, local_files_only=True)
+    with warnings.catch_warnings():  # diffusers >= 0.36 renamed torch_dtype to dtype; the old name works in all
+        warnings.filterwarnings("ignore", message=".*torch_dtype.* is deprecated", category=FutureWarning)
+        return DiffusionPipeline.from_pretrained(str(folder), torch_dtype=torch_dtype, local_files_only=True)
 
 
 def _components_into(cls: type, folder: Path, index: dict, torch_dtype: Any) -> Any:

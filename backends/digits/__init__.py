@@ -72,7 +72,7 @@ def model_path(name: "str | os.PathLike" = "digits") -> Path:
     [`resolve_model`][linmultistep.backends.diffusers.models.resolve_model] for the precedence)."""
     from ..diffusers.models import resolve_model
 
-    return resolve_model(name).folder
+    return resolve_model(name)
 
 
 def _check_folder(path: Path) -> None:
