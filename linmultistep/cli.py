@@ -93,6 +93,10 @@ def _main(argv: list[str]) -> int:
         print(f"linmultistep {__version__}")
         return 0
     known = commands()
+    if not known:  # e.g. a source tree on sys.path, or an install older than the entry points
+        print(f"linmultistep: no commands are registered (entry-point group {ENTRY_POINT_GROUP}); install the "
+              "package: pip install -e .", file=sys.stderr)
+        return 2
     if not argv or argv[0] not in known:
         parser = _top_parser(known)
         parser.add_argument("command", choices=list(known))

@@ -128,6 +128,7 @@ def test_generate_is_the_function_even_after_its_module_is_imported():
 
 
 # --- 5. colour conversions are said ----------------------------------------------------------------------
+@pytest.mark.bad_input("8 coercions")
 def test_colour_to_grey_is_a_warning_naming_the_conversion_at_the_callers_line():
     from linmultistep.backends.diffusers.images import read_images
 
