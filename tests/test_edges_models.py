@@ -47,7 +47,7 @@ def test_a_model_folder_is_a_model_whatever_its_name(tmp_path, monkeypatch):
     assert builtin_model(str(MODEL_DIR)).name == "digits"  # the shipped folder by path is still the built-in
 
 
-@pytest.mark.bad_input("5 files")
+@pytest.mark.bad_input("6 files")
 def test_unknown_names_and_non_model_folders_are_named_with_the_builtin_names(tmp_path):
     with pytest.raises(ModelPathError, match="model path not found: .*built-in model name: .*digits"):
         resolve_model(tmp_path / "nowhere")
