@@ -24,7 +24,7 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
 
-    from linmultistep.backends.diffusers.generate import generate, initial_noise
+    from linmultistep.backends.diffusers.generation import generate, initial_noise
     from linmultistep.backends.digits import load_classifier, load_heldout, load_pipeline
     from linmultistep.backends.digits.classifier import frechet_distance
 

@@ -28,7 +28,7 @@ def _one(strategy: str, steps: int, batch: int, threads: int, device: str) -> di
 
     from linmultistep.backends import gradients as G
     from linmultistep.backends.diffusers.adapters import Conditioning, UNetEps, encode_classes
-    from linmultistep.backends.diffusers.generate import generate
+    from linmultistep.backends.diffusers.generation import generate
     from linmultistep.backends.diffusers.grid import grid_from_config
     from linmultistep.backends.digits import load_pipeline
 

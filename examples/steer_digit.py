@@ -1,7 +1,11 @@
 """Steer unconditional samples of the digits model towards target classes by gradient ascent on the
 shipped classifier's log-probability, through a 50-step O-BELM sampler with reversible gradients.
 
-    python examples/steer_digit.py [--out docs/img/gradient_steer.png] [--iterations 20]
+    python examples/steer_digit.py [--out gradient_steer.png] [--iterations 20]
+
+(docs/img/gradient_steer.png, the figure in docs/gradients.md, was made with
+``--out docs/img/gradient_steer.png``; the default writes into the current directory, so a run
+never replaces the tracked figure by accident.)
 
 Each iteration differentiates x_0 = sample(z) with respect to the starting noise z; the reversible
 strategy keeps only the sampler's final window, so memory does not grow with the number of steps.
@@ -17,7 +21,7 @@ import torch
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="docs/img/gradient_steer.png")
+    p.add_argument("--out", default="gradient_steer.png", help="image to write (default: ./gradient_steer.png)")
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)

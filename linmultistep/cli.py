@@ -1,36 +1,74 @@
 """Command line: ``linmultistep COMMAND ...``.
 
-Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args)``;
-modules are imported only when their command runs, so ``--help`` needs neither torch nor sympy.
+The commands are registered by the packages that own them: each package lists its
+[`Command`][linmultistep.cli.Command]s and declares the list under the entry-point group
+``linmultistep.commands`` (``pyproject.toml``), so this module names no consumer and a new
+package (or another distribution) adds commands without editing it. A command's own module is
+imported only when that command runs, so ``--help`` and every refusal of a bad option come
+before torch or diffusers is imported.
+
+Errors about what the user gave end in one line and exit code 2, like argparse's own. An error
+carrying the argument at fault ([`ArgumentError`][linmultistep.errors.ArgumentError]) is shown
+under the option the user typed for it (read off the command's parser, no message rewriting).
+A closed output pipe (``linmultistep derive --k 2 | head``) ends the command silently, as Unix
+tools do.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
-import re
 import sys
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
 
-# command -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("linmultistep.analysis.demo", "round trip and accuracy of every sampler on a closed-form Gaussian problem"),
-    "derive": ("linmultistep.analysis.cli_derive", "derive k-step BELM coefficients, leading LTE term and zero-stability (sympy)"),
-    "study": ("linmultistep.analysis.cli_study", "convergence orders, distribution error and round trips against exact solutions; plots and report"),
-    "invert": ("linmultistep.backends.diffusers.cli_invert", "invert images to an exact latent with a local diffusers model"),
-    "reconstruct": ("linmultistep.backends.diffusers.cli_reconstruct", "images from a latent file (exact reconstruction)"),
-    "edit": ("linmultistep.backends.diffusers.cli_edit", "edit images through exact inversion (O-BELM + Direct Inversion)"),
-    "generate": ("linmultistep.backends.diffusers.cli_generate", "sample images from seeded noise with any method (e.g. --model digits --prompt 3)"),
-    "invert-dataset": ("linmultistep.backends.diffusers.cli_invert_dataset", "invert a folder of images to sharded latents (one process, torchrun or accelerate launch)"),
-    "reconstruct-dataset": ("linmultistep.backends.diffusers.cli_reconstruct_dataset", "reconstruct the images of an invert-dataset folder"),
-    "reproduce": ("linmultistep.backends.digits.reproduce", "the seeds' experiments (reconstruction, generation quality, editing, interpolation) on the shipped digits model"),
-    "train-digits": ("linmultistep.backends.digits.train", "train the shipped digits diffusion model and its classifier from a seed"),
-}
+__all__ = ["Command", "commands", "main", "ENTRY_POINT_GROUP"]
+
+#: The entry-point group under which packages register their command lists.
+ENTRY_POINT_GROUP = "linmultistep.commands"
+
+AddArguments = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], "int | None"]
 
 
-def _top_parser() -> argparse.ArgumentParser:
-    lines = "\n".join(f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items())
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name, one-line help and how to get its functions.
+
+    ``load`` returns ``(add_arguments, run)``; it is called only when the command is used, so a
+    package registers commands whose modules import torch without ``linmultistep --help``
+    importing it. ``uses_torch``: ``--threads`` sets torch's intra-op threads before ``run``.
+    ``options``: library keyword names whose option is spelled differently (``{"num_steps":
+    "--steps"}``); the others are read off the parser (``guidance_scale`` -> ``--guidance-scale``).
+    """
+
+    name: str
+    help: str
+    load: Callable[[], "tuple[AddArguments, Run]"]
+    uses_torch: bool = False
+    options: "dict[str, str] | None" = None
+
+
+def _registered() -> Iterable[Any]:
+    from importlib.metadata import entry_points
+
+    # one group only: entry_points(group=...) reads the installed distributions' entry_points.txt
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        yield from ep.load()
+
+
+def commands() -> dict[str, Command]:
+    """Every registered command by name (in the order of their packages' entry-point names)."""
+    found: dict[str, Command] = {}
+    for cmd in _registered():
+        if cmd.name in found:
+            raise RuntimeError(f"command {cmd.name!r} is registered twice (entry-point group {ENTRY_POINT_GROUP})")
+        found[cmd.name] = cmd
+    return found
+
+
+def _top_parser(known: dict[str, Command]) -> argparse.ArgumentParser:
+    lines = "\n".join(f"  {name:<19} {cmd.help}" for name, cmd in known.items())
     return argparse.ArgumentParser(
         prog="linmultistep",
         description="Exact-inversion diffusion sampling with linear multistep methods.",
@@ -41,26 +79,55 @@ def _top_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run ``linmultistep COMMAND ...``; returns the exit code (2: a user error, one line on stderr)."""
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] in (["--version"], ["-V"]):
         from . import __version__
 
         print(f"linmultistep {__version__}")
         return 0
-    if not argv or argv[0] not in COMMANDS:
-        parser = _top_parser()
-        parser.add_argument("command", choices=sorted(COMMANDS))
+    known = commands()
+    if not known:  # e.g. a source tree on sys.path, or an install older than the entry points
+        print(f"linmultistep: no commands are registered (entry-point group {ENTRY_POINT_GROUP}); install the "
+              "package: pip install -e .", file=sys.stderr)
+        return 2
+    if not argv or argv[0] not in known:
+        parser = _top_parser(known)
+        parser.add_argument("command", choices=list(known))
         parser.parse_args(argv[:1] or ["--help"])
         return 2
-    name = argv[0]
-    module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"linmultistep {name}", description=COMMANDS[name][1])
-    module.add_arguments(parser)
+    cmd = known[argv[0]]
+    add_arguments, run = cmd.load()
+    parser = argparse.ArgumentParser(prog=f"linmultistep {cmd.name}", description=cmd.help)
+    add_arguments(parser)
     if not any(a.dest == "threads" for a in parser._actions):
         parser.add_argument("--threads", type=int, default=None,
                             help="torch intra-op threads; unset: torch's own choice")
     args = parser.parse_args(argv[1:])
-    return _run(name, module, args)
+    return _run(cmd, run, args, _option_names(parser, cmd))
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``| head``): stop quietly like a Unix tool killed by SIGPIPE.
+    stdout is pointed at /dev/null so that the interpreter's final flush does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real stdout (a test's capture)
+        pass
+    return 128 + 13  # what a shell reports for a process ended by SIGPIPE
+
+
+def _option_names(parser: argparse.ArgumentParser, cmd: Command) -> dict[str, str]:
+    """Library keyword name -> the option typed: each option's destination, plus the command's aliases."""
+    names = {a.dest: max(a.option_strings, key=len) for a in parser._actions if a.option_strings}
+    return {**names, **(cmd.options or {})}
 
 
 # Errors about what the user gave (values, files, latents, ranges) end in one line and exit code 2,
@@ -68,30 +135,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 # the traceback of user errors too.
 _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, OverflowError, FloatingPointError, RuntimeError)
 
-# Python keyword names in library messages -> the option the CLI user typed
-_OPTION_NAMES = {
-    "num_steps": "--steps", "guidance_scale": "--guidance-scale", "source_guidance_scale": "--source-guidance-scale",
-    "freeze_last": "--freeze-last", "self_attention_steps": "--self-attention-steps", "strength": "--strength",
-    "eps_bound": "--eps-bound", "data_bound": "--data-bound", "check_model=False": "--ignore-model-mismatch",
-    "state_dtype": "--state-dtype", "eval_threads": "--eval-threads", "batch_size": "--batch-size",
-    "shard_size": "--shard-size", "negative_prompt": "--negative-prompt",
-}
-_OPTION_RE = re.compile(r"(?<![\w-])(" + "|".join(re.escape(k) for k in sorted(_OPTION_NAMES, key=len, reverse=True))
-                        + r")(?![\w])")
+
+def user_message(exc: BaseException, options: dict[str, str]) -> str:
+    """The one line shown for a user error, in the option names the user typed.
+
+    The error's ``argument`` field (see [`LinmultistepError`][linmultistep.errors.LinmultistepError])
+    names the keyword at fault: an [`ArgumentError`][linmultistep.errors.ArgumentError] is said as
+    ``<option> <problem>``; another error whose message starts with that keyword gets the option in
+    its place, and a boolean switch written as ``keyword=False``/``True`` becomes the option."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    argument = getattr(exc, "argument", None)
+    if not argument:
+        return text
+    option = options.get(argument, argument)
+    problem = getattr(exc, "problem", None)
+    if problem is not None:
+        return f"{option} {problem}"
+    if text.startswith(argument + " "):
+        return option + text[len(argument):]
+    return text.replace(f"{argument}=False", option).replace(f"{argument}=True", option)
 
 
-def cli_message(message: str) -> str:
-    """A library error message in the CLI's words: keyword names become the options typed."""
-    message = message.replace("resize='down', 'up' or 'nearest'", "--resize down, up or nearest")
-    message = re.sub(r"mode='bits', mode_options=\{'(\w+)': [^}]*\}", lambda m: "--mode bits " + _OPTION_NAMES.get(
-        m.group(1), m.group(1)) + " VALUE", message)
-    message = re.sub(r"mode_options=\{'(\w+)': [^}]*\}", lambda m: _OPTION_NAMES.get(m.group(1), m.group(0)) + " VALUE",
-                     message)
-    message = message.replace("(or 'data_bound')", "(or --data-bound)")
-    return _OPTION_RE.sub(lambda m: _OPTION_NAMES[m.group(1)], message)
-
-
-def _run(name: str, module: object, args: argparse.Namespace) -> int:
+def _run(cmd: Command, run: Run, args: argparse.Namespace, options: dict[str, str]) -> int:
     import signal
 
     def terminate(signum: int, frame: object) -> None:  # SIGTERM: unwind, so partial outputs are cleaned up
@@ -102,35 +167,40 @@ def _run(name: str, module: object, args: argparse.Namespace) -> int:
     except ValueError:  # not the main thread (e.g. called from a test runner's worker thread)
         pass
     try:
-        if getattr(args, "threads", None) is not None and name in _TORCH_COMMANDS:
+        if cmd.uses_torch and getattr(args, "threads", None) is not None:
             _set_threads(args.threads)
         if getattr(args, "quiet", False):
             _quiet_libraries()
-        return int(module.run(args) or 0)  # type: ignore[attr-defined]
+        result = int(run(args) or 0)
+        sys.stdout.flush()  # a closed pipe is found here, inside the handler below
+        return result
     except KeyboardInterrupt:
-        print(f"linmultistep {name}: interrupted", file=sys.stderr)
+        print(f"linmultistep {cmd.name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
     except _USER_ERRORS as exc:
         if os.environ.get("LINMULTISTEP_DEBUG") or type(exc) in (RuntimeError, NotImplementedError, RecursionError):
             raise  # a plain RuntimeError is a bug here, not a user error
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"linmultistep {name}: error: {cli_message(text)}", file=sys.stderr)
+        print(f"linmultistep {cmd.name}: error: {user_message(exc, options)}", file=sys.stderr)
         return 2
 
 
 def _quiet_libraries() -> None:
-    """--quiet: no progress bars or info logs from diffusers/transformers/huggingface_hub either."""
+    """--quiet: no progress bars or info logs from diffusers/transformers/huggingface_hub either.
+
+    Said through their environment variables, so nothing heavy is imported before the command's own
+    checks; libraries a caller already imported (tests, notebooks) are told directly."""
+    import importlib
+
+    for var in ("DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY"):
+        os.environ[var] = "error"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     for lib in ("diffusers", "transformers"):
-        try:
+        if lib in sys.modules:
             logging_mod = importlib.import_module(f"{lib}.utils.logging")
-        except ImportError:
-            continue
-        logging_mod.set_verbosity_error()
-        logging_mod.disable_progress_bar()
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-
-_TORCH_COMMANDS = {"invert", "reconstruct", "edit", "generate", "invert-dataset", "reconstruct-dataset", "reproduce", "train-digits"}
+            logging_mod.set_verbosity_error()
+            logging_mod.disable_progress_bar()
 
 
 def _set_threads(n: int | None) -> None:
@@ -138,7 +208,9 @@ def _set_threads(n: int | None) -> None:
     if n is None:
         return
     if n < 1:
-        raise ValueError(f"--threads must be at least 1, got {n}")
+        from .errors import ArgumentError
+
+        raise ArgumentError("threads", f"must be at least 1, got {n}")
     import torch
 
     torch.set_num_threads(n)

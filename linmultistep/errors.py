@@ -2,7 +2,27 @@
 
 
 class LinmultistepError(Exception):
-    """Base class of every error this library raises on purpose."""
+    """Base class of every error this library raises on purpose.
+
+    ``argument`` (keyword, optional): the name of the keyword argument at fault, so a front end can
+    say it in its own words (the command line shows the option typed for it)."""
+
+    def __init__(self, *args: object, argument: "str | None" = None) -> None:
+        super().__init__(*args)
+        self.argument = argument
+
+
+class ArgumentError(LinmultistepError, ValueError):
+    """A value given for a named argument cannot work. ``argument`` is the keyword's name and
+    ``problem`` the rest of the message, so a front end (the command line) can say it under its own
+    name for the argument: ``ArgumentError("strength", "must be in (0, 1], got 0.0")``."""
+
+    def __init__(self, argument: str, problem: str) -> None:
+        super().__init__(f"{argument} {problem}", argument=argument)
+        self.problem = problem
+
+    def __reduce__(self):  # picklable across processes (torch.distributed, multiprocessing)
+        return type(self), (self.argument, self.problem)
 
 
 class GridError(LinmultistepError, ValueError):

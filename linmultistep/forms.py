@@ -82,7 +82,7 @@ class Bits:
             val = getattr(self, key)
             if isinstance(val, bool) or not isinstance(val, (int, float, np.floating, np.integer)) \
                     or not math.isfinite(val) or not val > 0:
-                raise MethodError(f"{key} must be a positive finite number, got {val!r}")
+                raise MethodError(f"{key} must be a positive finite number, got {val!r}", argument=key)
             object.__setattr__(self, key, float(val))
 
     def __str__(self) -> str:

@@ -12,7 +12,7 @@ pytest.importorskip("diffusers")
 
 from linmultistep import GridError, LatentMismatchError  # noqa: E402
 from linmultistep.backends.diffusers import BELMScheduler, edit, invert, reconstruct  # noqa: E402
-from linmultistep.backends.diffusers.generate import generate  # noqa: E402
+from linmultistep.backends.diffusers.generation import generate  # noqa: E402
 from linmultistep.backends.diffusers.testing import sample_images  # noqa: E402
 
 X = sample_images(1)

@@ -26,15 +26,15 @@ def test_generate_invert_reconstruct_edit(tmp_path, capsys):
     run("generate", "--model", "digits", "--prompt", "3", "7", "--count", "2", "--steps", "8", "--seed", "5",
         "-o", tmp_path / "g.png")
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["g_0.png", "g_1.png", "g_2.png", "g_3.png"]
-    assert pixels(tmp_path / "g_0.png").shape == (8, 8)
+    assert names == ["g_3_0.png", "g_3_1.png", "g_7_0.png", "g_7_1.png"]  # by label, then index
+    assert pixels(tmp_path / "g_3_0.png").shape == (8, 8)
     # the seed fixes the noise: the same command gives the same images, another seed others
     run("generate", "--model", "digits", "--prompt", "3", "--steps", "8", "--seed", "5", "-o", tmp_path / "again.png")
-    assert np.array_equal(pixels(tmp_path / "again.png"), pixels(tmp_path / "g_0.png"))
+    assert np.array_equal(pixels(tmp_path / "again.png"), pixels(tmp_path / "g_3_0.png"))
     run("generate", "--model", "digits", "--prompt", "3", "--steps", "8", "--seed", "6", "-o", tmp_path / "other.png")
-    assert not np.array_equal(pixels(tmp_path / "other.png"), pixels(tmp_path / "g_0.png"))
+    assert not np.array_equal(pixels(tmp_path / "other.png"), pixels(tmp_path / "g_3_0.png"))
 
-    inputs = [tmp_path / "g_0.png", tmp_path / "g_1.png"]
+    inputs = [tmp_path / "g_3_0.png", tmp_path / "g_3_1.png"]
     run("invert", "--model", "digits", *inputs, "--prompt", "3", "--steps", "8", "-o", tmp_path / "l.safetensors")
     run("reconstruct", "--model", "digits", tmp_path / "l.safetensors", "-o", tmp_path / "r.png")
     for k, src in enumerate(inputs):
@@ -42,8 +42,9 @@ def test_generate_invert_reconstruct_edit(tmp_path, capsys):
 
     run("edit", "--model", "digits", *inputs, "--source-prompt", "3", "--target-prompt", "5", "8", "--steps", "8",
         "-o", tmp_path / "e.png", "--save-latent", tmp_path / "src.safetensors")
-    edited = [pixels(tmp_path / f"e_{k}.png") for k in range(4)]  # target by target: (5: img0, img1), (8: ...)
-    assert not np.array_equal(edited[0], edited[2])
+    # named by input and target label: e_<image stem>_to-<target>.png
+    edited = {(im, t): pixels(tmp_path / f"e_{im}_to-{t}.png") for im in ("g_3_0", "g_3_1") for t in (5, 8)}
+    assert not np.array_equal(edited["g_3_0", 5], edited["g_3_0", 8])
     latent = load_latent(tmp_path / "src.safetensors")
     assert latent.x.shape[0] == 2 and latent.metadata["batch"] == 2  # the sources once, not once per target
     run("reconstruct", "--model", "digits", tmp_path / "src.safetensors", "-o", tmp_path / "s.png")

@@ -19,7 +19,7 @@ pytest.importorskip("diffusers")
 import linmultistep as lms  # noqa: E402
 from linmultistep.backends.diffusers import BELMScheduler, edit, invert, reconstruct  # noqa: E402
 from linmultistep.backends.diffusers.adapters import UNetEps, encode_classes, null_class  # noqa: E402
-from linmultistep.backends.diffusers.generate import generate  # noqa: E402
+from linmultistep.backends.diffusers.generation import generate  # noqa: E402
 from linmultistep.backends.diffusers.grid import grid_from_config  # noqa: E402
 from linmultistep.backends.digits import MODEL_DIR, load_classifier, load_heldout, load_pipeline  # noqa: E402
 from linmultistep.backends.digits.data import HELDOUT_PER_CLASS  # noqa: E402
@@ -40,8 +40,8 @@ def test_shipped_folder_is_a_plain_diffusers_model_under_budget():
 
     size = sum(f.stat().st_size for f in MODEL_DIR.rglob("*") if f.is_file())
     assert size < 15e6
-    pipe = DiffusionPipeline.from_pretrained(str(MODEL_DIR), local_files_only=True)
-    assert type(pipe).__name__ == "DDIMPipeline"
+    pipe = DiffusionPipeline.from_pretrained(str(MODEL_DIR), local_files_only=True, trust_remote_code=True)
+    assert type(pipe).__name__ == "DigitsPipeline"  # model_index.json names the project's pipeline class
     assert pipe.unet.config.num_class_embeds == 11 and null_class(pipe.unet) == 10
     info = json.loads((MODEL_DIR / "training.json").read_text())
     assert info["null_class"] == 10 and info["steps"] > 0

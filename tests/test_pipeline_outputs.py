@@ -10,7 +10,7 @@ pytest.importorskip("diffusers")
 
 from linmultistep import State  # noqa: E402
 from linmultistep.backends.diffusers import edit, invert, reconstruct  # noqa: E402
-from linmultistep.backends.diffusers.generate import generate  # noqa: E402
+from linmultistep.backends.diffusers.generation import generate  # noqa: E402
 from linmultistep.backends.diffusers.outputs import EditOutput, GenerationOutput, ReconstructionOutput  # noqa: E402
 from linmultistep.backends.diffusers.pipeline import encode_images, parts_of  # noqa: E402
 from linmultistep.backends.diffusers.testing import sample_images, tiny_sd_pipeline  # noqa: E402

@@ -1,19 +1,21 @@
 """Numeric arguments of the diffusers calls, checked once for the library and the command line.
 
 Neither torch nor diffusers is imported here, so the CLI refuses a bad value before the model
-loads, with the library's own message in its option names (``linmultistep.cli.cli_message`` maps
-``strength`` to ``--strength`` and so on).
+loads, with the library's own message in its option names (each error is an ``ArgumentError``
+naming its argument, which the CLI shows as the option: ``strength`` as ``--strength``).
 
 >>> check_edit_numbers(strength=0.8, self_attention_steps=0.4, guidance_scale=7.5, source_guidance_scale=1.0)
 >>> check_edit_numbers(strength=0.0, self_attention_steps=0.4, guidance_scale=7.5, source_guidance_scale=1.0)
 Traceback (most recent call last):
-ValueError: strength must be in (0, 1], got 0.0
+linmultistep.errors.ArgumentError: strength must be in (0, 1], got 0.0
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+
+from linmultistep.errors import ArgumentError
 
 __all__ = ["check_finite", "check_edit_numbers"]
 
@@ -22,7 +24,7 @@ def check_finite(**values: object) -> None:
     """Each value is a real, finite number (not a bool, not a string); ValueError naming the first that is not."""
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
+            raise ArgumentError(name, f"must be a finite number, got {value!r}")
 
 
 def check_edit_numbers(*, strength: object, self_attention_steps: object, guidance_scale: object,
@@ -32,6 +34,6 @@ def check_edit_numbers(*, strength: object, self_attention_steps: object, guidan
     check_finite(strength=strength, source_guidance_scale=source_guidance_scale, guidance_scale=guidance_scale,
                  self_attention_steps=self_attention_steps)
     if not 0.0 < float(strength) <= 1.0:  # type: ignore[arg-type]
-        raise ValueError(f"strength must be in (0, 1], got {strength!r}")
+        raise ArgumentError("strength", f"must be in (0, 1], got {strength!r}")
     if not 0.0 <= float(self_attention_steps) <= 1.0:  # type: ignore[arg-type]
-        raise ValueError(f"self_attention_steps must be a fraction of the steps in [0, 1], got {self_attention_steps!r}")
+        raise ArgumentError("self_attention_steps", f"must be a fraction of the steps in [0, 1], got {self_attention_steps!r}")

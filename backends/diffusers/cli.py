@@ -1,27 +1,41 @@
-"""``linmultistep invert | reconstruct | edit | generate --model LOCAL_PATH ...`` for a locally
-stored diffusers model (a directory written by ``save_pretrained``, or ``digits``, the model shipped
-with the package; nothing is downloaded).
+"""``linmultistep invert | reconstruct | edit | generate --model MODEL ...`` for a locally
+stored diffusers model (a directory written by ``save_pretrained``, or a built-in name such as
+``digits``, the model shipped with the package; nothing is downloaded). ``--model`` is resolved by
+[`resolve_model`][linmultistep.backends.diffusers.models.resolve_model], the same resolver as the
+Python API.
 
     linmultistep invert --model ./sd15 photo.png --prompt "a cat" --steps 50 -o cat.safetensors
+    linmultistep invert --model digits d5.png d6.png --prompt 5 6 -o two.safetensors   # one label per image
     linmultistep reconstruct --model ./sd15 cat.safetensors -o cat_rec.png
     linmultistep edit --model ./sd15 photo.png --source-prompt "a cat" --target-prompt "a dog" -o dog.png
-    linmultistep generate --model digits --prompt 3 --count 4 --seed 0 -o threes.png
+    linmultistep generate --model digits --prompt 0 1 2 --count 4 --seed 0 --grid -o digits.png
 
-Everything the user gave is checked before the model is loaded (options, input files, output
-paths); a bad value ends in one line naming the option and exit code 2 (see
-:func:`linmultistep.cli.main`).
+Prompts (class labels for a class-conditional model): one for every image, or one per image
+(``--prompt 5 6``), or from ``--prompt-file`` (one per line, or a CSV with ``image`` and
+``prompt`` columns), or the name of each image's folder (``--prompt-from-folder``, the ImageFolder
+convention). An option given twice is an error, never "the last one wins".
+
+Everything the user gave is checked before torch or diffusers is imported (options, input files,
+output paths, the image size against the model's trained size); a bad value ends in one line
+naming the option and exit code 2 (see [`main`][linmultistep.cli.main]).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+from linmultistep.errors import ArgumentError
 
 from .arguments import check_edit_numbers, check_finite
+from .models import builtin_model, load_pipeline, resolve_model, trained_size
 
-__all__ = ["load_pipeline", "invert_command", "reconstruct_command", "edit_command", "generate_command", "UsageError"]
+__all__ = ["invert_command", "reconstruct_command", "edit_command", "generate_command", "UsageError", "Once",
+           "per_image_prompts", "label_slug"]
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 METHODS = ("obelm", "bdia", "edict", "ddim")
@@ -33,58 +47,32 @@ class UsageError(ValueError):
     """A command-line value that cannot work; reported as one line with exit code 2."""
 
 
-class ModelPathError(UsageError, FileNotFoundError):
-    """The --model path does not hold a locally stored diffusers model."""
-
-
-def resolve_model(path: "str | os.PathLike") -> Path:
-    """The folder of ``path``: a built-in model name (``digits``, shipped with the package) unless a
-    file or folder of that name exists, else the path itself."""
-    from ..digits import BUILTIN_MODELS
-
-    if str(path) in BUILTIN_MODELS and not Path(path).exists():
-        return BUILTIN_MODELS[str(path)]
-    return Path(path)
-
-
 def check_model_path(path: "str | os.PathLike") -> Path:
-    """The model folder, or a :class:`ModelPathError` naming what is missing (no import of torch)."""
-    p = resolve_model(path)
-    if not p.exists():
-        raise ModelPathError(f"model path not found: {p} (give a local directory written by save_pretrained; "
-                             "nothing is downloaded)")
-    if not (p / "model_index.json").is_file():
-        raise ModelPathError(f"{p} is not a diffusers pipeline directory (no model_index.json)")
-    return p
+    """The model folder ``--model`` means, or a [`ModelPathError`][linmultistep.backends.diffusers.models.ModelPathError]
+    naming what is missing (no import of torch)."""
+    return resolve_model(path)
 
 
-def load_pipeline(path: "str | os.PathLike", dtype: str = "float32", device: str | None = None) -> Any:
-    """A diffusers pipeline from a local directory or a built-in name (``local_files_only``: never downloads)."""
-    p = check_model_path(path)
-    import json
-    import warnings
+class Once(argparse.Action):
+    """An option that may be given once (with one or more values): a repeated ``--prompt 8 --prompt 4``
+    is an error naming the option, not the last value silently winning."""
 
-    import torch
-    from diffusers import DiffusionPipeline
-
-    with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; the old name still works
-        warnings.simplefilter("ignore", FutureWarning)
-        cls = DiffusionPipeline
-        if json.loads((p / "model_index.json").read_text()).get("_class_name") == "DigitsPipeline":
-            from ..digits.pipeline import DigitsPipeline as cls  # a saved DigitsPipeline: diffusers does not know it
-        pipe = cls.from_pretrained(str(p), torch_dtype=getattr(torch, dtype), local_files_only=True)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = pipe.to(device)
-    if hasattr(pipe, "set_progress_bar_config"):
-        pipe.set_progress_bar_config(disable=True)  # the commands pass progress= themselves (--quiet)
-    return pipe
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        seen = namespace.__dict__.setdefault("_given_once", set())
+        if self.dest in seen:
+            parser.error(f"{option_string} is given twice; give all its values after one {option_string} "
+                         f"(e.g. {option_string} 5 6 for one value per image)")
+        seen.add(self.dest)
+        setattr(namespace, self.dest, values)
 
 
 # --- options ----------------------------------------------------------------------------------
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.add_argument("--model", required=True,
-                        help="local diffusers pipeline directory (save_pretrained layout), or 'digits' (the shipped model)")
+                        help="local diffusers pipeline directory (save_pretrained layout), or a built-in name "
+                             "('digits', the shipped model); a folder without model_index.json never shadows a name")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="network dtype")
     parser.add_argument("--state-dtype", choices=DTYPES, default=None,
                         help="dtype of the sampler states (None: the network's); float64 makes round trips ~1e-12")
@@ -111,6 +99,23 @@ def _method_args(parser: argparse.ArgumentParser) -> None:
 def _image_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resize", choices=["down", "up", "nearest"], default=None,
                         help="resize images whose size the model cannot take (None: error); outputs get the original size")
+    parser.add_argument("--allow-size-mismatch", action="store_true",
+                        help="run on images far from the model's trained size (more than 4x its pixels, or under "
+                             "1/4): slow, and the model was not trained for it")
+
+
+def _prompt_args(parser: argparse.ArgumentParser, option: str = "--prompt", default: Any = None,
+                 required: bool = False, what: str = "prompt (or class label)") -> None:
+    parser.add_argument(option, nargs="+", action=Once, default=default, required=required,
+                        help=f"{what}: one for every image, or one per image ({option} 5 6; give the images "
+                             "first, or end the values with --)")
+    # the other sources of the same prompts
+    parser.add_argument("--prompt-file", default=None, metavar="FILE",
+                        help=f"{option} values from a file: one per line (in the order of the images), or a CSV "
+                             "with columns image,prompt (or image,label)")
+    parser.add_argument("--prompt-from-folder", action="store_true",
+                        help=f"each image's {option} (class label) is the name of its folder (the ImageFolder "
+                             "convention: images/5/a.png has label 5)")
 
 
 def _positive_steps(steps: int) -> None:
@@ -126,7 +131,7 @@ def _mode_options(args: argparse.Namespace) -> dict | None:
 
 
 def _mode(args: argparse.Namespace) -> dict:
-    """mode= and mode_options= for invert/edit/generate (checked by :func:`_method`)."""
+    """mode= and mode_options= for invert/edit/generate (checked by `_method`)."""
     return {"mode": args.mode, "mode_options": _mode_options(args)}
 
 
@@ -158,20 +163,96 @@ def _dtype(name: str | None) -> Any:
     return None if name is None else getattr(torch, name)
 
 
+# --- prompts ----------------------------------------------------------------------------------
+def per_image_prompts(values: "Sequence[str] | None", images: Sequence[str], *, prompt_file: str | None = None,
+                      from_folder: bool = False, option: str = "--prompt", default: Any = "") -> Any:
+    """The prompt argument for ``images``: one value for all, or one per image (a list).
+
+    ``values`` from ``--prompt`` (one, or one per image), else ``prompt_file`` (one per line, or a CSV
+    with ``image`` and ``prompt``/``label`` columns), else each image's folder name (``from_folder``),
+    else ``default``. Giving more than one source, or a count that is neither 1 nor the number of
+    images, is a [`UsageError`][linmultistep.backends.diffusers.cli.UsageError] naming it."""
+    given = [name for name, v in ((option, values), ("--prompt-file", prompt_file),
+                                  ("--prompt-from-folder", from_folder or None)) if v is not None]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} both give the prompts; give one of them")
+    if from_folder:
+        prompts = [Path(p).resolve().parent.name for p in images]
+    elif prompt_file is not None:
+        prompts = _prompts_from_file(prompt_file, images)
+    elif values is not None:
+        prompts = list(values)
+    else:
+        return default
+    if len(prompts) == 1:
+        return prompts[0]
+    if len(prompts) != len(images):
+        source = option if values is not None else "--prompt-file"
+        raise UsageError(f"{source} gives {len(prompts)} prompts for {len(images)} images; give one for all, "
+                         "or one per image")
+    return prompts
+
+
+def _prompts_from_file(path: str, images: Sequence[str]) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--prompt-file {path}: file not found")
+    text = p.read_text(encoding="utf-8")
+    if p.suffix.lower() != ".csv":
+        lines = text.splitlines()
+        while lines and not lines[-1].strip():
+            lines.pop()
+        return lines
+    rows = list(csv.DictReader(text.splitlines()))
+    fields = {f.strip().lower(): f for f in (rows[0].keys() if rows else [])}
+    column = fields.get("prompt") or fields.get("label")
+    if "image" not in fields or column is None:
+        raise UsageError(f"--prompt-file {path}: a CSV needs a header with columns image and prompt (or label), "
+                         f"got {sorted(fields)}")
+    by_key: dict[str, str] = {}
+    for row in rows:
+        key = row[fields["image"]].strip()
+        by_key[key] = row[column]
+        by_key.setdefault(Path(key).name, row[column])
+    missing = [im for im in images if im not in by_key and Path(im).name not in by_key]
+    if missing:
+        raise UsageError(f"--prompt-file {path} has no row for {', '.join(missing[:3])}"
+                         f"{' ...' if len(missing) > 3 else ''}")
+    return [by_key.get(im, by_key.get(Path(im).name, "")) for im in images]
+
+
+def label_slug(label: Any) -> str:
+    """A prompt or class label as a file-name part: ``4`` -> ``4``, ``a red car`` -> ``a-red-car``."""
+    slug = re.sub(r"[^A-Za-z0-9._+-]+", "-", str(label)).strip("-.")[:40]
+    return slug or "empty"
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Names made unique by their position where two are the same."""
+    return [f"{n}-{k}" if names.count(n) > 1 else n for k, n in enumerate(names)]
+
+
 # --- files ------------------------------------------------------------------------------------
-def _output_paths(output: str, count: int) -> list[Path]:
+def _named(output: str, parts: "list[list[str]]") -> list[Path]:
+    """Output files: ``output`` itself for one result, else ``stem_<parts>suffix`` per result."""
     out = Path(output)
-    return [out] if count == 1 else [out.with_name(f"{out.stem}_{k}{out.suffix}") for k in range(count)]
+    if len(parts) == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}_{'_'.join(p)}{out.suffix}") for p in parts]
 
 
-def _check_outputs(output: str, count: int, inputs: list, suffixes: tuple, overwrite: bool,
+def _numbered(output: str, count: int) -> list[Path]:
+    return _named(output, [[str(k)] for k in range(count)])
+
+
+def _check_outputs(paths: "list[Path]", output: str, inputs: list, suffixes: tuple, overwrite: bool,
                    option: str = "-o/--output") -> None:
     """Before any work: the output has a suffix we can write, is none of the inputs, and (unless
     --overwrite) replaces nothing. A latent written over its own image would destroy the input."""
     if Path(output).suffix.lower() not in suffixes:
         raise UsageError(f"{option} {output!r} must end with {' or '.join(suffixes)}")
     given = {Path(i).resolve() for i in inputs}
-    for p in _output_paths(output, count):
+    for p in paths:
         if p.resolve() in given:
             raise UsageError(f"{option} {p} is one of the inputs; refusing to write over it")
         if p.exists() and not overwrite:
@@ -180,25 +261,30 @@ def _check_outputs(output: str, count: int, inputs: list, suffixes: tuple, overw
             raise UsageError(f"{option} {p} is a directory")
 
 
-def _read_inputs(paths: list) -> list:
+def _read_inputs(paths: list, args: argparse.Namespace, folder: Path) -> list:
     """Every input image opened (upright, size-checked) before the model loads: a bad file is named
-    before minutes of loading, and nothing is read twice."""
-    from .images import load_image
+    before minutes of loading, and nothing is read twice. Images far from the model's trained size
+    are refused here unless --allow-size-mismatch (a run at 424x640 on an 8x8 model takes hours)."""
+    from .images import check_trained_size, load_image
 
-    return [load_image(p) for p in paths]
+    images = [load_image(p) for p in paths]
+    if not getattr(args, "allow_size_mismatch", False):
+        trained = trained_size(folder)
+        for p, im in zip(paths, images):
+            check_trained_size((im.size[1], im.size[0]), trained, what=f"image {p}", allow="--allow-size-mismatch")
+    return images
 
 
-def _save_images(images: list, output: str, count: int) -> list[Path]:
+def _save_images(images: list, paths: "list[Path]") -> list[Path]:
     from .latents import write_atomic
     import io
 
-    paths = _output_paths(output, count)
     for img, p in zip(images, paths):
         p.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         img.save(buf, format=_pil_format(p))
         write_atomic(p, buf.getvalue())  # an interrupted run leaves no half-written image
-    return paths
+    return list(paths)
 
 
 def _pil_format(path: Path) -> str:
@@ -209,14 +295,14 @@ def _pil_format(path: Path) -> str:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    return load_pipeline(args.model, args.dtype, args.device)
+    return load_pipeline(args.model, args.dtype, args.device, quiet=args.quiet)
 
 
 def _labelled(latent: Any, args: argparse.Namespace, images: list) -> Any:
     """The latent with the model folder and input files recorded (the Python API records what it knows)."""
     import dataclasses
 
-    return dataclasses.replace(latent, metadata={**latent.metadata, "model": str(resolve_model(args.model).resolve()),
+    return dataclasses.replace(latent, metadata={**latent.metadata, "model": str(check_model_path(args.model).resolve()),
                                                  "images": [str(p) for p in images]})
 
 
@@ -226,23 +312,25 @@ def invert_arguments(parser: argparse.ArgumentParser) -> None:
     _method_args(parser)
     _image_args(parser)
     parser.add_argument("images", nargs="+", help="image files (any PIL mode; alpha composited on white)")
-    parser.add_argument("--prompt", default="", help="prompt (or class label) used for the inversion")
+    _prompt_args(parser)
     parser.add_argument("--negative-prompt", default=None)
     parser.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance of the inversion")
     parser.add_argument("-o", "--output", required=True, help="latent file to write (.safetensors)")
 
 
 def invert_command(args: argparse.Namespace) -> int:
-    from . import invert
-    from .latents import save_latent
-
-    _check_outputs(args.output, 1, list(args.images), (".safetensors",), args.overwrite)
+    _check_outputs([Path(args.output)], args.output, list(args.images), (".safetensors",), args.overwrite)
     method, mode = _method(args), _mode(args)
     check_finite(guidance_scale=args.guidance_scale)
-    check_model_path(args.model)
-    images = _read_inputs(args.images)
+    prompt = per_image_prompts(args.prompt, args.images, prompt_file=args.prompt_file,
+                               from_folder=args.prompt_from_folder)
+    folder = check_model_path(args.model)
+    images = _read_inputs(args.images, args, folder)
+    from .latents import save_latent
+    from .pipeline import invert
+
     pipe = _load(args)
-    latent = invert(pipe, images, args.prompt, num_steps=args.steps, method=method,
+    latent = invert(pipe, images, prompt, num_steps=args.steps, method=method,
                     guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt,
                     state_dtype=_dtype(args.state_dtype), resize=args.resize, progress=not args.quiet, **mode)
     path = save_latent(_labelled(latent, args, args.images), args.output)
@@ -254,7 +342,9 @@ def invert_command(args: argparse.Namespace) -> int:
 def reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
     parser.add_argument("latent", help="latent file written by 'linmultistep invert' (or edit --save-latent)")
-    parser.add_argument("--prompt", default=None, help="override the recorded prompt (an edit, not a reconstruction)")
+    parser.add_argument("--prompt", nargs="+", action=Once, default=None,
+                        help="override the recorded prompt(s), one for all or one per image (an edit, not a "
+                             "reconstruction)")
     parser.add_argument("--guidance-scale", type=float, default=None,
                         help="override the recorded guidance scale (None: the recorded one)")
     parser.add_argument("--ignore-model-mismatch", action="store_true",
@@ -286,21 +376,27 @@ def _convert(latent: Any, dtype_name: str | None = None, device: Any = None) -> 
 
 
 def reconstruct_command(args: argparse.Namespace) -> int:
-    from . import reconstruct
-    from .latents import load_latent
-
+    if Path(args.output).suffix.lower() not in IMAGE_SUFFIXES:
+        raise UsageError(f"-o/--output {args.output!r} must end with {' or '.join(IMAGE_SUFFIXES)}")
     if args.guidance_scale is not None:  # None: the latent's own
         check_finite(guidance_scale=args.guidance_scale)
+    check_model_path(args.model)
+    from .latents import load_latent
+
     latent = load_latent(args.latent)  # checked (integrity digest, fields) before the model loads
     latent = _convert(latent, args.state_dtype)
-    _check_outputs(args.output, int(latent.x.shape[0]), [args.latent], IMAGE_SUFFIXES, args.overwrite)
-    check_model_path(args.model)
+    batch = int(latent.x.shape[0])
+    prompt = per_image_prompts(args.prompt, [args.latent] * batch, default=None) if args.prompt else None
+    paths = _numbered(args.output, batch)
+    _check_outputs(paths, args.output, [args.latent], IMAGE_SUFFIXES, args.overwrite)
+    from .pipeline import reconstruct
+
     pipe = _load(args)
     latent = _convert(latent, device=pipe.unet.device)  # the states live where the network runs
-    images = reconstruct(pipe, latent, args.prompt, guidance_scale=args.guidance_scale, output_type="pil",
+    images = reconstruct(pipe, latent, prompt, guidance_scale=args.guidance_scale, output_type="pil",
                          progress=not args.quiet, check_model=not args.ignore_model_mismatch,
                          restore_size=not args.no_restore_size).images
-    for p in _save_images(images, args.output, len(images)):
+    for p in _save_images(images, paths):
         print(f"wrote {p}")
     return 0
 
@@ -311,10 +407,13 @@ def edit_arguments(parser: argparse.ArgumentParser) -> None:
     _method_args(parser)
     _image_args(parser)
     parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--source-prompt", required=True, help="what the images show (text, or a class label)")
-    parser.add_argument("--target-prompt", required=True, nargs="+",
+    _prompt_args(parser, "--source-prompt", what="what the images show (text, or a class label)")
+    parser.add_argument("--target-prompt", required=True, nargs="+", action=Once,
                         help="what they should show; several: every image edited to each, in one batch "
-                             "(outputs numbered target by target)")
+                             "(outputs named by target)")
+    parser.add_argument("--per-image-targets", action="store_true",
+                        help="the target prompts are one per image (image k edited to target k) instead of each "
+                             "for every image")
     parser.add_argument("--negative-prompt", default=None)
     parser.add_argument("--strength", type=float, default=1.0, help="fraction of the steps re-sampled, in (0, 1]")
     parser.add_argument("--freeze-last", type=int, default=0, help="last steps sampled with the source prompt")
@@ -326,79 +425,139 @@ def edit_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of the (noise-most) steps with source self-attention maps, in [0, 1]")
     parser.add_argument("--save-latent", default=None, metavar="FILE.safetensors",
                         help="also write the exact latent of the source images (reconstruct gives them back)")
-    parser.add_argument("-o", "--output", required=True, help="image file to write (index appended for batches)")
+    parser.add_argument("--grid", action="store_true",
+                        help="write one image grid to -o: the sources in the first row, then one row per target")
+    parser.add_argument("-o", "--output", required=True,
+                        help="image file to write (several: named by image and target, e.g. out_0_to-4.png)")
+
+
+def _edit_rows(images: list[str], targets: list[str], per_image: bool) -> "tuple[list[int], list[str], list[list[str]]]":
+    """The batch of an edit: for each row, the image it edits, its target and its output-name parts."""
+    n = len(images)
+    if per_image and len(targets) != n:
+        raise UsageError(f"--per-image-targets: --target-prompt gives {len(targets)} targets for {n} images")
+    stems = [Path(p).stem for p in images]
+    image_part = _unique(stems) if len(set(stems)) == n else [str(k) for k in range(n)]
+    if per_image:
+        rows = list(range(n))
+        row_targets = targets
+    else:
+        rows = [k for _ in targets for k in range(n)]
+        row_targets = [t for t in targets for _ in range(n)]
+    target_part = [f"to-{label_slug(t)}" for t in row_targets]
+    several_targets = per_image or len(targets) > 1
+    parts = [([image_part[k]] if n > 1 else []) + ([tp] if several_targets else []) for k, tp in zip(rows, target_part)]
+    return rows, row_targets, parts
 
 
 def edit_command(args: argparse.Namespace) -> int:
-    from . import edit
-    from .latents import save_latent
-
     n, targets = len(args.images), list(args.target_prompt)
-    count = n * len(targets)
-    _check_outputs(args.output, count, list(args.images), IMAGE_SUFFIXES, args.overwrite)
+    rows, row_targets, parts = _edit_rows(list(args.images), targets, args.per_image_targets)
+    count = len(rows)
+    names = [Path(args.output)] if args.grid else _named(args.output, _unique_parts(parts))
+    _check_outputs(names, args.output, list(args.images), IMAGE_SUFFIXES, args.overwrite)
     if args.save_latent is not None:
-        _check_outputs(args.save_latent, 1, list(args.images) + _output_paths(args.output, count),
+        _check_outputs([Path(args.save_latent)], args.save_latent, list(args.images) + names,
                        (".safetensors",), args.overwrite, option="--save-latent")
     method, mode = _method(args), _mode(args)
     check_edit_numbers(strength=args.strength, self_attention_steps=args.self_attention_steps,
                        guidance_scale=args.guidance_scale, source_guidance_scale=args.source_guidance_scale)
     if args.freeze_last < 0:
         raise UsageError(f"--freeze-last must be >= 0, got {args.freeze_last}")
-    check_model_path(args.model)
-    images = _read_inputs(args.images)
+    source = per_image_prompts(args.source_prompt, args.images, prompt_file=args.prompt_file,
+                               from_folder=args.prompt_from_folder, option="--source-prompt", default=None)
+    if source is None:
+        raise UsageError("give what the images show: --source-prompt, --prompt-file or --prompt-from-folder")
+    row_sources = [source[k] for k in rows] if isinstance(source, list) else source
+    folder = check_model_path(args.model)
+    images = _read_inputs(args.images, args, folder)
+    from .latents import save_latent, take_rows
+    from .pipeline import edit
+
     pipe = _load(args)
-    # every (target, image) pair is one row of a single batch: the model runs once per step for all
-    out = edit(pipe, images * len(targets), args.source_prompt, [t for t in targets for _ in images], num_steps=args.steps,
+    # every (image, target) pair is one row of a single batch: the model runs once per step for all
+    out = edit(pipe, [images[k] for k in rows], row_sources, row_targets, num_steps=args.steps,
                method=method, strength=args.strength, freeze_last=args.freeze_last,
                source_guidance_scale=args.source_guidance_scale, guidance_scale=args.guidance_scale,
                negative_prompt=args.negative_prompt, direct_inversion=not args.no_direct_inversion,
                self_attention_steps=args.self_attention_steps, state_dtype=_dtype(args.state_dtype),
                resize=args.resize, output_type="pil", progress=not args.quiet, **mode)
-    for p in _save_images(out.images, args.output, len(out.images)):
-        print(f"wrote {p}")
+    if args.grid:
+        _write_edit_grid(images, out.images, n, count, args.output)
+    else:
+        for p in _save_images(out.images, names):
+            print(f"wrote {p}")
     if args.save_latent is not None:
-        from .latents import take_rows
-
-        inversion = take_rows(out.inversion, range(n))  # the source images once, not once per target
+        first = [rows.index(k) for k in range(n)]  # the source images once, not once per target
+        inversion = take_rows(out.inversion, first)
         print(f"wrote {save_latent(_labelled(inversion, args, args.images), args.save_latent)} "
               f"(the exact latent of the source images)")
     return 0
+
+
+def _unique_parts(parts: "list[list[str]]") -> "list[list[str]]":
+    joined = _unique(["_".join(p) for p in parts])
+    return [[j] for j in joined]
+
+
+def _write_edit_grid(sources: list, edited: list, n: int, count: int, output: str) -> None:
+    from .images import image_grid
+
+    mode = edited[0].mode
+    first = [im.convert(mode).resize(edited[0].size) for im in sources]
+    grid = image_grid(first + list(edited), rows=1 + count // n, columns=n)
+    print(f"wrote {_save_images([grid], [Path(output)])[0]} (sources in the first row, one row per target)")
 
 
 # --- generate -------------------------------------------------------------------------------
 def generate_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
     _method_args(parser)
-    parser.add_argument("--prompt", nargs="*", default=[""],
-                        help="prompt(s) or class label(s); one image per prompt, times --count")
+    parser.add_argument("--prompt", nargs="*", action=Once, default=[""],
+                        help="prompt(s) or class label(s); --count images for each")
     parser.add_argument("--negative-prompt", default=None)
     parser.add_argument("--count", type=int, default=1, help="images per prompt")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise (drawn on the CPU: same on every device)")
     parser.add_argument("--guidance-scale", type=float, default=None,
-                        help="classifier-free guidance (None: 1.0, or 2.0 for the digits model)")
-    parser.add_argument("-o", "--output", required=True, help="image file to write (index appended for several)")
+                        help="classifier-free guidance (None: the model's default: 2.0 for digits, else 1.0)")
+    parser.add_argument("--grid", action="store_true", help="write one image grid to -o: a row per prompt, "
+                                                            "--count columns")
+    parser.add_argument("-o", "--output", required=True,
+                        help="image file to write (several: named by prompt and index, e.g. out_3_0.png)")
 
 
 def generate_command(args: argparse.Namespace) -> int:
-    from . import generate as _generate_module
-    import torch
-
-    prompts = [p for p in args.prompt for _ in range(args.count)] if args.prompt else [""] * args.count
     if args.count < 1:
         raise UsageError(f"--count must be >= 1, got {args.count}")
-    _check_outputs(args.output, len(prompts), [], IMAGE_SUFFIXES, args.overwrite)
+    labels = list(args.prompt) or [""]
+    prompts = [p for p in labels for _ in range(args.count)]
+    label_parts = _unique([label_slug(p) for p in labels])
+    parts = [([label_parts[j]] if len(labels) > 1 else []) + ([str(k)] if args.count > 1 else [])
+             for j in range(len(labels)) for k in range(args.count)]
+    paths = [Path(args.output)] if args.grid else _named(args.output, parts)
+    _check_outputs(paths, args.output, [], IMAGE_SUFFIXES, args.overwrite)
     method, mode = _method(args), _mode(args)
     if args.guidance_scale is not None:  # None: the model's default
         check_finite(guidance_scale=args.guidance_scale)
-    model = check_model_path(args.model)
-    pipe = _load(args)
-    from ..digits import MODEL_DIR
+    check_model_path(args.model)
+    model = builtin_model(args.model)
+    import torch
 
-    guidance = args.guidance_scale if args.guidance_scale is not None else (2.0 if model == MODEL_DIR else 1.0)
-    out = _generate_module.generate(pipe, prompts, num_steps=args.steps, method=method, guidance_scale=guidance,
-                                    negative_prompt=args.negative_prompt, state_dtype=_dtype(args.state_dtype),
-                                    generator=torch.Generator().manual_seed(args.seed), output_type="pil",
-                                    progress=not args.quiet, **mode)
-    for p in _save_images(out.images, args.output, len(out.images)):
+    from .generation import generate
+
+    pipe = _load(args)
+    default = model.guidance_scale if model is not None else 1.0
+    guidance = args.guidance_scale if args.guidance_scale is not None else default
+    out = generate(pipe, prompts, num_steps=args.steps, method=method, guidance_scale=guidance,
+                   negative_prompt=args.negative_prompt, state_dtype=_dtype(args.state_dtype),
+                   generator=torch.Generator().manual_seed(args.seed), output_type="pil",
+                   progress=not args.quiet, **mode)
+    if args.grid:
+        from .images import image_grid
+
+        grid = image_grid(out.images, rows=len(labels), columns=args.count)
+        print(f"wrote {_save_images([grid], paths)[0]} ({len(labels)} x {args.count} grid)")
+        return 0
+    for p in _save_images(out.images, paths):
         print(f"wrote {p}")
     return 0

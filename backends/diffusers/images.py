@@ -1,6 +1,6 @@
 """Images in and out: PIL or float tensors in [-1, 1] of shape (B, 3, H, W).
 
-Accepted inputs (:func:`read_images`):
+Accepted inputs ([`read_images`][linmultistep.backends.diffusers.images.read_images]):
 
 - PIL images and paths (any mode, see below), one or a list; EXIF orientation is applied as a
   viewer (and diffusers' ``load_image``) shows the picture.
@@ -20,23 +20,28 @@ Mode policy (every PIL mode becomes 8-bit RGB, nothing crashes):
 Size policy: the VAE needs H and W to be multiples of ``multiple`` (the VAE downsampling
 factor times what the UNet needs; 8 for Stable Diffusion 1.x/2.x). By default a wrong size is an
 error naming the size; ``resize='down'`` / ``'up'`` / ``'nearest'`` resizes (Lanczos) to the
-multiple below / above / nearest, and :func:`read_images` reports the original sizes so that a
+multiple below / above / nearest, and [`read_images`][linmultistep.backends.diffusers.images.read_images] reports the original sizes so that a
 reconstruction can be given back at them. Images are never silently cropped. A file or array of
-more than :data:`MAX_PIXELS` pixels is refused before it is decoded (a small compressed file can
+more than `MAX_PIXELS` pixels is refused before it is decoded (a small compressed file can
 decode to gigabytes).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
-import torch
+
+from linmultistep.caller import outside_stacklevel
+
+if TYPE_CHECKING:  # torch is imported by the functions that need it: the CLI reads files before it loads
+    import torch
 
 __all__ = ["ImageSizeError", "Images", "load_image", "read_images", "to_rgb", "to_tensor", "to_pil", "resize_to",
-           "RESIZE_POLICIES", "MAX_PIXELS"]
+           "image_grid", "check_trained_size", "conversion", "RESIZE_POLICIES", "MAX_PIXELS", "SIZE_TOLERANCE"]
 
 RESIZE_POLICIES = (None, "down", "up", "nearest")
 
@@ -50,7 +55,7 @@ class ImageSizeError(ValueError):
 
 
 class Images(NamedTuple):
-    """What :func:`read_images` returns."""
+    """What [`read_images`][linmultistep.backends.diffusers.images.read_images] returns."""
 
     x: torch.Tensor  #: (B, C, H, W) float32 in [-1, 1], at the size the model takes
     kind: str  #: 'pil' (PIL images, paths, numpy arrays) or 'pt' (tensors): the kind a reconstruction returns
@@ -115,6 +120,65 @@ def to_rgb(image: Any) -> Any:
     return image.convert("RGB")
 
 
+def conversion(mode: str, channels: int, transparency: bool = False) -> str:
+    """What reading an image of PIL ``mode`` for a model of ``channels`` channels changes, in words; ''
+    when nothing is lost (RGB for RGB, grey for either, a palette without transparency for RGB).
+    ``transparency``: a palette image with a transparent colour (``"transparency" in image.info``)."""
+    steps = []
+    alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and transparency)
+    if alpha:
+        steps.append(f"its alpha channel ({mode}) is composited on white and dropped")
+    if mode.startswith("I") or mode == "F":
+        steps.append(f"its {mode} grey values are scaled to 8 bits")
+    elif mode not in ("RGB", "RGBA", "RGBa", "L", "LA", "La", "1", "P", "PA"):
+        steps.append(f"{mode} is converted to RGB by PIL")
+    grey = mode in ("L", "LA", "La", "1") or mode.startswith("I") or mode == "F"
+    if channels == 1 and not grey:
+        steps.append("its colours become grey (ITU-R 601-2 luma) for this 1-channel model")
+    return "; ".join(steps)
+
+
+#: How far (in pixel count, either way) an image may be from the model's trained size before
+#: [`check_trained_size`][linmultistep.backends.diffusers.images.check_trained_size] refuses it.
+SIZE_TOLERANCE = 4.0
+
+
+def check_trained_size(size: "tuple[int, int]", trained: "tuple[int, int] | None", what: str = "the images",
+                       allow: str = "allow_size_mismatch=True") -> None:
+    """Refuse images far from the size the model was trained at (more than `SIZE_TOLERANCE`
+    times its pixels, or less than 1/`SIZE_TOLERANCE`): a network runs at any size, but far from
+    its training size it gives garbage, at a cost that grows with the pixels (each network call
+    costs about pixels / trained pixels times a call at the trained size). ``allow`` names the
+    switch that runs anyway."""
+    if trained is None:
+        return
+    (h, w), (th, tw) = size, trained
+    ratio = (h * w) / float(th * tw)
+    if 1.0 / SIZE_TOLERANCE <= ratio <= SIZE_TOLERANCE:
+        return
+    cost = (f"each network call would cost about {ratio:,.0f}x one at the trained size" if ratio > 1 else
+            f"the model sees {1 / ratio:,.0f}x fewer pixels than it was trained on")
+    raise ImageSizeError(f"{what} are {w}x{h} pixels, but the model was trained at {tw}x{th} ({ratio:,.4g}x the "
+                         f"pixels; {cost}); resize them to about {tw}x{th}, or pass {allow} to run anyway")
+
+
+def image_grid(images: Sequence[Any], rows: int, columns: int, pad: int = 1) -> Any:
+    """One PIL image of ``images`` (PIL, all the same size and mode) in ``rows`` x ``columns`` cells,
+    row by row, ``pad`` pixels of white between cells."""
+    from PIL import Image
+
+    if len(images) != rows * columns or not images:
+        raise ValueError(f"a {rows} x {columns} grid needs {rows * columns} images, got {len(images)}")
+    w, h = images[0].size
+    mode = images[0].mode
+    white = 255 if mode == "L" else (255,) * len(mode)
+    grid = Image.new(mode, (columns * w + (columns - 1) * pad, rows * h + (rows - 1) * pad), white)
+    for k, im in enumerate(images):
+        r, c = divmod(k, columns)
+        grid.paste(im.convert(mode), (c * (w + pad), r * (h + pad)))
+    return grid
+
+
 def _check_resize(resize: Any) -> None:
     if resize not in RESIZE_POLICIES:  # checked even when no image needs resizing
         raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {resize!r}")
@@ -139,6 +203,8 @@ def _target_size(w: int, h: int, multiple: int, resize: str | None) -> tuple[int
 
 def _tensor_images(images: torch.Tensor, multiple: int, resize: str | None, name: str, channels: int,
                    max_pixels: int) -> Images:
+    import torch
+
     x = images.detach()
     if x.ndim == 3:
         x = x.unsqueeze(0)
@@ -202,6 +268,8 @@ def read_images(
     PIL images go through the RGB policy above and then to grey by PIL's ITU-R 601-2 luma
     (``convert("L")``). The inputs are never modified.
     """
+    import torch
+
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
     _check_resize(resize)
@@ -227,6 +295,10 @@ def read_images(
         if not isinstance(item, Image.Image):
             raise TypeError(f"{name}[{k}] must be a PIL image, a path, a numpy array or a tensor, got {type(item).__name__}")
         _check_pixels(*item.size, f"{name}[{k}]", max_pixels)
+        said = conversion(item.mode, channels, "transparency" in item.info)
+        if said:
+            what = f"{name}[{k}]" + (f" ({item.filename})" if getattr(item, "filename", "") else "")
+            warnings.warn(f"{what}: {said}", UserWarning, stacklevel=outside_stacklevel())
         rgb = to_rgb(item)
         sizes.append((rgb.size[1], rgb.size[0]))
         tw, th = _target_size(*rgb.size, multiple, resize)
@@ -244,7 +316,7 @@ def read_images(
 def to_tensor(
     images: Any, multiple: int = 8, resize: str | None = None, name: str = "images", channels: int = 3
 ) -> tuple[torch.Tensor, str]:
-    """(B, C, H, W) float32 tensor in [-1, 1] and the input kind ('pil' or 'pt'): :func:`read_images`
+    """(B, C, H, W) float32 tensor in [-1, 1] and the input kind ('pil' or 'pt'): [`read_images`][linmultistep.backends.diffusers.images.read_images]
     without the original sizes."""
     read = read_images(images, multiple, resize, name, channels)
     return read.x, read.kind
@@ -253,6 +325,8 @@ def to_tensor(
 def resize_to(x: torch.Tensor, size: "tuple[int, int]") -> torch.Tensor:
     """(B, C, H, W) images in [-1, 1] resized to ``size`` = (height, width) (bicubic, antialiased):
     a reconstruction given back at the size of an image that was resized for the model."""
+    import torch
+
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return torch.nn.functional.interpolate(x.float(), size=tuple(size), mode="bicubic", antialias=True).clamp(-1, 1)
@@ -261,6 +335,8 @@ def resize_to(x: torch.Tensor, size: "tuple[int, int]") -> torch.Tensor:
 def to_pil(x: torch.Tensor) -> list:
     """PIL images from a (B, 3, H, W) tensor in [-1, 1] (RGB) or (B, 1, H, W) (grey "L"), clipped and
     rounded to 8 bits."""
+    import torch
+
     from PIL import Image
 
     arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -144,8 +144,8 @@ def _check_model(parts: "Parts", latent: State) -> None:
         raise LatentMismatchError(
             f"this latent was inverted with another model (weights digest {recorded}, model "
             f"{latent.metadata.get('model')!r}); this pipeline's UNet has digest {now}. Use the same model, or "
-            "pass check_model=False to sample it with this one anyway (an edit, not a reconstruction)"
-        )
+            "pass check_model=False to sample it with this one anyway (an edit, not a reconstruction)",
+            argument="check_model")
 
 
 # --- VAE ----------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ class GenResult:
 def generation_table(pipe: Any, classifier: Any, heldout: torch.Tensor, s: Settings,
                      progress: Callable[[str], None] = print) -> GenResult:
     """Accuracy, Fréchet distance and error vs a high-accuracy PF-ODE solution, per sampler, N, seed."""
-    from ..diffusers.generate import generate, initial_noise
+    from ..diffusers.generation import generate, initial_noise
     from .classifier import frechet_distance
 
     with torch.no_grad():
@@ -198,7 +198,7 @@ def edit_study(pipe: Any, classifier: Any, images: torch.Tensor, labels: torch.T
     """Invert digits of class a exactly, regenerate them as class b = (a + 5) mod 10 (plain and
     Direct Inversion) at each strength; compare with fresh samples of class b."""
     from ..diffusers import edit
-    from ..diffusers.generate import generate
+    from ..diffusers.generation import generate
 
     targets = [(int(a) + 5) % 10 for a in labels]
     tgt = torch.tensor(targets)

@@ -53,7 +53,7 @@ def generate(
     ``prompt``: text (text-conditioned UNets), class label(s) (class-conditional UNet2DModel), or
     nothing (unconditional). ``noise`` (B, C, h, w) is used as x_N when given, else it is drawn with
     ``generator`` (batch = the number of prompts/labels, or ``batch``). Returns a
-    :class:`~.outputs.GenerationOutput` (``return_dict=False``: the tuple (images, latents, noise))
+    [`GenerationOutput`][linmultistep.backends.diffusers.outputs.GenerationOutput] (``return_dict=False``: the tuple (images, latents, noise))
     with images in [-1, 1] (``output_type='pt'``) or PIL images (``'pil'``). ``progress`` None follows
     the pipeline's ``set_progress_bar_config`` (on by default).
     """
