@@ -78,14 +78,17 @@ def load_pipeline(path: "str | os.PathLike | None" = None, dtype: Any = None, de
 
 def load_heldout(path: "str | os.PathLike | None" = None) -> tuple[Any, Any, list[str]]:
     """The held-out digits: ((500, 1, 32, 32) float32 in [-1, 1], (500,) int64 labels, their captions)."""
+    import torch
     from safetensors.torch import load_file
 
     folder = model_path(path or "mnist-sd")
     f = folder / "heldout.safetensors"
     if not f.is_file():
         raise FileNotFoundError(f"no held-out data at {f}")
+    from .data import to_unit_range
+
     d = load_file(str(f))
-    images = d["pixels"].float() / 127.5 - 1.0
+    images = torch.from_numpy(to_unit_range(d["pixels"].numpy()))  # bit for bit what training read
     caps = json.loads((folder / "heldout_captions.json").read_text())
     return images, d["labels"], caps
 

@@ -39,7 +39,7 @@ def write_pipeline_folder(out: "str | os.PathLike", vae: Any, unet: Any) -> Path
 
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    from .text import build_text_encoder, build_tokenizer
+    from .text import build_text_encoder, build_tokenizer, write_tokenizer_files
     from .train import SCHEDULER_CONFIG
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,6 +54,8 @@ def write_pipeline_folder(out: "str | os.PathLike", vae: Any, unet: Any) -> Path
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         pipe.save_pretrained(out, safe_serialization=True)
+    # transformers 5 saves tokenizer.json only; transformers 4's (Python) CLIPTokenizer reads these two
+    write_tokenizer_files(out / "tokenizer")
     _readable(out)
     return out
 

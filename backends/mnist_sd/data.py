@@ -8,7 +8,9 @@ Attributes, each measured from the image itself (ink = pixels above half intensi
 
 - stroke **thickness** ``w = 2 A / P`` with A the ink area and P the ink's boundary length (number of
   ink/background pixel edges). A stroke of width w and length L has A = w L and P = 2 (L + w), so
-  w = 2 A / P -> w for L >> w.
+  w = 2 A / P -> w for L >> w. Boundary edges are counted along the pixel grid, so a diagonal stroke's
+  staircase boundary is longer than its true outline and diagonal strokes measure thinner than upright
+  ones of the same ink width (the measure is the same for every image, training or sample).
 - **slant** ``s = -cov(x, y) / var(y)`` of the ink-weighted pixel coordinates (y pointing down): the shear
   that would make the digit upright. s > 0 leans the top to the right (a "/" stroke), s < 0 to the left.
 - **width**: the ink's bounding-box width in pixels. (The bounding-box *height* is useless here: MNIST

@@ -94,7 +94,7 @@ class VaeConfig(argparse.Namespace):
 
 class UnetConfig(argparse.Namespace):
     seed: int = 0
-    steps: int = 2500
+    steps: int = 8000
     batch_size: int = 64
     lr: float = 5e-4
     warmup: int = 300
