@@ -38,7 +38,7 @@ import torch
 from .data import AttributeBins, captions, fit_bins, load_all, split_indices
 
 __all__ = ["VAE_CONFIG", "UNET_CONFIG", "SCHEDULER_CONFIG", "VaeConfig", "UnetConfig", "build_vae", "build_unet",
-           "alphas_cumprod", "train_vae", "encode_latents", "train_unet", "main"]
+           "alphas_cumprod", "train_vae", "encode_latents", "train_unet", "add_arguments", "run", "main"]
 
 VAE_CONFIG = dict(
     in_channels=1,
@@ -387,10 +387,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: "list[str] | None" = None) -> int:
-    """``linmultistep train-mnist-sd --workdir DIR [--stage S] [--resume] [--seed N]``."""
+    """``python -m linmultistep.backends.mnist_sd.train --workdir DIR [--stage S] [--resume] [--seed N]``."""
     p = argparse.ArgumentParser(prog="train-mnist-sd", description=__doc__.splitlines()[0])
     add_arguments(p)
-    args = p.parse_args(argv)
+    return run(p.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the stages ``args`` name (the CLI's ``add_arguments`` / ``run`` protocol)."""
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    for name in ("vae_steps", "unet_steps", "vae_batch_size", "unet_batch_size", "checkpoint_every"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
     work = Path(args.workdir)
     stages = STAGES if args.stage == "all" else (args.stage,)
     for stage in stages:
