@@ -119,10 +119,13 @@ def _same(a: Path, b: Path) -> bool:
 
 def trained_size(folder: "str | os.PathLike") -> "tuple[int, int] | None":
     """The (height, width) in pixels the model was trained at, read from its configs (no torch):
-    the UNet's ``sample_size`` times the VAE's down-sampling factor; None if the configs do not say."""
+    the UNet's (or transformer's) ``sample_size`` times the VAE's down-sampling factor; None if the configs do not say."""
     folder = Path(folder)
+    denoiser = folder / "unet" / "config.json"
+    if not denoiser.is_file():  # SD3 / FLUX folders: a transformer on the same latent grid
+        denoiser = folder / "transformer" / "config.json"
     try:
-        unet = json.loads((folder / "unet" / "config.json").read_text())
+        unet = json.loads(denoiser.read_text())
     except (OSError, ValueError):
         return None
     size = unet.get("sample_size")
@@ -204,7 +207,10 @@ def _from_folder(resolved: ResolvedModel, torch_dtype: Any) -> Any:
 
     with warnings.catch_warnings():  # diffusers >= 0.36 renamed torch_dtype to dtype; the old name works in all
         warnings.filterwarnings("ignore", message=".*torch_dtype.* is deprecated", category=FutureWarning)
-        return DiffusionPipeline.from_pretrained(str(folder), torch_dtype=torch_dtype, local_files_only=True)
+        # a component model_index.json lists as [null, null] (SD3 without T5, SD without a safety checker) must
+        # be passed as None: diffusers refuses to build a pipeline whose non-optional components are left out
+        absent = {k: None for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[:1] == [None]}
+        return DiffusionPipeline.from_pretrained(str(folder), torch_dtype=torch_dtype, local_files_only=True, **absent)
 
 
 def _components_into(cls: type, folder: Path, index: dict, torch_dtype: Any) -> Any:

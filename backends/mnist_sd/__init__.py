@@ -1,0 +1,124 @@
+"""mnist-sd: a small Stable-Diffusion-architecture text-to-image model of MNIST digits, trained here.
+
+The same parts as Stable Diffusion v1 at a tiny size: an ``AutoencoderKL`` (32x32x1 pixels <-> 8x8x4
+latents, ``scaling_factor`` set from the data), a frozen ``CLIPTextModel`` with a word-level
+``CLIPTokenizer``, a cross-attention ``UNet2DConditionModel`` trained with prompt dropout (empty prompt =
+unconditional), SD's DDIM scheduler config. Captions carry the digit and three attributes measured from
+each image (``data.py``), e.g. ``"a thick wide seven slanted left"``. The folder is a plain diffusers
+folder, so::
+
+    from diffusers import StableDiffusionPipeline
+    pipe = StableDiffusionPipeline.from_pretrained(model_path("mnist-sd"))   # offline
+
+    from linmultistep.backends.mnist_sd import load_pipeline, load_heldout, load_judge
+    pipe = load_pipeline()                       # the same, with a clear error for a missing/damaged folder
+    images, labels, captions = load_heldout()    # the 500 held-out digits the model never saw
+    judge = load_judge()                         # .predict(x) -> digit and attribute classes; .features(x)
+
+``train.py`` trains it (``main(argv)``: ``--workdir``, ``--stage``, ``--resume``, ``--seed``), ``build.py``
+writes the folder, ``judge.py`` is the independent classifier that measures samples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from linmultistep.cli import Command
+
+from ..diffusers.models import BuiltinModel
+
+__all__ = ["MODEL_DIR", "BUILTIN_MODELS", "MODELS", "COMMANDS", "REQUIRED_FILES", "model_path", "check_folder", "load_pipeline", "load_heldout",
+           "load_judge", "load_attribute_bins"]
+
+MODEL_DIR = Path(__file__).resolve().with_name("model")
+BUILTIN_MODELS = {"mnist-sd": MODEL_DIR}
+
+
+def _train() -> tuple:
+    from . import train
+
+    return train.add_arguments, train.run
+
+
+# registered under the entry-point groups linmultistep.models / linmultistep.commands (pyproject.toml)
+MODELS = [BuiltinModel("mnist-sd", MODEL_DIR, "Stable-Diffusion-architecture text-to-image model of MNIST digits, "
+                       "captioned with measured attributes (shipped)", guidance_scale=3.0)]
+COMMANDS = [Command("train-mnist-sd", "train the shipped mnist-sd model (VAE, UNet, judge) from a seed, resumably",
+                    _train, uses_torch=True)]
+REQUIRED_FILES = ("model_index.json", "scheduler/scheduler_config.json", "vae/config.json",
+                  "vae/diffusion_pytorch_model.safetensors", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                  "text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/vocab.json", "tokenizer/merges.txt")
+
+
+def model_path(name: "str | os.PathLike" = "mnist-sd") -> Path:
+    """The folder of a built-in model name (``"mnist-sd"``), or the given path itself."""
+    if str(name) in BUILTIN_MODELS:
+        return BUILTIN_MODELS[str(name)]
+    return Path(name)
+
+
+def check_folder(path: "str | os.PathLike") -> Path:
+    """``path`` as a Path if it holds every file a Stable Diffusion folder needs; else FileNotFoundError naming them."""
+    folder = Path(path)
+    if not folder.is_dir():
+        hint = " (the trained weights are not shipped in this checkout yet)" if folder == MODEL_DIR else ""
+        raise FileNotFoundError(f"no mnist-sd model folder at {folder}{hint}")
+    missing = [p for p in REQUIRED_FILES if not (folder / p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not a complete Stable Diffusion model folder: missing {', '.join(missing)}")
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except ValueError as exc:
+        raise ValueError(f"{folder / 'model_index.json'} is not valid JSON: {exc}") from exc
+    if not isinstance(index, dict) or index.get("_class_name") != "StableDiffusionPipeline":
+        name = index.get("_class_name") if isinstance(index, dict) else type(index).__name__
+        raise ValueError(f"{folder / 'model_index.json'} names {name!r}, expected 'StableDiffusionPipeline'")
+    return folder
+
+
+def load_pipeline(path: "str | os.PathLike | None" = None, dtype: Any = None, device: Any = None) -> Any:
+    """``StableDiffusionPipeline`` from the shipped folder or ``path``; never downloads."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    folder = check_folder(model_path(path or "mnist-sd"))
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:  # diffusers/transformers/safetensors raise many kinds for a damaged file
+        raise ValueError(f"cannot load the model in {folder}: {type(exc).__name__}: {exc}") from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device=device or "cpu", dtype=dtype or torch.float32)
+
+
+def load_heldout(path: "str | os.PathLike | None" = None) -> tuple[Any, Any, list[str]]:
+    """The held-out digits: ((500, 1, 32, 32) float32 in [-1, 1], (500,) int64 labels, their captions)."""
+    import torch
+    from safetensors.torch import load_file
+
+    folder = model_path(path or "mnist-sd")
+    f = folder / "heldout.safetensors"
+    if not f.is_file():
+        raise FileNotFoundError(f"no held-out data at {f}")
+    from .data import to_unit_range
+
+    d = load_file(str(f))
+    images = torch.from_numpy(to_unit_range(d["pixels"].numpy()))  # bit for bit what training read
+    caps = json.loads((folder / "heldout_captions.json").read_text())
+    return images, d["labels"], caps
+
+
+def load_judge(path: "str | os.PathLike | None" = None) -> Any:
+    """The judge (eval mode): ``.predict(x)`` -> {digit, thickness, width, slant} class indices; ``.features(x)``."""
+    from .judge import load_judge as _load
+
+    return _load(model_path(path or "mnist-sd") / "judge")
+
+
+def load_attribute_bins(path: "str | os.PathLike | None" = None) -> Any:
+    """The caption thresholds (``data.AttributeBins``) the model was trained with."""
+    from .data import AttributeBins
+
+    return AttributeBins.load(model_path(path or "mnist-sd") / "attributes.json")
