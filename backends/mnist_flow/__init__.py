@@ -1,0 +1,73 @@
+"""mnist-flow: a rectified-flow text-to-image model of Stable Diffusion 3's architecture, trained here.
+
+An ``SD3Transformer2DModel`` (2.3 M parameters) on mnist-sd's 8x8x4 latents, two frozen
+``CLIPTextModelWithProjection`` encoders with mnist-sd's word-level tokenizer, no T5, and SD3's
+``FlowMatchEulerDiscreteScheduler`` (shift 3). Trained as SD3 (``train.py``) on the same captions as
+mnist-sd ("a thick wide seven slanted left"). A plain diffusers folder::
+
+    from diffusers import StableDiffusion3Pipeline
+    pipe = StableDiffusion3Pipeline.from_pretrained(model_path("mnist-flow"), text_encoder_3=None, tokenizer_3=None)
+    images = pipe("a thin narrow one upright", max_sequence_length=16, height=32, width=32).images
+
+``max_sequence_length=16``: the T5 slot of SD3's prompt embeddings is zeros of that many tokens when a
+pipeline has no T5, and the model was trained with 16 (diffusers' default is 256).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MODEL_DIR", "BUILTIN_MODELS", "MAX_SEQUENCE_LENGTH", "REQUIRED_FILES", "model_path", "check_folder",
+           "load_pipeline"]
+
+MODEL_DIR = Path(__file__).resolve().with_name("model")
+BUILTIN_MODELS = {"mnist-flow": MODEL_DIR}
+MAX_SEQUENCE_LENGTH = 16
+REQUIRED_FILES = ("model_index.json", "scheduler/scheduler_config.json", "vae/config.json",
+                  "vae/diffusion_pytorch_model.safetensors", "transformer/config.json",
+                  "transformer/diffusion_pytorch_model.safetensors", "text_encoder/config.json",
+                  "text_encoder/model.safetensors", "text_encoder_2/config.json", "text_encoder_2/model.safetensors",
+                  "tokenizer/vocab.json", "tokenizer_2/vocab.json")
+
+
+def model_path(name: "str | os.PathLike" = "mnist-flow") -> Path:
+    """The folder of a built-in model name (``"mnist-flow"``), or the given path itself."""
+    return BUILTIN_MODELS.get(str(name), Path(name))
+
+
+def check_folder(path: "str | os.PathLike") -> Path:
+    """``path`` as a Path if it holds every file an SD3 folder of this kind needs; else an error naming them."""
+    folder = Path(path)
+    if not folder.is_dir():
+        hint = " (the trained weights are not shipped in this checkout yet)" if folder == MODEL_DIR else ""
+        raise FileNotFoundError(f"no mnist-flow model folder at {folder}{hint}")
+    missing = [p for p in REQUIRED_FILES if not (folder / p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not a complete Stable Diffusion 3 model folder: missing {', '.join(missing)}")
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except ValueError as exc:
+        raise ValueError(f"{folder / 'model_index.json'} is not valid JSON: {exc}") from exc
+    if not isinstance(index, dict) or index.get("_class_name") != "StableDiffusion3Pipeline":
+        name = index.get("_class_name") if isinstance(index, dict) else type(index).__name__
+        raise ValueError(f"{folder / 'model_index.json'} names {name!r}, expected 'StableDiffusion3Pipeline'")
+    return folder
+
+
+def load_pipeline(path: "str | os.PathLike | None" = None, dtype: Any = None, device: Any = None) -> Any:
+    """``StableDiffusion3Pipeline`` from the shipped folder or ``path``; never downloads."""
+    import torch
+    from diffusers import StableDiffusion3Pipeline
+
+    folder = check_folder(model_path(path or "mnist-flow"))
+    try:
+        # no T5: diffusers' documented way to load SD3 without it names the two components as None
+        pipe = StableDiffusion3Pipeline.from_pretrained(str(folder), text_encoder_3=None, tokenizer_3=None,
+                                                        local_files_only=True)
+    except Exception as exc:  # diffusers/transformers/safetensors raise many kinds for a damaged file
+        raise ValueError(f"cannot load the model in {folder}: {type(exc).__name__}: {exc}") from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device=device or "cpu", dtype=dtype or torch.float32)
