@@ -20,12 +20,29 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODEL_DIR", "BUILTIN_MODELS", "MAX_SEQUENCE_LENGTH", "REQUIRED_FILES", "model_path", "check_folder",
+from linmultistep.cli import Command
+
+from ..diffusers.models import BuiltinModel
+
+__all__ = ["MODEL_DIR", "BUILTIN_MODELS", "MODELS", "COMMANDS", "MAX_SEQUENCE_LENGTH", "REQUIRED_FILES", "model_path", "check_folder",
            "load_pipeline"]
 
 MODEL_DIR = Path(__file__).resolve().with_name("model")
 BUILTIN_MODELS = {"mnist-flow": MODEL_DIR}
 MAX_SEQUENCE_LENGTH = 16
+
+
+def _train() -> tuple:
+    from . import train
+
+    return train.add_arguments, train.run
+
+
+# registered under the entry-point groups linmultistep.models / linmultistep.commands (pyproject.toml)
+MODELS = [BuiltinModel("mnist-flow", MODEL_DIR, "rectified-flow model of Stable Diffusion 3's architecture on "
+                       "mnist-sd's latents and captions (shipped)", guidance_scale=3.0)]
+COMMANDS = [Command("train-mnist-flow", "train the shipped mnist-flow transformer from a seed on mnist-sd's latents, "
+                    "resumably", _train, uses_torch=True)]
 REQUIRED_FILES = ("model_index.json", "scheduler/scheduler_config.json", "vae/config.json",
                   "vae/diffusion_pytorch_model.safetensors", "transformer/config.json",
                   "transformer/diffusion_pytorch_model.safetensors", "text_encoder/config.json",

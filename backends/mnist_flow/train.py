@@ -32,7 +32,7 @@ from ..mnist_sd.text import TEXT_CONFIG, TEXT_SEED, build_tokenizer, vocabulary_
 from ..mnist_sd.train import _defaults, _loop, _lr, _training_data
 
 __all__ = ["MAX_SEQUENCE_LENGTH", "TRANSFORMER_CONFIG", "SCHEDULER_CONFIG", "FlowConfig", "build_transformer",
-           "build_text_encoders", "latent_factors", "train_flow", "main"]
+           "build_text_encoders", "latent_factors", "train_flow", "add_arguments", "run", "main"]
 
 MAX_SEQUENCE_LENGTH = 16  # the T5 slot's length (zeros: the model has no T5); pass it to the pipeline
 TRANSFORMER_CONFIG = dict(
@@ -181,22 +181,31 @@ def train_flow(workdir: "str | os.PathLike", sd_workdir: "str | os.PathLike", cf
     return out
 
 
-def main(argv: "list[str] | None" = None) -> int:
-    """``python -m linmultistep.backends.mnist_flow.train --workdir DIR --sd-workdir DIR [--resume]``."""
-    p = argparse.ArgumentParser(prog="train-mnist-flow", description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The command's options (the CLI's ``add_arguments`` / ``run`` protocol)."""
     p.add_argument("--workdir", required=True, help="checkpoints, loss log and the trained transformer")
     p.add_argument("--sd-workdir", required=True, help="mnist-sd's workdir (its VAE and encoded latents)")
     p.add_argument("--resume", action="store_true", help="continue from WORKDIR/flow_checkpoint.pt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=FlowConfig.steps, help=f"(default {FlowConfig.steps})")
     p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args(argv)
+
+
+def run(a: argparse.Namespace) -> int:
+    """Train with the options ``a`` holds."""
     for name in ("steps", "threads"):
         if getattr(a, name) < 1:
-            p.error(f"--{name} must be at least 1, got {getattr(a, name)}")
+            raise ValueError(f"--{name} must be at least 1, got {getattr(a, name)}")
     cfg = FlowConfig(**{**_defaults(FlowConfig), "seed": a.seed, "steps": a.steps, "threads": a.threads})
     train_flow(a.workdir, a.sd_workdir, cfg, resume=a.resume)
     return 0
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    """``python -m linmultistep.backends.mnist_flow.train --workdir DIR --sd-workdir DIR [--resume]``."""
+    p = argparse.ArgumentParser(prog="train-mnist-flow", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
 
 
 if __name__ == "__main__":
