@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from linmultistep import GridError, LatentMismatchError  # noqa: E402
+from linmultistep import GridError, LatentMismatchError, MethodError  # noqa: E402
 from linmultistep.backends.diffusers import BELMScheduler, edit, invert, reconstruct  # noqa: E402
 from linmultistep.backends.diffusers.generation import generate  # noqa: E402
 from linmultistep.backends.diffusers.testing import sample_images  # noqa: E402
@@ -57,7 +57,7 @@ INVERT_CASES = [
     ({"stop": 99}, GridError, "stop"),
     ({"mode": "exact"}, ValueError, "mode"),
     ({"mode_options": 256}, TypeError, "mode_options must be a dict"),
-    ({"mode": "bits", "mode_options": {"eps_bund": 9}}, TypeError, "eps_bund"),
+    ({"mode": "bits", "mode_options": {"eps_bund": 9}}, MethodError, "eps_bund"),  # parsed once, by the core
     ({"method": "obelmm"}, ValueError, "obelmm"),
     ({"progress": "yes"}, TypeError, "progress must be None, a bool or a dict"),
     ({"resize": "crop"}, ValueError, "resize must be one of"),

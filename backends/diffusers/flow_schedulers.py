@@ -32,10 +32,11 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
     FlowMatchEulerDiscreteSchedulerOutput,
 )
 
-from linmultistep import Grid, GridError, LatentMismatchError
+from linmultistep import Grid, GridError, LatentMismatchError, State
 from linmultistep.context import StepContext
 from linmultistep.paths import flow_grid, shift_sigmas
 
+from linmultistep.stepping import records, start_on
 from linmultistep.stepping import step as core_step
 
 from .schedulers import _BACKEND, BELMInverseScheduler, BELMScheduler, _ModelOutput, _same, _scheduler_method
@@ -246,8 +247,7 @@ class FlowBELMScheduler(_FlowGridMixin, BELMScheduler):
                     f"load_state() was given a latent whose run starts at grid index {pending.hi} from its x_N, but "
                     f"the first step got timestep {self.grid.timestep(i):g} and a different sample: pass "
                     "latents=state.x to the pipeline (and the latent's number of steps), or load no state")
-            self.run = self._start(dict(pending.window), 0)
-            self.method.use_latent_metadata(self._ctx, pending.metadata)
+            self.run = self._start(dict(pending.window), 0, pending.metadata)
             return self._step_output((self.run.window[i - 1].x,), return_dict)
         v = self._eps(model_output, sample, i)
         run = self.run
@@ -277,10 +277,38 @@ class FlowBELMInverseScheduler(_FlowGridMixin, BELMInverseScheduler):
                  gamma: float = 1.0, mode: "str | None" = None, mode_options: "dict | None" = None) -> None:
         self._setup()
 
+    def fixed_point_data(self, x0: torch.Tensor) -> torch.Tensor:
+        """x0 as the configured mode holds it at the data end (mode 'bits': rounded onto the fixed-point
+        grid; otherwise x0 itself). Needs set_timesteps first."""
+        if self.grid is None:
+            raise RuntimeError("call set_timesteps(num_inference_steps) before fixed_point_data()")
+        ctx = StepContext(self.grid.h, self.grid.alpha, self._output, _BACKEND, check_finite=False)
+        return start_on(ctx, self.method, {0: x0}, "backward", self.grid.N).window[0].x
+
+    @property
+    def state(self) -> State:
+        """The core latent of the inversion: after the last step, the window (x_N, x_{N-1}) with the
+        run's records; before it only in mode 'recurrence' (its points are complete after each step)."""
+        if self.run is None or self.run.count == 0:
+            raise RuntimeError("no inversion step has been taken")
+        if not self.run.done and self.method.mode != "recurrence":
+            raise RuntimeError(
+                f"the inversion is at step {self.run.count} of {self.grid.N}: in mode {self.method.mode!r} its newest "
+                "point is complete only with the next model output; take every step (or use linmultistep.invert "
+                "with stop=...) for a partial latent")
+        return State(dict(self.run.window), self.method.spec, self.grid.fingerprint, self.method.mode,
+                     self._ctx.nfe, records(self.run))
+
+    @property
+    def step_count(self) -> int:
+        """Calls of ``step`` since ``set_timesteps`` (the core run's own count: this scheduler keeps the
+        'lagged' timestep convention, in which step n reads the model output at point n - 1)."""
+        return 0 if self.run is None else self.run.count
+
     def set_timesteps(self, num_inference_steps: "int | None" = None, device: Any = None, sigmas: Any = None,
                       mu: "float | None" = None, timesteps: Any = None) -> None:
         grid = self._make_flow_grid(num_inference_steps, sigmas, mu, timesteps)
-        self._model_indices = [self._model_index(n) for n in range(1, grid.N + 1)]
+        self._model_indices = [self._lagged_model_index(n) for n in range(1, grid.N + 1)]
         ts = np.array([grid.timesteps[m] for m in self._model_indices]).astype(np.float32)
         self.timesteps = torch.from_numpy(ts).to(device)
 
