@@ -86,7 +86,7 @@ def main() -> None:
             pred = judge.predict(decode_latents(parts, z0))["digit"]
             acc = float((np.asarray(pred) == targets["digit"]).mean())
             row[name] = (err, acc)
-        print(f"| {n} | {row['euler'][0]:.2e} | {row['obelm'][0]:.2e} | {row['euler'][0] / row['obelm'][0]:.1f} | "
+        print(f"| {n} | {row['euler'][0]:.2e} | {row['obelm'][0]:.2e} | {row['euler'][0] / row['obelm'][0]:.2g} | "
               f"{row['euler'][1]:.2f} | {row['obelm'][1]:.2f} |")
 
     images, _, caps = load_heldout()
