@@ -15,7 +15,6 @@ pipeline has no T5, and the model was trained with 16 (diffusers' default is 256
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 from linmultistep.cli import Command
 
 from ..diffusers.models import BuiltinModel
+from ..mnist_sd import check_pipeline_folder
 
 __all__ = ["MODEL_DIR", "BUILTIN_MODELS", "MODELS", "COMMANDS", "MAX_SEQUENCE_LENGTH", "REQUIRED_FILES", "model_path", "check_folder",
            "load_pipeline"]
@@ -57,21 +57,8 @@ def model_path(name: "str | os.PathLike" = "mnist-flow") -> Path:
 
 def check_folder(path: "str | os.PathLike") -> Path:
     """``path`` as a Path if it holds every file an SD3 folder of this kind needs; else an error naming them."""
-    folder = Path(path)
-    if not folder.is_dir():
-        hint = " (the trained weights are not shipped in this checkout yet)" if folder == MODEL_DIR else ""
-        raise FileNotFoundError(f"no mnist-flow model folder at {folder}{hint}")
-    missing = [p for p in REQUIRED_FILES if not (folder / p).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{folder} is not a complete Stable Diffusion 3 model folder: missing {', '.join(missing)}")
-    try:
-        index = json.loads((folder / "model_index.json").read_text())
-    except ValueError as exc:
-        raise ValueError(f"{folder / 'model_index.json'} is not valid JSON: {exc}") from exc
-    if not isinstance(index, dict) or index.get("_class_name") != "StableDiffusion3Pipeline":
-        name = index.get("_class_name") if isinstance(index, dict) else type(index).__name__
-        raise ValueError(f"{folder / 'model_index.json'} names {name!r}, expected 'StableDiffusion3Pipeline'")
-    return folder
+    return check_pipeline_folder(path, "mnist-flow", MODEL_DIR, REQUIRED_FILES, "StableDiffusion3Pipeline",
+                                 "Stable Diffusion 3")
 
 
 def load_pipeline(path: "str | os.PathLike | None" = None, dtype: Any = None, device: Any = None) -> Any:

@@ -30,8 +30,8 @@ from linmultistep.cli import Command
 
 from ..diffusers.models import BuiltinModel
 
-__all__ = ["MODEL_DIR", "BUILTIN_MODELS", "MODELS", "COMMANDS", "REQUIRED_FILES", "model_path", "check_folder", "load_pipeline", "load_heldout",
-           "load_judge", "load_attribute_bins"]
+__all__ = ["MODEL_DIR", "BUILTIN_MODELS", "MODELS", "COMMANDS", "REQUIRED_FILES", "model_path", "check_folder",
+           "check_pipeline_folder", "load_pipeline", "load_heldout", "load_judge", "load_attribute_bins"]
 
 MODEL_DIR = Path(__file__).resolve().with_name("model")
 BUILTIN_MODELS = {"mnist-sd": MODEL_DIR}
@@ -62,20 +62,28 @@ def model_path(name: "str | os.PathLike" = "mnist-sd") -> Path:
 
 def check_folder(path: "str | os.PathLike") -> Path:
     """``path`` as a Path if it holds every file a Stable Diffusion folder needs; else FileNotFoundError naming them."""
+    return check_pipeline_folder(path, "mnist-sd", MODEL_DIR, REQUIRED_FILES, "StableDiffusionPipeline", "Stable Diffusion")
+
+
+def check_pipeline_folder(path: "str | os.PathLike", name: str, shipped: Path, required: "tuple[str, ...]",
+                          class_name: str, kind: str) -> Path:
+    """``path`` as a Path if it is a complete ``kind`` folder (every file of ``required``, ``model_index.json``
+    naming ``class_name``); else an error naming what is missing or wrong. ``name``/``shipped``: the built-in
+    model's name and folder (a missing shipped folder is said to be not shipped yet). Shared by the model packages."""
     folder = Path(path)
     if not folder.is_dir():
-        hint = " (the trained weights are not shipped in this checkout yet)" if folder == MODEL_DIR else ""
-        raise FileNotFoundError(f"no mnist-sd model folder at {folder}{hint}")
-    missing = [p for p in REQUIRED_FILES if not (folder / p).is_file()]
+        hint = " (the trained weights are not shipped in this checkout yet)" if folder == shipped else ""
+        raise FileNotFoundError(f"no {name} model folder at {folder}{hint}")
+    missing = [p for p in required if not (folder / p).is_file()]
     if missing:
-        raise FileNotFoundError(f"{folder} is not a complete Stable Diffusion model folder: missing {', '.join(missing)}")
+        raise FileNotFoundError(f"{folder} is not a complete {kind} model folder: missing {', '.join(missing)}")
     try:
         index = json.loads((folder / "model_index.json").read_text())
     except ValueError as exc:
         raise ValueError(f"{folder / 'model_index.json'} is not valid JSON: {exc}") from exc
-    if not isinstance(index, dict) or index.get("_class_name") != "StableDiffusionPipeline":
-        name = index.get("_class_name") if isinstance(index, dict) else type(index).__name__
-        raise ValueError(f"{folder / 'model_index.json'} names {name!r}, expected 'StableDiffusionPipeline'")
+    if not isinstance(index, dict) or index.get("_class_name") != class_name:
+        found = index.get("_class_name") if isinstance(index, dict) else type(index).__name__
+        raise ValueError(f"{folder / 'model_index.json'} names {found!r}, expected {class_name!r}")
     return folder
 
 
