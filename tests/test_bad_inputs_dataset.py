@@ -125,7 +125,7 @@ def test_reconstruct_never_replaces_earlier_outputs_without_overwrite(pipe, data
     assert first["images"] == 6 and first["differing"] == []
     target = sorted(back.iterdir())[2]
     target.write_bytes(b"the user's edited result")
-    with pytest.raises(DatasetError, match="exists.*--overwrite"):
+    with pytest.raises(DatasetError, match=r"already holds 6 of the files to write \(000000_d0.png.*--overwrite"):
         D.reconstruct_dataset(pipe, lat, back, progress=False)
     assert target.read_bytes() == b"the user's edited result"
     again = D.reconstruct_dataset(pipe, lat, back, overwrite=True, progress=False)

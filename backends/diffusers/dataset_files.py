@@ -144,9 +144,9 @@ def check_outputs_free(out: "str | os.PathLike", names: Sequence[str], overwrite
     taken = [n for n in names if (Path(out) / n).exists()]
     if taken:
         more = f" and {len(taken) - 3} more" if len(taken) > 3 else ""
-        raise DatasetError(f"{Path(out) / taken[0]} exists{', ' + ', '.join(taken[1:3]) if taken[1:] else ''}{more} "
-                           f"in output folder {out}; pass --overwrite (overwrite=True) to replace them, or choose "
-                           "another folder")
+        raise DatasetError(f"output folder {out} already holds {len(taken)} of the files to write "
+                           f"({', '.join(taken[:3])}{more}); pass --overwrite (overwrite=True) to replace them, or "
+                           "choose another folder")
 
 
 # --- manifest paths ------------------------------------------------------------------------------
