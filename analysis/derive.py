@@ -1,7 +1,7 @@
 """Derivation of variable-step k-step BELM coefficients by LTE minimisation (BELM paper app. A.5).
 
 A k-step BELM (b_0 = b_k = 0) has 2k-1 unknowns a_{i,1..k}, b_{i,1..k-1}. Requiring the order
-conditions C_0 = ... = C_p = 0 of :mod:`.relation` (built here by Taylor expansion of the
+conditions C_0 = ... = C_p = 0 of the model :mod:`.relation` (built here by Taylor expansion of the
 relation with symbolic coefficients, not typed in) gives a linear system; p = 2k-2 (the
 default) determines every coefficient and the LTE is O((h_i + ... + h_{i+k-1})^(2k-1)).
 For a lower order the 2k-2-p coefficients listed in ``free`` stay symbolic parameters.
@@ -20,7 +20,7 @@ from typing import Sequence
 import sympy as sp
 from sympy.polys.matrices import DomainMatrix
 
-from .relation import LMRelation, LocalError, H_PREV, local_error, order_condition, step_symbols
+from .relation import LMRelation, LocalError, H_PREV, step_symbols
 
 __all__ = ["BELMDerivation", "derive_belm", "unknown_symbols"]
 
@@ -35,8 +35,9 @@ class BELMDerivation:
     """Result of :func:`derive_belm`.
 
     ``a`` = [a_{i,1}..a_{i,k}], ``b`` = [b_{i,1}..b_{i,k-1}] (sympy, in ``h`` = [h_i..h_{i+k-1}] and
-    the free ``params``); ``order`` p: C_0..C_p vanish; the LTE is ``leading`` * x^{(p+1)} +
-    O(h^{p+2}) with ``leading`` = C_{p+1}; at equal steps C_{p+1} = ``error_constant`` h^{p+1}.
+    the free ``params``); ``order`` p: C_0..C_p vanish; the LTE is ``leading`` * xbar^{(p+1)} +
+    O(h^{p+2}) with ``leading`` = C_{p+1} (the relation's, derivative in sigmabar). Everything
+    else is read from :attr:`relation`, the one model (e.g. :attr:`error_constant`).
     """
 
     k: int
@@ -46,7 +47,6 @@ class BELMDerivation:
     b: tuple[sp.Expr, ...]
     params: tuple[sp.Symbol, ...]
     leading: sp.Expr
-    error_constant: sp.Expr
 
     @property
     def lte_order(self) -> int:
@@ -59,8 +59,13 @@ class BELMDerivation:
         return LMRelation(self.a, (sp.Integer(0), *self.b, sp.Integer(0)), self.h, H_PREV,
                           f"BELM k={self.k} order {self.order}", self.params)
 
+    @property
+    def error_constant(self) -> sp.Expr:
+        """The error constant C_{p+1}/sigma(1) at equal steps (the one convention, :mod:`.relation`)."""
+        return self.relation.error_constant(order=self.order)
+
     def local_error(self) -> LocalError:
-        return local_error(self.relation)
+        return self.relation.local_error()
 
     def uniform(self) -> LMRelation:
         return self.relation.uniform()
@@ -95,7 +100,11 @@ class BELMDerivation:
         lines += [f"  a_i,{j + 1} = {x}" for j, x in enumerate(self.a)]
         lines += [f"  b_i,{j + 1} = {x}" for j, x in enumerate(self.b)]
         lines.append(f"  LTE = ({self.leading}) * xbar^({self.order + 1}) + O(h^{self.order + 2})")
-        lines.append(f"  error constant at equal steps: {self.error_constant}")
+        try:
+            const = f"{self.error_constant}"
+        except ValueError:
+            const = "undefined (sigma(1) = 0)"
+        lines.append(f"  error constant C_(p+1)/sigma(1) at equal steps: {const}")
         return "\n".join(lines)
 
 
@@ -111,7 +120,7 @@ def _system(k: int, order: int) -> tuple[list[sp.Symbol], sp.Matrix, sp.Matrix, 
     # a relation with unknown coefficients, written on tau: the "steps" are differences of taus
     rel = LMRelation(tuple(a), (sp.Integer(0), *b, sp.Integer(0)), tuple(sp.Dummy(f"s{j}") for j in range(k)))
     sub = dict(zip(rel.h, steps))
-    eqs = [sp.expand(order_condition(rel, q, simplify=False).subs(sub)) for q in range(order + 1)]
+    eqs = [sp.expand(rel.order_condition(q, simplify=False).subs(sub)) for q in range(order + 1)]
     unknowns = a + b
     M, r = sp.linear_eq_to_matrix(eqs, unknowns)
     return unknowns, M, r, tau
@@ -180,11 +189,8 @@ def derive_belm(k: int, order: int | None = None, free: Sequence[str] | None = N
     to_h = {tau[j]: sum(h[: j + 1]) for j in range(k)}
     a = tuple(_in_steps(values[u], to_h) for u in unknowns[:k])
     b = tuple(_in_steps(values[u], to_h) for u in unknowns[k:])
-    rel = LMRelation(a, (sp.Integer(0), *b, sp.Integer(0)), tuple(h), H_PREV, f"BELM k={k}", params)
     lead = _in_steps(K.to_sympy(lead_K), to_h)
-    # homogeneous of degree p+1: at equal steps h = 1 (tau_j = j) it is the error constant
-    const = sp.factor(K.to_sympy(lead_K).subs({tau[j]: j + 1 for j in range(k)}))
-    return BELMDerivation(k, p, tuple(h), a, b, params, lead, const)
+    return BELMDerivation(k, p, tuple(h), a, b, params, lead)
 
 
 def _combine(K, coeffs: list, fracs: list):

@@ -5,14 +5,11 @@ Lambert, *Numerical Methods for ODE Systems*, ch. 3)
 
     sum_{j=0..k} alpha_j y_{n+j} = h sum_{j=0..k} beta_j f_{n+j},      alpha_k = 1,
 
-has the characteristic polynomials rho(zeta) = sum alpha_j zeta^j and sigma(zeta) = sum beta_j zeta^j.
-Point n+j sits at t_n + s_j h (s_j = j for a fixed-step method); the method has order p when
-
-    C_q = sum_j alpha_j s_j^q / q! - sum_j beta_j s_j^(q-1) / (q-1)! = 0   for q = 0..p,
-
-and its error constant is C_{p+1} / sigma(1) (HNW III.2, eq. 2.13: the constant of the
-global error, independent of how the method is normalised). Zero-stability is the root
-condition on rho, decided exactly (:mod:`.rootcond`). Applied to y' = lambda y it becomes the
+is the fixed-coefficient view of the one symbolic model, :class:`.relation.LMRelation` (a
+variable-step relation at equal steps, or at a constant step ratio): every object here holds
+its relation (``.relation``), and its order, error constant, rho, sigma and zero-stability are
+read from it (conventions, including THE error constant C_{p+1}/sigma(1), in :mod:`.relation`).
+What only this view adds is absolute stability: applied to y' = lambda y the method becomes the
 recurrence with characteristic polynomial rho(zeta) - z sigma(zeta), z = h lambda; the
 absolute-stability region is the set of z where that polynomial satisfies the root condition,
 and its boundary lies on the boundary locus z(theta) = rho(e^{i theta}) / sigma(e^{i theta}).
@@ -58,12 +55,13 @@ A catalogue method of the core at a step ratio (O-BELM at equal steps is the lea
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from typing import Any, Sequence
 
 import numpy as np
 import sympy as sp
 
+from . import relation as model
+from .relation import LMRelation, exact_number
 from .rootcond import RootCondition, Z, _palindromic_reduced, root_condition
 
 __all__ = [
@@ -79,33 +77,18 @@ __all__ = [
 ZETA = sp.Symbol("zeta")  # variable of rho and sigma (z is reserved for h lambda)
 
 
-def exact_number(x: Any) -> sp.Rational:
-    """x as an exact rational. A float becomes the simplest rational that rounds to the same
-    float64 (so 0.1 -> 1/10 and 1/3 in float -> 1/3), never a different float; a sympy Float
-    likewise. Irrational or symbolic input raises ValueError."""
-    if isinstance(x, (int, np.integer, sp.Rational, Fraction)):
-        return sp.Rational(x)
-    if isinstance(x, (float, np.floating, sp.Float)):
-        f = float(x)
-        if not math.isfinite(f):
-            raise ValueError(f"not a finite number: {x!r}")
-        for den in (10**3, 10**6, 10**9, 10**12):
-            q = Fraction(f).limit_denominator(den)
-            if float(q) == f:
-                return sp.Rational(q.numerator, q.denominator)
-        return sp.Rational(f)  # the float's own exact value
-    e = sp.nsimplify(sp.sympify(x)) if not isinstance(x, sp.Basic) else sp.simplify(x)
-    if not e.is_Rational:
-        raise ValueError(f"coefficient {x!r} is not a rational number; exact analysis needs rationals")
-    return sp.Rational(e)
-
-
-def _lagrange(nodes: Sequence[sp.Expr], j: int, s: sp.Symbol) -> sp.Expr:
-    out = sp.Integer(1)
-    for m, t in enumerate(nodes):
-        if m != j:
-            out *= (s - t) / (nodes[j] - t)
-    return out
+def _relation_of(alpha: Sequence[sp.Expr], beta: Sequence[sp.Expr], nodes: Sequence[sp.Expr], name: str) -> LMRelation:
+    """The model of sum alpha_j y_{n+j} = h sum beta_j f_{n+j} (alpha_k = 1) on nodes s_j, in units of h:
+    a_j = -alpha_{k-j}, b_j h_{i-1+j} = -beta_{k-j}, steps tau_j - tau_{j-1} with tau_j = s_k - s_{k-j}
+    (the inverse of :meth:`.relation.LMRelation.classical`; h_{i-1} = 1)."""
+    k = len(alpha) - 1
+    taus = [nodes[k] - nodes[k - j] for j in range(k + 1)]
+    steps = [taus[j] - taus[j - 1] for j in range(1, k + 1)]
+    if any(s <= 0 for s in steps):
+        raise ValueError(f"{name}: nodes must increase towards the new point, got {list(nodes)}")
+    a = tuple(-alpha[k - j] for j in range(1, k + 1))
+    b = (-beta[k],) + tuple(-beta[k - j] / steps[j - 1] for j in range(1, k + 1))
+    return LMRelation(a, b, tuple(steps), sp.Integer(1), name)
 
 
 class LinearMultistepMethod:
@@ -116,7 +99,8 @@ class LinearMultistepMethod:
     """
 
     def __init__(self, alpha: Sequence[Any], beta: Sequence[Any], name: str = "LMM",
-                 nodes: Sequence[Any] | None = None, step_ratio: Any = None, source: Any = None) -> None:
+                 nodes: Sequence[Any] | None = None, step_ratio: Any = None, source: Any = None,
+                 relation: LMRelation | None = None) -> None:
         if len(alpha) != len(beta) or len(alpha) < 2:
             raise ValueError(f"alpha and beta need the same length k+1 >= 2, got {len(alpha)} and {len(beta)}")
         al = [exact_number(a) for a in alpha]
@@ -132,6 +116,18 @@ class LinearMultistepMethod:
         self.name = name
         self.step_ratio = step_ratio
         self.source = source
+        #: the one model this method is a view of (built from alpha, beta, nodes if not given)
+        self.relation = relation if relation is not None else _relation_of(self.alpha, self.beta, self.nodes, name)
+
+    @classmethod
+    def from_relation(cls, rel: LMRelation, ratio: Any = 1, name: str | None = None,
+                      source: Any = None) -> "LinearMultistepMethod":
+        """The view of a relation at equal steps (ratio 1) or at a constant step ratio r = h_i / h_{i+1}."""
+        r = exact_number(ratio)
+        f = rel.fixed(r)
+        alpha, beta, nodes = f.classical()
+        label = name or (rel.label + ("" if r == 1 else f" at step ratio {r}"))
+        return cls(alpha, beta, name=label, nodes=nodes, step_ratio=r, source=source, relation=f)
 
     # --- structure ----------------------------------------------------------------------
     @property
@@ -141,13 +137,13 @@ class LinearMultistepMethod:
 
     @property
     def rho(self) -> sp.Expr:
-        """First characteristic polynomial rho(zeta) = sum_j alpha_j zeta^j."""
-        return sp.expand(sum(a * ZETA**j for j, a in enumerate(self.alpha)))
+        """First characteristic polynomial rho(zeta) = sum_j alpha_j zeta^j (from the model)."""
+        return self.relation.rho().subs(Z, ZETA)
 
     @property
     def sigma(self) -> sp.Expr:
-        """Second characteristic polynomial sigma(zeta) = sum_j beta_j zeta^j."""
-        return sp.expand(sum(b * ZETA**j for j, b in enumerate(self.beta)))
+        """Second characteristic polynomial sigma(zeta) = sum_j beta_j zeta^j (from the model)."""
+        return self.relation.sigma().subs(Z, ZETA)
 
     def characteristic_polynomials(self) -> tuple[np.poly1d, np.poly1d]:
         """(rho, sigma) as numpy poly1d in float64 (as nodepy returns them)."""
@@ -163,39 +159,30 @@ class LinearMultistepMethod:
     def uniform(self) -> bool:
         return all(s - self.nodes[0] == j for j, s in enumerate(self.nodes))
 
-    # --- accuracy -------------------------------------------------------------------------
+    # --- accuracy and zero-stability: read from the model ---------------------------------------
     def order_condition(self, q: int) -> sp.Rational:
-        """C_q = sum_j alpha_j s_j^q / q! - sum_j beta_j s_j^(q-1) / (q-1)! (C_0 = rho(1))."""
-        c = sum(a * s**q for a, s in zip(self.alpha, self.nodes)) / sp.factorial(q)
-        if q >= 1:
-            c -= sum(b * s ** (q - 1) for b, s in zip(self.beta, self.nodes)) / sp.factorial(q - 1)
-        return sp.nsimplify(c)
+        """C_q = sum_j alpha_j s_j^q / q! - sum_j beta_j s_j^(q-1) / (q-1)! with the nodes s_j measured
+        from the new point (= (-1)^q times the model's C_q; C_0 = rho(1))."""
+        return sp.nsimplify((-1) ** q * self.relation.order_condition(q))
 
     def order(self, qmax: int | None = None) -> int:
         """Largest p with C_0 = ... = C_p = 0 (0 if not consistent)."""
-        qmax = qmax if qmax is not None else 2 * self.k + 2
-        p = -1
-        for q in range(qmax + 1):
-            if self.order_condition(q) != 0:
-                break
-            p = q
-        return max(p, 0)
+        try:
+            return self.relation.order(qmax)
+        except ValueError:  # C_0 != 0
+            return 0
 
     def lte_constant(self) -> sp.Rational:
         """C_{p+1}: the local truncation error is C_{p+1} h^{p+1} y^{(p+1)} + O(h^{p+2}) (alpha_k = 1)."""
-        return self.order_condition(self.order() + 1)
+        return self.relation.lte_constant()
 
     def error_constant(self) -> sp.Rational:
-        """C_{p+1} / sigma(1) (HNW III.2): AB2 5/12, trapezoid -1/12, BDF k -1/(k+1)."""
-        s1 = sum(self.beta)
-        if s1 == 0:
-            raise ValueError(f"{self.name}: sigma(1) = 0, the method is not consistent")
-        return self.lte_constant() / s1
+        """THE error constant C_{p+1} / sigma(1) (HNW III.2): AB2 5/12, trapezoid -1/12, BDF k -1/(k+1)."""
+        return self.relation.error_constant()
 
-    # --- zero-stability ---------------------------------------------------------------------
     def zero_stability(self) -> RootCondition:
         """Exact root condition on rho (truthy when zero-stable); see :func:`.rootcond.root_condition`."""
-        return root_condition(self.rho.subs(ZETA, Z))
+        return self.relation.zero_stability().sampling
 
     def is_zero_stable(self) -> RootCondition:
         """Alias of :meth:`zero_stability` (nodepy's name)."""
@@ -416,31 +403,20 @@ class LinearMultistepMethod:
         k = m.k
         hs = [r ** (-j) for j in range(k)]
         a_f, b_f = m.coefficients([float(x) for x in hs])
-        try:
-            a_raw, b_raw = m.rule(list(hs))
-            a = [exact_number(x) for x in a_raw]
-            b = [exact_number(x) for x in b_raw]
-            if not (np.allclose([float(x) for x in a], a_f, rtol=1e-12, atol=1e-14)
-                    and np.allclose([float(x) for x in b], b_f, rtol=1e-12, atol=1e-14)):
+        label = f"{m.spec}"
+        try:  # the rule on exact rationals: the model's relation at this ratio
+            rel = model.relation_from_rule(m.rule, k, label=label, steps=hs, h_prev=r)
+            if not (np.allclose([float(x) for x in rel.a], a_f, rtol=1e-12, atol=1e-14)
+                    and np.allclose([float(x) for x in rel.b], b_f, rtol=1e-12, atol=1e-14)):
                 raise ValueError("exact and float64 coefficients differ")
             how = "rule (exact)"
         except Exception:  # a rule that needs floats: recover rationals from the float64 coefficients
-            a = [exact_number(float(x)) for x in a_f]
-            b = [exact_number(float(x)) for x in b_f]
+            rel = LMRelation(tuple(exact_number(float(x)) for x in a_f), tuple(exact_number(float(x)) for x in b_f),
+                             tuple(hs), r, label)
             how = "float64 coefficients"
-        steps = [r] + hs  # h_{i-1}, h_i, ..., h_{i+k-1}
-        alpha = [sp.Integer(0)] * (k + 1)
-        beta = [sp.Integer(0)] * (k + 1)
-        alpha[k] = sp.Integer(1)
-        for j in range(1, k + 1):
-            alpha[k - j] = -a[j - 1]
-        for j in range(k + 1):
-            beta[k - j] = -b[j] * steps[j]
-        # tau_j = distance of point i-1+j from the new point; node of index k-j is -tau_j
-        taus = [sum(hs[:j], sp.Integer(0)) for j in range(k + 1)]
-        nodes = [-taus[k - m_] for m_ in range(k + 1)]
-        label = f"{m.spec}" + ("" if r == 1 else f" at step ratio {r}")
-        return cls(alpha, beta, name=label, nodes=nodes, step_ratio=r, source=f"{m.spec} via {how}")
+        alpha, beta, nodes = rel.classical()
+        return cls(alpha, beta, name=label + ("" if r == 1 else f" at step ratio {r}"), nodes=nodes, step_ratio=r,
+                   source=f"{m.spec} via {how}", relation=rel)
 
     def __repr__(self) -> str:
         return f"<LinearMultistepMethod {self.name}: k={self.k}, order {self.order()}>"
@@ -457,31 +433,20 @@ class LinearMultistepMethod:
         return "\n".join(lines)
 
 
-# --- classical families, built from their definitions (independent of the core's rules) --------------
-_S = sp.Symbol("s")
-
-
+# --- classical families: the model's Lagrange-weight constructions at equal steps -----------------
 def adams_bashforth(k: int) -> LinearMultistepMethod:
-    """k-step Adams-Bashforth: y_{n+k} - y_{n+k-1} = h sum_{j<k} beta_j f_{n+j},
-    beta_j = integral_{k-1}^{k} L_j(s) ds over the Lagrange basis on nodes 0..k-1."""
-    nodes = [sp.Integer(j) for j in range(k)]
-    beta = [sp.integrate(_lagrange(nodes, j, _S), (_S, k - 1, k)) for j in range(k)] + [0]
-    return LinearMultistepMethod([0] * (k - 1) + [-1, 1], beta, name=f"AB{k}")
+    """k-step Adams-Bashforth: y_{n+k} - y_{n+k-1} = h sum_{j<k} beta_j f_{n+j} (:func:`.relation.adams`)."""
+    return model.adams(k, steps=[1] * k).view(name=f"AB{k}")
 
 
 def adams_moulton(k: int) -> LinearMultistepMethod:
-    """k-step Adams-Moulton (order k+1; k = 1 is the trapezoidal rule), Lagrange basis on nodes 0..k."""
-    nodes = [sp.Integer(j) for j in range(k + 1)]
-    beta = [sp.integrate(_lagrange(nodes, j, _S), (_S, k - 1, k)) for j in range(k + 1)]
-    return LinearMultistepMethod([0] * (k - 1) + [-1, 1], beta, name=f"AM{k}")
+    """k-step Adams-Moulton (order k+1; k = 1 is the trapezoidal rule) (:func:`.relation.adams`)."""
+    return model.adams(k, implicit=True, steps=[1] * k).view(name=f"AM{k}")
 
 
 def bdf(k: int) -> LinearMultistepMethod:
-    """k-step backward differentiation formula: the interpolant of y_n..y_{n+k} has slope f_{n+k}
-    at s = k, i.e. alpha_j = L_j'(k), beta = (0, ..., 0, 1), then normalised to alpha_k = 1."""
-    nodes = [sp.Integer(j) for j in range(k + 1)]
-    alpha = [sp.diff(_lagrange(nodes, j, _S), _S).subs(_S, k) for j in range(k + 1)]
-    return LinearMultistepMethod(alpha, [0] * k + [1], name=f"BDF{k}")
+    """k-step backward differentiation formula (:func:`.relation.bdf`), normalised to alpha_k = 1."""
+    return model.bdf(k, steps=[1] * k).view(name=f"BDF{k}")
 
 
 def leapfrog() -> LinearMultistepMethod:

@@ -9,7 +9,8 @@ are exact (:mod:`.rootcond`) at rational points; an irrational critical value is
 50-digit root finding and reported as such.
 
 Several free parameters: the family is sampled on a rational grid with exact verdicts; the best
-zero-stable member found (smallest |normalised error constant|) is a witness, not an optimum.
+zero-stable member found (smallest |error constant|, C_{p+1}/sigma(1) as everywhere, :mod:`.relation`)
+is a witness, not an optimum.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from typing import Any, Sequence
 import sympy as sp
 
 from .derive import BELMDerivation, derive_belm
-from .relation import H
-from .rootcond import Z, root_condition
-from .stability import characteristic_polynomial, is_zero_stable
+from .rootcond import Z
+from .stability import is_zero_stable
 
 __all__ = ["FamilyResult", "zero_stable_family", "search_zero_stable"]
 
@@ -36,7 +36,7 @@ class FamilyResult:
     order: int
     params: tuple[sp.Symbol, ...]
     rho: sp.Expr
-    normalized_constant: sp.Expr
+    error_constant: sp.Expr
     exact: bool
     exists: bool
     best: dict | None = None
@@ -48,22 +48,20 @@ class FamilyResult:
 
     def __str__(self) -> str:
         head = (f"{self.k}-step BELM, order {self.order}, free {', '.join(map(str, self.params))}: "
-                f"rho(z) = {sp.factor(self.rho)}, normalised error constant C/sigma(1) = {self.normalized_constant}")
+                f"rho(z) = {sp.factor(self.rho)}, error constant C_(p+1)/sigma(1) = {self.error_constant}")
         verdict = ("zero-stable members exist" if self.exists else
                    "NO zero-stable member" + (" (proved: exact criterion on every interval and critical value)"
                                                if self.exact else " found on the search grid"))
         out = [head, f"  => {verdict}"]
         if self.best is not None:
-            out.append(f"  best: {self.best}, normalised error constant {self.best_constant}")
+            out.append(f"  best: {self.best}, error constant {self.best_constant}")
         out += [f"  {line}" for line in self.lines]
         return "\n".join(out)
 
 
 def _family(d: BELMDerivation) -> tuple[sp.Expr, sp.Expr]:
-    u = d.uniform()
-    rho = characteristic_polynomial(u)
-    sigma1 = -sum(u.b)
-    return rho, sp.simplify(d.error_constant / sigma1)
+    """rho and the error constant of the family at equal steps, in its free parameters (the model's)."""
+    return d.relation.rho(), d.error_constant
 
 
 def _verdict(d: BELMDerivation, values: dict) -> bool:
@@ -167,7 +165,7 @@ def _grid_search(d: BELMDerivation, values: Sequence[sp.Rational], progress: boo
              f"{len(found)} zero-stable, {len(both)} zero-stable in both directions (all roots on |z| = 1)"]
     if both:
         vb, bb = min(both, key=lambda t: float(t[0]))
-        lines.append(f"best zero-stable in both directions: {bb}, normalised error constant "
+        lines.append(f"best zero-stable in both directions: {bb}, error constant "
                      f"{const.subs({sp.Symbol(k_): x for k_, x in bb.items()})}")
     if not found:
         return FamilyResult(d.k, d.order, d.params, rho, const, False, False, None, None, lines)

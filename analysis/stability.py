@@ -1,34 +1,29 @@
-"""Zero-stability (uniform steps, exact), convergence verdicts and variable-step growth on a grid.
+"""Zero-stability and convergence verdicts for any method, and variable-step growth on a real grid.
 
-At equal steps a k-step relation xbar_{i-1} = sum_j a_j xbar_{i-1+j} + h(...) has, in its own
-direction of travel, the first characteristic polynomial rho(z) = z^k - a_1 z^{k-1} - ... - a_k.
-It is zero-stable when rho satisfies the root condition (:mod:`.rootcond`). Run backwards
-(inversion, solved for the oldest point) the recurrence has the reciprocal polynomial
-z^k rho(1/z) / (-a_k): a method is zero-stable in BOTH directions only if every zero of rho lies
-on the unit circle. Convergence at uniform steps = consistency + zero-stability (Dahlquist).
-
-On a given variable grid, the homogeneous recurrence is driven by companion matrices
-M_i (from the coefficients a_{i,1..k}); their products bound how perturbations (rounding,
-starting errors) grow. The inversion runs with M_i^{-1}, whose determinant is ±1/a_{i,k}.
+The verdicts are read from the one model (:class:`.relation.LMRelation`: :meth:`~.relation.LMRelation.zero_stability`,
+:meth:`~.relation.LMRelation.convergence`); this module only dispatches (EDICT is not a linear
+multistep relation: its two-state step map at h -> 0 is analysed instead) and adds the growth
+of perturbations on a given variable grid: the homogeneous recurrence is driven by companion
+matrices M_i (from the coefficients a_{i,1..k}); their products bound how perturbations
+(rounding, starting errors) grow. The inversion runs with M_i^{-1}, whose determinant is ±1/a_{i,k}.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import sympy as sp
 
-from .relation import LMRelation, H, relation_from_method
-from .rootcond import RootCondition, Z, root_condition
+from .relation import Convergence, LMRelation, ZeroStability, as_relation
+from .rootcond import Z, root_condition
 
 __all__ = [
     "ZeroStability",
     "Convergence",
     "GridGrowth",
     "is_zero_stable",
-    "characteristic_polynomial",
     "convergence",
     "grid_growth",
     "as_uniform_relation",
@@ -36,71 +31,8 @@ __all__ = [
 
 
 def as_uniform_relation(x: Any, params: dict | None = None) -> LMRelation:
-    """A derivation, relation or LinearMultistep as an LMRelation at equal steps (params substituted)."""
-    from .derive import BELMDerivation
-
-    if isinstance(x, BELMDerivation):
-        rel = x.relation
-    elif isinstance(x, LMRelation):
-        rel = x
-    elif hasattr(x, "rule") and hasattr(x, "k"):
-        rel = relation_from_method(x)
-    else:
-        raise TypeError(f"cannot analyse {x!r}: give a derivation, an LMRelation or a LinearMultistep")
-    if params:
-        rel = rel.subs(params)
-    if rel.params:
-        raise ValueError(f"{rel.label} has free parameters {list(map(str, rel.params))}; give them values "
-                         "(params={...}) or use linmultistep.analysis.search_zero_stable for the family")
-    rel = rel.uniform()
-    free = set().union(*[sp.sympify(c).free_symbols for c in rel.a]) - {H}
-    if free:
-        raise ValueError(f"{rel.label}: coefficients at equal steps still contain {sorted(map(str, free))}")
-    if any(sp.sympify(c).has(H) for c in rel.a):
-        raise ValueError(f"{rel.label}: a_j at equal steps depend on h; not a fixed-coefficient method")
-    return rel
-
-
-def characteristic_polynomial(rel: LMRelation) -> sp.Expr:
-    """rho(z) = z^k - sum_j a_j z^{k-j} of a uniform-step relation."""
-    return sp.expand(Z ** rel.k - sum(rel.a[j - 1] * Z ** (rel.k - j) for j in range(1, rel.k + 1)))
-
-
-@dataclass
-class ZeroStability:
-    """Verdict of :func:`is_zero_stable`: truthy exactly when zero-stable at uniform steps (sampling
-    direction). ``inversion`` is the same verdict for the recurrence run backwards (None if a_k = 0)."""
-
-    label: str
-    rho: sp.Expr
-    sampling: RootCondition
-    inversion: RootCondition | None
-
-    def __bool__(self) -> bool:
-        return bool(self.sampling)
-
-    @property
-    def both_directions(self) -> bool:
-        return bool(self.sampling) and bool(self.inversion)
-
-    def __str__(self) -> str:
-        roots = ", ".join(_fmt_root(r) for r in self.sampling.roots())
-        lines = [f"{self.label}: {'zero-stable' if self else 'NOT zero-stable'} at uniform steps",
-                 f"  rho(z) = {sp.factor(self.rho)}   roots: {roots}"]
-        lines += [f"  - {r}" for r in self.sampling.reasons]
-        if self.inversion is None:
-            lines.append("  inversion: a_k = 0, cannot run backwards")
-        else:
-            lines.append(f"  inversion direction (reciprocal polynomial): "
-                         f"{'zero-stable' if self.inversion else 'NOT zero-stable'}")
-            lines += [f"  - {r}" for r in self.inversion.reasons]
-        return "\n".join(lines)
-
-
-def _fmt_root(r: complex) -> str:
-    if abs(r.imag) < 1e-12:
-        return f"{r.real:.4g}"
-    return f"{r.real:.4g}{r.imag:+.4g}j"
+    """The model of ``x`` at equal steps (params substituted): ``as_relation(x, params=...).fixed()``."""
+    return as_relation(x, params=params).fixed()
 
 
 def _matrix_verdict(label: str, M: sp.Matrix) -> ZeroStability:
@@ -129,52 +61,19 @@ def is_zero_stable(x: Any, params: dict | None = None) -> ZeroStability:
     For EDICT (not a linear multistep rule) the two-state step map at h -> 0 is analysed:
     it is power-bounded exactly when its minimal polynomial satisfies the root condition.
     """
-    if type(x).__name__ == "Edict":
+    from linmultistep.methods import Edict
+
+    if isinstance(x, Edict):
         from .edict import edict_zero_step_matrix
 
         p = sp.Rational(float(x.p))
         return _matrix_verdict(f"edict(p={float(x.p)})", edict_zero_step_matrix(p))
-    rel = as_uniform_relation(x, params)
-    rho = characteristic_polynomial(rel)
-    samp = root_condition(rho)
-    ak = sp.simplify(rel.a[-1])
-    inv = None
-    if ak != 0:
-        inv = root_condition(sp.expand(sp.cancel(Z ** rel.k * rho.subs(Z, 1 / Z) / (-ak))))
-    return ZeroStability(rel.label, rho, samp, inv)
-
-
-@dataclass
-class Convergence:
-    """Convergence at uniform steps = consistency (order >= 1) + zero-stability; says why."""
-
-    label: str
-    order: int
-    zero_stability: ZeroStability
-    reasons: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return self.order >= 1 and bool(self.zero_stability)
-
-    def __str__(self) -> str:
-        head = f"{self.label}: {'convergent' if self else 'NOT convergent'} at uniform steps"
-        return "\n".join([head] + [f"  - {r}" for r in self.reasons])
+    return as_relation(x, params=params).zero_stability()
 
 
 def convergence(x: Any, params: dict | None = None) -> Convergence:
     """Dahlquist's equivalence at uniform steps: convergent iff consistent and zero-stable."""
-    from .relation import local_error
-
-    zs = is_zero_stable(x, params)
-    rel = as_uniform_relation(x, params)
-    le = local_error(rel)
-    reasons = [f"consistent of order {le.order} at uniform steps (LTE O(h^{le.order + 1}))" if le.order >= 1
-               else "not consistent (order 0)"]
-    reasons.append("zero-stable: root condition holds" if zs else
-                   "not zero-stable: " + "; ".join(zs.sampling.reasons))
-    if zs and le.order >= 1:
-        reasons.append(f"hence convergent with global error O(h^{le.order})")
-    return Convergence(rel.label, le.order, zs, reasons)
+    return as_relation(x, params=params).convergence()
 
 
 @dataclass
