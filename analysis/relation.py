@@ -37,7 +37,7 @@ The error-constant convention (the only one quoted in the docs; :meth:`LMRelatio
 at equal steps, in the direction of travel, the LTE of the method normalised to alpha_k = 1 is
 tau = C_{p+1} h^{p+1} y^{(p+1)}(t) + O(h^{p+2}), and the **error constant** is
 
-    C = C_{p+1} / sigma(1)                      (HNW III.2, eq. 2.13; Lambert calls C_{p+1} the
+    C = C_{p+1} / sigma(1)                      (HNW III.2; Lambert calls C_{p+1} the
                                                  error constant, HNW's C is independent of scaling)
 
 so that the global error of a convergent method is y(t) - y_n = C h^p e(t) + O(h^{p+1}) with
