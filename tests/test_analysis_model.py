@@ -163,8 +163,3 @@ def test_a_subclass_of_edict_is_still_edict():
     v = is_zero_stable(MyEdict(p=0.9))
     assert v and not v.inversion  # eigenvalues 1 and p^2 forwards; 1/p^2 > 1 backwards
 
-
-def test_ratio_on_an_equal_step_relation_is_refused():
-    rel = leapfrog().relation
-    with pytest.raises(ValueError, match="already has fixed steps"):
-        rel.fixed(R(1, 2))
