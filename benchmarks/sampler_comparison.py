@@ -27,7 +27,7 @@ import torch
 
 from linmultistep.analysis.problems import default_gaussian, default_mixture
 from linmultistep.analysis.sampler_comparison import (
-    SAMPLERS, ground_truth_comparison, model_comparison, noise_levels, pipeline_net,
+    SAMPLERS, SD_CONFIG, ground_truth_comparison, model_comparison, noise_levels, pipeline_net,
 )
 
 
@@ -71,6 +71,7 @@ def ground_truth(quick: bool) -> None:
     for s in r.samplers:
         print(f"| {SAMPLERS[s].label} | " + " | ".join(f"{r.error[s][n] / r.error['obelm'][n]:.2f}"
                                                       for n in r.steps if n <= 20) + " |")
+    cosine(samples)
     # DDIMScheduler steps from t to t - T // N: with 'trailing' timesteps and T % N != 0 that is not the next timestep
     odd = ground_truth_comparison(problem, (80,), ("ddim-diffusers", "ddim"), samples=samples)
     print(f"\nN = 80 (1000 % 80 != 0): DDIMScheduler {odd.error['ddim-diffusers'][80]:.2e}, "
@@ -80,6 +81,20 @@ def ground_truth(quick: bool) -> None:
     gap = np.abs(g.flow_closed_form(x, 14.6, 0.0292) - g.flow_reference(x, 14.6, 0.0292)).max()
     print(f"exact flow check, 8-D Gaussian, sigmabar 14.6 -> 0.0292: closed form vs DOP853 (rtol 1e-12) max "
           f"|diff| {gap:.1e}")
+
+
+def cosine(samples: int) -> None:
+    """The cosine schedule (sigmabar about linear in t at the data end): where the nominal orders show."""
+    steps = (10, 20, 40, 100, 200)
+    problem = default_gaussian(dim=4, seed=1)
+    r = ground_truth_comparison(problem, steps, samples=samples, end="sigma_min",
+                                config=dict(SD_CONFIG, beta_schedule="squaredcos_cap_v2"))
+    o = _orders(r, 40)
+    print(f"\n### cosine schedule (squaredcos_cap_v2), 4-D Gaussian (closed-form flow), {samples} samples, end t = 0\n")
+    print(f"| sampler | {' | '.join(f'N = {n}' for n in steps)} | order (N >= 40) |")
+    print("|---|" + "---|" * len(steps) + "---|")
+    for s in r.samplers:
+        print(f"| {SAMPLERS[s].label} | " + " | ".join(f"{r.error[s][n]:.2e}" for n in steps) + f" | {o[s]} |")
 
 
 def trained(quick: bool, samples: int, reference_steps: int) -> None:
@@ -143,16 +158,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer samples and steps (a smoke run)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--samples", type=int, default=None, help="trained-model samples (default 40, quick 10)")
-    ap.add_argument("--reference-steps", type=int, default=None, help="default 1000, quick 100")
+    ap.add_argument("--only", choices=("ground-truth", "trained"), default=None, help="print one of the two parts")
+    ap.add_argument("--samples", type=int, default=None, help="trained-model samples (default 32, quick 10)")
+    ap.add_argument("--reference-steps", type=int, default=None, help="default 500, quick 100")
     a = ap.parse_args()
     if a.threads < 1:
         ap.error(f"--threads must be at least 1, got {a.threads}")
     torch.set_num_threads(a.threads)
     t0 = time.time()
-    ground_truth(a.quick)
-    print(f"\n(ground truth: {time.time() - t0:.0f} s)\n", flush=True)
-    trained(a.quick, a.samples or (10 if a.quick else 40), a.reference_steps or (100 if a.quick else 1000))
+    if a.only in (None, "ground-truth"):
+        ground_truth(a.quick)
+        print(f"\n(ground truth: {time.time() - t0:.0f} s)\n", flush=True)
+    if a.only in (None, "trained"):
+        trained(a.quick, a.samples or (10 if a.quick else 32), a.reference_steps or (100 if a.quick else 500))
     print(f"\n(total {time.time() - t0:.0f} s)")
 
 
