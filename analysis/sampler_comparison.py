@@ -48,6 +48,7 @@ from .study import fit_order
 __all__ = [
     "SAMPLERS",
     "ENDS",
+    "SCHEDULER_COORDS",
     "SamplerSpec",
     "SamplerRun",
     "Net",
@@ -79,8 +80,7 @@ ENDS = ("clean", "sigma_min")
 class SamplerSpec:
     """One sampler: a diffusers scheduler class with its options, or a library method.
 
-    ``coords``: the coordinates of the scheduler's sample, 'vp' (x = alpha xbar) or 've' (xbar
-    itself, as ``EulerDiscreteScheduler``). ``order``: the nominal global order in the step size.
+    ``order``: the nominal global order in the step size.
     """
 
     name: str
@@ -89,7 +89,6 @@ class SamplerSpec:
     scheduler: str | None = None  # diffusers class name; None: the library's method ``method``
     options: Mapping[str, Any] = field(default_factory=dict)
     method: str | None = None
-    coords: str = "vp"
 
 
 #: the compared samplers, in table order; nominal orders from their papers
@@ -97,7 +96,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
     s.name: s
     for s in (
         SamplerSpec("ddim-diffusers", "DDIMScheduler", 1, "DDIMScheduler"),
-        SamplerSpec("euler", "Euler", 1, "EulerDiscreteScheduler", coords="ve"),
+        SamplerSpec("euler", "Euler", 1, "EulerDiscreteScheduler"),
         SamplerSpec("dpm++2m", "DPM-Solver++ 2M", 2, "DPMSolverMultistepScheduler",
                     {"algorithm_type": "dpmsolver++", "solver_order": 2}),
         # UniPC-p with the corrector UniC has order p + 1 (Zhao et al. 2023, Theorem 3.3)
@@ -106,6 +105,12 @@ SAMPLERS: dict[str, SamplerSpec] = {
         SamplerSpec("obelm", "O-BELM (linmultistep)", 2, method="obelm"),
     )
 }
+
+
+#: the scheduler classes the wrapper knows, and whether their sample is xbar itself ('ve', sigma-scaled)
+#: rather than the variance-preserving x = xbar / sqrt(1 + sigmabar^2)
+SCHEDULER_COORDS = {"DDIMScheduler": "vp", "EulerDiscreteScheduler": "ve", "DPMSolverMultistepScheduler": "vp",
+                    "UniPCMultistepScheduler": "vp"}
 
 
 def _spec(name: Any) -> SamplerSpec:
@@ -224,6 +229,9 @@ def run_scheduler(scheduler: Any, net: Net, x_start: torch.Tensor, num_steps: in
     training timestep (:func:`noise_levels`), which gives the start level. The end level is the
     scheduler's own (its final ``sigmas`` entry, or DDIM's ``final_alpha_cumprod``).
     """
+    name = type(scheduler).__name__
+    if name not in SCHEDULER_COORDS:
+        raise ValueError(f"scheduler must be one of {sorted(SCHEDULER_COORDS)}, got {name}")
     num_steps = _positive_int("num_steps", num_steps)
     x_start = _check_start(x_start)
     counting = net if isinstance(net, CountingNet) else CountingNet(net)
@@ -237,15 +245,13 @@ def run_scheduler(scheduler: Any, net: Net, x_start: torch.Tensor, num_steps: in
         model_in = scheduler.scale_model_input(sample, t)
         eps = counting(model_in, float(t))
         sample = scheduler.step(eps, t, sample, return_dict=False)[0].to(torch.float64)
-    name = type(scheduler).__name__
     if name == "DDIMScheduler":
         prev = int(timesteps[-1]) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
         ac_end = float(scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod)
         s_end = math.sqrt((1.0 - ac_end) / ac_end)
     else:
         s_end = float(scheduler.sigmas[-1])
-    ve = name == "EulerDiscreteScheduler"
-    xbar = sample if ve else sample * math.sqrt(1.0 + s_end**2)  # VP: x = xbar / sqrt(1 + sigmabar^2)
+    xbar = sample if SCHEDULER_COORDS[name] == "ve" else sample * math.sqrt(1.0 + s_end**2)  # VP: x = xbar / sqrt(1 + sigmabar^2)
     t0 = float(t0)
     return SamplerRun(xbar, _level(sigmabar, t0), s_end, t0, counting.calls - calls0)
 

@@ -173,3 +173,13 @@ def test_comparison_arguments_are_checked():
         model_comparison(lambda x, t: x, torch.zeros(2, 2, dtype=torch.float64), SD_CONFIG, reference_steps=501)
     with pytest.raises(ValueError, match=r"cannot compare shapes \(2,\) and \(3,\)"):
         rms(torch.zeros(2), torch.zeros(3))
+
+
+@pytest.mark.bad_input("9 unclear errors")
+def test_a_scheduler_the_wrapper_does_not_know_is_refused():
+    from diffusers import PNDMScheduler
+
+    cfg = aligned_config(SD_CONFIG)
+    with pytest.raises(ValueError, match="scheduler must be one of .*'UniPCMultistepScheduler'.*got PNDMScheduler"):
+        run_scheduler(PNDMScheduler.from_config(cfg), lambda x, t: x, torch.ones(2, 2, dtype=torch.float64), 5,
+                      noise_levels(cfg))
