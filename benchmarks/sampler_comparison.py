@@ -159,7 +159,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer samples and steps (a smoke run)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=("ground-truth", "trained"), default=None, help="print one of the two parts")
-    ap.add_argument("--samples", type=int, default=None, help="trained-model samples (default 32, quick 10)")
+    ap.add_argument("--samples", type=int, default=None, help="trained-model samples (default 16, quick 10)")
     ap.add_argument("--reference-steps", type=int, default=None, help="default 500, quick 100")
     a = ap.parse_args()
     if a.threads < 1:
@@ -170,7 +170,7 @@ def main() -> None:
         ground_truth(a.quick)
         print(f"\n(ground truth: {time.time() - t0:.0f} s)\n", flush=True)
     if a.only in (None, "trained"):
-        trained(a.quick, a.samples or (10 if a.quick else 32), a.reference_steps or (100 if a.quick else 500))
+        trained(a.quick, a.samples or (10 if a.quick else 16), a.reference_steps or (100 if a.quick else 500))
     print(f"\n(total {time.time() - t0:.0f} s)")
 
 
