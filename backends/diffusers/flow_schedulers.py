@@ -164,6 +164,12 @@ class _FlowGridMixin:
         self.sigmas = torch.from_numpy(np.append(t[1:][::-1], 0.0).astype(np.float32))
         return self.grid
 
+    def _start(self, window: "dict[int, Any]", stop: int, metadata: "dict | None" = None) -> Any:
+        """A new core run from ``window`` on this scheduler's own context (its float64 plans are kept)."""
+        self._ctx.nfe = 0
+        self._ctx.forget_outside(0, -1)
+        return start_on(self._ctx, self.method, window, self._direction, stop, metadata)
+
     def _grid_index(self, timestep: Any) -> int:
         if self.grid is None:
             raise RuntimeError("call set_timesteps(num_inference_steps) before step()")
@@ -273,7 +279,13 @@ class FlowBELMInverseScheduler(_FlowGridMixin, BELMInverseScheduler):
     """Exact inversion of a flow-matching model, one core step per call (see
     :class:`~.schedulers.BELMInverseScheduler`): ``timesteps`` lists where the caller evaluates the
     model on its current latent (point 1 for the first, approximate step; point n-1 for every exact
-    step n after it); :attr:`state` is the latent (x_N, x_{N-1}) for :meth:`FlowBELMScheduler.load_state`."""
+    step n after it); :attr:`state` is the latent (x_N, x_{N-1}) for :meth:`FlowBELMScheduler.load_state`.
+
+    Of :class:`~.schedulers.BELMInverseScheduler` it uses the public API only: the documented hook
+    :meth:`~.schedulers.BELMInverseScheduler.step_model_index` (which model output step n consumes), and it
+    overrides the public ``state``, ``fixed_point_data`` and ``step_count`` on its own core run, context
+    and grid (:class:`_FlowGridMixin`: ``run``, ``_ctx``, ``_start``), so a change of the DDPM inverse
+    scheduler's internal step path cannot change it."""
 
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0, use_dynamic_shifting: bool = False,
@@ -316,7 +328,7 @@ class FlowBELMInverseScheduler(_FlowGridMixin, BELMInverseScheduler):
     def set_timesteps(self, num_inference_steps: "int | None" = None, device: Any = None, sigmas: Any = None,
                       mu: "float | None" = None, timesteps: Any = None) -> None:
         grid = self._make_flow_grid(num_inference_steps, sigmas, mu, timesteps)
-        self._model_indices = [self._lagged_model_index(n) for n in range(1, grid.N + 1)]
+        self._model_indices = [self.step_model_index(n) for n in range(1, grid.N + 1)]
         ts = np.array([grid.timesteps[m] for m in self._model_indices]).astype(np.float32)
         self.timesteps = torch.from_numpy(ts).to(device)
 
