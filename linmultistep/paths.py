@@ -33,9 +33,12 @@ shift with factor 1 - b (T (1 - b) = shift_{1-b}(t)), so on a grid t = shift_s(u
 T is proportional to shift_{s (1 - b)}(u): its steps shrink toward the data end (every
 a_{i,2} <= 1, a damped parasitic root) whenever s (1 - b) <= 1. b = 0 (the (x, t) coordinates)
 has a_{i,2} up to 2.07 on SD3's shift-3 grid and made O-BELM 25-31x less accurate than Euler on
-the trained mnist-flow model; :data:`FLOW_BLEND` = 0.99 covers every shift up to 100 (FLUX's
-dynamic shift at 2048 px is e^3.2 = 25) and measured on par with Euler at 10 steps and better at
-20 / 50 (docs/flow.md).
+the trained mnist-flow model. The price of b: Y = x / (1 - b t) spans a 1 / (1 - b) times wider range
+than x, which costs the floating and fixed-point forms of the exact methods about log2(1 / (1 - b))
+bits (mode 'bits' rounds onto a coarser grid; BDIA / EDICT round trips in float32 grow). :data:`FLOW_BLEND`
+= 0.96 is the smallest b whose a_{i,2} <= 1 covers the shifts in use, s <= 25 (SD3: 3, FLUX: e^1.15 at
+1024 px, about e^3.2 = 25 at 2048 px), at a range of 25x (the DDPM family's x / alpha already spans 15x
+on Stable Diffusion's schedule); measured in docs/flow.md against b = 0 and b = 0.99.
 
 The path is part of the grid's identity (:attr:`Grid.path`, in the fingerprint, with the blend):
 a flow grid of blend 0 (alpha = 1, sigma = t) has the same numbers as a variance-exploding
@@ -63,8 +66,8 @@ FLOW = "flow"
 PATHS = {GAUSSIAN: "noise prediction eps, coordinates (x / alpha, sigma / alpha)",
          FLOW: "velocity v = eps - x0 of x_t = (1 - t) x0 + t eps, coordinates (x / (1 - b t), t / (1 - b t))"}
 
-#: the default blend b of flow grids' coordinates (module docstring): a_{i,2} <= 1 on grids shifted up to 1 / (1 - b)
-FLOW_BLEND = 0.99
+#: the default blend b of flow grids' coordinates (module docstring): a_{i,2} <= 1 on grids shifted up to 1 / (1 - b) = 25
+FLOW_BLEND = 0.96
 
 
 def _number(name: str, value: Any) -> float:
