@@ -89,6 +89,13 @@ def run(args: argparse.Namespace) -> int:
     if rr:
         print("\nerror(DDIM) / error(O-BELM)")
         print(report.text_table(hr, rr))
+    from .study import flow_table, run_flow_study  # the flow-matching problem (issue 21), docs/study.md
+
+    flow_rows = run_flow_study(methods, args.steps, samples=args.samples, seed=args.seed, dim=args.dim,
+                               fit_from=args.fit_from)
+    print(f"\nflow matching (rectified flow, {flow_rows[0].problem}), SD3-style grids t_i = shift(i / N), "
+          f"the core's flow coordinates: RMS error at the data end, fitted order over N >= {args.fit_from}")
+    print(report.text_table(*flow_table(flow_rows)))
 
     figures = {
         "Error vs steps": ("error_vs_steps", plots.error_vs_steps(result)),

@@ -11,7 +11,7 @@ Cov(eps, x_t) = t I, so the ideal velocity v = E[eps - x0 | x_t] (Lipman et al. 
 with r_k the posterior responsibilities. In the eigenbasis u_kj, c_kj of C_k the matrix factor is
 diagonal, (t - (1 - t) c) / ((1 - t)^2 c + t^2), whose denominator is positive on [0, 1] for
 c > 0: v is smooth (rational, no pole) in t on the whole of [0, 1], the reason O-BELM keeps order 2
-in the flow's own coordinates. For one Gaussian the flow is linear and solves in closed form:
+in the flow's own coordinates and in the projective ones the core uses (analysis/flow_coordinates.py). For one Gaussian the flow is linear and solves in closed form:
 since (t - (1 - t) c) / S = (1/2) d/dt log S with S = (1 - t)^2 c + t^2,
 
     u_j . (x(t) - (1 - t) m) = u_j . (x(t') - (1 - t') m) * sqrt(S_j(t) / S_j(t')),
@@ -122,12 +122,14 @@ def v_fn_for(problem: FlowProblem, grid: Grid) -> Callable[[np.ndarray, int], np
     return v_fn
 
 
-def flow_errors(problem: FlowProblem, grid: Grid, method, noise: np.ndarray) -> float:
-    """RMS error at the data end of sampling ``noise`` (at t_N) with ``method`` against the exact flow."""
+def flow_errors(problem: FlowProblem, grid: Grid, method, noise: np.ndarray, exact: "np.ndarray | None" = None) -> float:
+    """RMS error at the data end of sampling ``noise`` (at t_N) with ``method`` against the exact flow
+    (``exact``: that flow of ``noise`` from t_N to t_0 if already computed)."""
     import linmultistep as lm
 
     t = require_flow(grid, "flow_errors").sigma
-    exact = problem.flow(noise, float(t[-1]), float(t[0]))
+    if exact is None:
+        exact = problem.flow(noise, float(t[-1]), float(t[0]))
     got = lm.sample(v_fn_for(problem, grid), noise, grid, method)
     return float(np.sqrt(np.mean((got - exact) ** 2)))
 
@@ -142,18 +144,22 @@ class FlowOrders:
 
 
 def flow_orders(problem: FlowProblem, methods: Sequence[str], steps: Sequence[int], shift: float = 1.0,
-                samples: int = 256, seed: int = 0) -> FlowOrders:
+                samples: int = 256, seed: int = 0, blend: "float | None" = None) -> FlowOrders:
     """Fitted convergence orders on shifted uniform flow grids (diffusers' default schedule
-    without the training-set offset: t_i = shift(i / N))."""
-    from linmultistep.paths import flow_grid, shift_sigmas
+    without the training-set offset: t_i = shift(i / N)), in the coordinates of ``blend``
+    (:func:`linmultistep.paths.flow_grid`; None: its default, 0: the flow's own (x, t))."""
+    from linmultistep.paths import FLOW_BLEND, flow_grid, shift_sigmas
+
+    b = FLOW_BLEND if blend is None else blend
 
     from .study import fit_order
 
     noise = np.random.default_rng(seed).standard_normal((samples, problem.dim))
+    exact = problem.flow(noise, 1.0, 0.0)  # every grid here runs from t = 1 to t = 0
     errors: dict[str, list[float]] = {m: [] for m in methods}
     for n in steps:
-        grid = flow_grid(shift_sigmas(np.linspace(0.0, 1.0, n + 1), shift))
+        grid = flow_grid(shift_sigmas(np.linspace(0.0, 1.0, n + 1), shift), blend=b)
         for m in methods:
-            errors[m].append(flow_errors(problem, grid, m, noise))
+            errors[m].append(flow_errors(problem, grid, m, noise, exact))
     orders = {m: fit_order(steps, errors[m])[0] for m in methods}
     return FlowOrders(tuple(int(n) for n in steps), {m: tuple(e) for m, e in errors.items()}, orders)

@@ -13,7 +13,9 @@ For a problem with known flow (:mod:`linmultistep.analysis.problems`), a family 
   per floating-point dtype, in the LM recurrence itself and, for the methods that have it, in
   the bit-exact fixed-point mode 'bits' (docs/precision.md), the answer for float16;
 
-and :func:`fit_order` fits the observed order p in error ~ C N^-p (least squares on log-log,
+:func:`run_flow_study` does the same for the flow-matching problem of issue 21 (rectified flow,
+:mod:`linmultistep.analysis.flow_problems`, exact velocity and flow; SD3-style shifted grids in the
+core's flow coordinates), and :func:`fit_order` fits the observed order p in error ~ C N^-p (least squares on log-log,
 with the slope's standard error).
 
 Grids (:func:`make_grid`): diffusers' uniform-timestep spacings 'linspace', 'leading',
@@ -56,6 +58,9 @@ __all__ = [
     "coefficients_along",
     "inversion_growth",
     "theoretical_order",
+    "FlowStudyRow",
+    "run_flow_study",
+    "flow_table",
 ]
 
 SPACINGS = ("trailing", "linspace", "leading", "karras", "uniform")
@@ -396,3 +401,63 @@ def inversion_growth(method: Method, grid: Grid) -> tuple[np.ndarray, np.ndarray
     factors = np.abs(1.0 / c[f"a{method.k}"])
     # relation i produces point i-1+k in the inversion direction
     return c["i"] + method.k - 1, np.cumprod(factors)
+
+
+# --- the flow-matching problem (issue 21) ----------------------------------------------------
+@dataclass(frozen=True)
+class FlowStudyRow:
+    """Errors of one method on the rectified-flow problem on grids t_i = shift(i / N), and the fit."""
+
+    problem: str
+    shift: float
+    method: str
+    steps: tuple[int, ...]
+    errors: tuple[float, ...]
+    order: float
+    order_se: float
+
+
+def run_flow_study(methods: Iterable[Method | str], steps: Sequence[int], *, problem: str = "mixture",
+                   shifts: Sequence[float] = (1.0, 3.0), samples: int = 256, seed: int = 0, dim: int = 2,
+                   fit_from: int = 0, blend: float | None = None) -> list[FlowStudyRow]:
+    """Every method on the flow-matching problem of :mod:`linmultistep.analysis.flow_problems`
+    (x_t = (1 - t) x0 + t eps, the exact velocity as the network, the exact flow of the same noise as
+    truth), on SD3-style grids t_i = shift(i / N) in the core's flow coordinates
+    (:func:`linmultistep.paths.flow_grid`, ``blend`` None: its default). Error: RMS at the data end;
+    order: :func:`fit_order` over N >= ``fit_from``."""
+    from linmultistep.paths import FLOW_BLEND, flow_grid, shift_sigmas
+
+    from .flow_problems import flow_problem, v_fn_for
+
+    prob = flow_problem(problem, dim=dim, seed=seed)
+    meths = [m if isinstance(m, Method) else parse_method(m) for m in methods]
+    noise = np.random.default_rng(seed).standard_normal((samples, prob.dim))
+    exact = prob.flow(noise, 1.0, 0.0)  # every grid here runs from t = 1 to t = 0
+    steps = sorted(int(n) for n in steps)
+    rows = []
+    for shift in shifts:
+        errs: dict[str, list[float]] = {str(m.spec): [] for m in meths}
+        for n in steps:
+            grid = flow_grid(shift_sigmas(np.linspace(0.0, 1.0, n + 1), shift),
+                             blend=FLOW_BLEND if blend is None else blend)
+            v = v_fn_for(prob, grid)
+            for m in meths:
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", PrecisionWarning)  # sampling advice; the error is measured
+                    got = sample(v, noise, grid, m, mode="recurrence")
+                errs[str(m.spec)].append(float(np.sqrt(np.mean((got - exact) ** 2))))
+        for m in meths:
+            e = errs[str(m.spec)]
+            keep = [i for i, n in enumerate(steps) if n >= fit_from]
+            p, se = fit_order([steps[i] for i in keep], [e[i] for i in keep])
+            rows.append(FlowStudyRow(prob.name, float(shift), str(m.spec), tuple(steps), tuple(e), p, se))
+    return rows
+
+
+def flow_table(rows: Sequence[FlowStudyRow]) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of the flow study for a text table: error per N and the fitted order."""
+    steps = rows[0].steps if rows else ()
+    head = ["problem", "shift", "method"] + [f"N={n}" for n in steps] + ["order"]
+    body = [[r.problem, f"{r.shift:g}", r.method] + [f"{e:.2e}" for e in r.errors]
+            + [f"{r.order:.2f} ± {r.order_se:.2f}"] for r in rows]
+    return head, body

@@ -8,11 +8,13 @@ network.
 
 The functions here are those of :mod:`linmultistep.backends.kdiffusion` (same signatures:
 ``sample_obelm(model, x, sigmas, extra_args=None, callback=None, disable=None)``, ``invert_obelm``,
-...), run on :func:`linmultistep.paths.flow_grid` of the sigmas: coordinates (x, t), field
-(x - D) / sigma = v, path 'flow' in the latent's fingerprint. Why a module of its own: the plain
-k-diffusion functions take any denoiser, so they accept a flow denoiser as well and integrate the
-same ODE with the same steps (their grid is the VE one, sigmabar = sigma, whose xbar is k-diffusion's
-x: the equal results are checked in tests/test_flow_kdiffusion.py), but their latents are tagged
+...), run on :func:`linmultistep.paths.flow_grid` of the sigmas: field (x - D) / sigma = v, path 'flow'
+in the latent's fingerprint, in the projective coordinates of ``sample_lms`` / ``invert_lms``'s ``blend``
+(default :data:`linmultistep.paths.FLOW_BLEND`, where O-BELM samples well on shifted schedules; 0 = the
+flow's own (x, sigma)). Why a module of its own: the plain k-diffusion functions take any denoiser, so
+they accept a flow denoiser as well and integrate the same ODE (their grid is the VE one, sigmabar =
+sigma, whose xbar is k-diffusion's x: the same steps as blend 0 here, and Euler's for every blend,
+checked in tests/test_flow_kdiffusion.py), but their latents are tagged
 'gaussian', their stored states are x / sqrt(1 + sigma^2), and they do not refuse sigmas above 1.
 Here a flow latent is refused by a gaussian grid and vice versa, and the states are x itself.
 """
@@ -26,7 +28,7 @@ import torch
 
 import linmultistep as lm
 from linmultistep import GridError, Method, State, StepInfo
-from linmultistep.paths import check_latent_path, flow_grid, flow_sigmas
+from linmultistep.paths import FLOW_BLEND, check_latent_path, flow_grid, flow_sigmas
 
 from .kdiffusion import Callback, Denoiser, check_sigmas
 
@@ -56,17 +58,18 @@ def flow_sigmas_kd(n: int, shift: float = 1.0, mu: "float | None" = None, dtype:
     return torch.tensor(flow_sigmas(n, shift=shift, mu=mu, **kw)[::-1].copy(), dtype=dtype)
 
 
-def _checked(sigmas: Any) -> tuple[np.ndarray, lm.Grid]:
+def _checked(sigmas: Any, blend: float = FLOW_BLEND) -> tuple[np.ndarray, lm.Grid]:
     values = check_sigmas(sigmas)  # 1-D, finite, >= 0, strictly descending: k-diffusion's own checks
     if values[0] > 1.0:
         raise GridError(f"sigmas[0] = {float(values[0])!r} > 1: a flow's sigmas lie in [0, 1] "
                         "(x = (1 - sigma) x0 + sigma eps); use linmultistep.backends.kdiffusion for EDM-style sigmas")
-    return values, flow_grid(values[::-1].copy())
+    return values, flow_grid(values[::-1].copy(), blend=blend)
 
 
-def grid_from_flow_sigmas(sigmas: Any) -> lm.Grid:
-    """The flow grid of k-diffusion-ordered sigmas: index 0 = sigmas[-1] (data end), N = sigmas[0]."""
-    return _checked(sigmas)[1]
+def grid_from_flow_sigmas(sigmas: Any, blend: float = FLOW_BLEND) -> lm.Grid:
+    """The flow grid of k-diffusion-ordered sigmas: index 0 = sigmas[-1] (data end), N = sigmas[0], in the
+    coordinates of ``blend`` (:func:`linmultistep.paths.flow_grid`; 0 = (x, sigma))."""
+    return _checked(sigmas, blend)[1]
 
 
 class VelocityField:
@@ -124,10 +127,12 @@ def _hook(callback: "Callback | None", field: VelocityField, sigmas: Any, values
 
 def sample_lms(model: Denoiser, x: "torch.Tensor | State", sigmas: Any, extra_args: "Mapping[str, Any] | None" = None,
                callback: "Callback | None" = None, disable: "bool | None" = None, method: "str | Method" = "obelm",
-               mode: "str | None" = None) -> torch.Tensor:
+               mode: "str | None" = None, blend: float = FLOW_BLEND) -> torch.Tensor:
     """Sample a flow model from ``x`` at sigmas[0] (noise, or the State an ``invert_*`` returned) down to
-    sigmas[-1] with any linmultistep method (k-diffusion API, flow sigmas in [0, 1])."""
-    values, grid = _checked(sigmas)
+    sigmas[-1] with any linmultistep method (k-diffusion API, flow sigmas in [0, 1]); ``blend``: the
+    coordinates (:func:`linmultistep.paths.flow_grid`; 0 = (x, sigma), the plain ``backends.kdiffusion``
+    functions' steps)."""
+    values, grid = _checked(sigmas, blend)
     m = lm.get_method(method)
     field = VelocityField(model, values, extra_args)
     if isinstance(x, State):
@@ -142,10 +147,10 @@ def sample_lms(model: Denoiser, x: "torch.Tensor | State", sigmas: Any, extra_ar
 
 def invert_lms(model: Denoiser, x0: torch.Tensor, sigmas: Any, extra_args: "Mapping[str, Any] | None" = None,
                callback: "Callback | None" = None, disable: "bool | None" = None, method: "str | Method" = "obelm",
-               mode: "str | None" = None) -> State:
+               mode: "str | None" = None, blend: float = FLOW_BLEND) -> State:
     """Invert data ``x0`` (at sigmas[-1], usually 0) to sigmas[0]; exact for the BELMs and EDICT. The State
-    (path 'flow') goes back to ``sample_*`` with the same sigmas and method for the exact round trip."""
-    values, grid = _checked(sigmas)
+    (path 'flow') goes back to ``sample_*`` with the same sigmas, method and ``blend`` for the exact round trip."""
+    values, grid = _checked(sigmas, blend)
     _check_x(x0, "the data x0")
     field = VelocityField(model, values, extra_args)
     hook = _hook(callback, field, sigmas, values, grid, None, False)

@@ -1,4 +1,5 @@
-"""Convergence orders on the rectified-flow problem, in the flow's own coordinates (x, t).
+"""Convergence orders on the rectified-flow problem, in the core's default flow coordinates
+(projective, blend b = linmultistep.paths.FLOW_BLEND) and in the flow's own (x, t) (b = 0).
 
 Problems (linmultistep.analysis.flow_problems): 'gaussian' (2-D anisotropic Gaussian data,
 variances 0.02..0.4, exact flow in closed form) and 'mixture' (the study's three-component 2-D
@@ -23,6 +24,7 @@ import torch
 
 import linmultistep as lm
 from linmultistep.analysis.flow_problems import flow_orders, flow_problem, v_fn_for
+from linmultistep.paths import FLOW_BLEND
 
 METHODS = ("ddim", "obelm", "bdia")
 STEPS = (10, 20, 40, 80, 160, 320)
@@ -56,7 +58,7 @@ def roundtrip_core() -> None:
     for label, method, mode in ROUNDTRIP:
         cells = []
         for n in (20, 50):
-            grid = lm.flow_grid(lm.flow_sigmas(n, shift=3.0))
+            grid = lm.flow_grid(lm.flow_sigmas(n, shift=3.0))  # the default coordinates
             v = v_fn_for(prob, grid)
             for dtype in (np.float64, np.float32):
                 x0 = prob.sample(np.random.default_rng(1), 64).astype(dtype)
@@ -92,17 +94,21 @@ def roundtrip_pipelines() -> None:
 
 def orders(samples: int) -> None:
     print("Euler ('ddim' on a flow grid) vs O-BELM and BDIA(1), RMS error at the data end; fitted order over N = "
-          + ", ".join(map(str, STEPS)))
-    print(f"{'problem':<10}{'shift':>6}{'method':>8}" + "".join(f"{f'N={n}':>11}" for n in STEPS) + f"{'order':>8}")
+          + ", ".join(map(str, STEPS)) + f"; coordinates b = {FLOW_BLEND:g} (default) and b = 0 (x, t)")
+    print(f"{'problem':<10}{'shift':>6}{'b':>6}{'method':>8}" + "".join(f"{f'N={n}':>11}" for n in STEPS) + f"{'order':>8}")
     for name in ("gaussian", "mixture"):
         prob = flow_problem(name)
         for shift in (1.0, 3.0):
-            res = flow_orders(prob, METHODS, STEPS, shift=shift, samples=samples)
-            for m in METHODS:
-                cells = "".join(f"{e:>11.2e}" for e in res.errors[m])
-                print(f"{name:<10}{shift:>6g}{m:>8}{cells}{res.orders[m]:>8.2f}")
-            ratio = [d / o for d, o in zip(res.errors["ddim"], res.errors["obelm"])]
-            print(f"{'':<10}{'':>6}{'E/O':>8}" + "".join(f"{r:>11.1f}" for r in ratio))
+            for blend in (FLOW_BLEND, 0.0):
+                methods = METHODS if blend == FLOW_BLEND else METHODS[1:]  # Euler is the same in both
+                res = flow_orders(prob, methods, STEPS, shift=shift, samples=samples, blend=blend)
+                for m in methods:
+                    cells = "".join(f"{e:>11.2e}" for e in res.errors[m])
+                    print(f"{name:<10}{shift:>6g}{blend:>6g}{m:>8}{cells}{res.orders[m]:>8.2f}")
+                if blend == FLOW_BLEND:
+                    euler = res.errors["ddim"]
+                ratio = [d / o for d, o in zip(euler, res.errors["obelm"])]
+                print(f"{'':<10}{'':>6}{'':>6}{'E/O':>8}" + "".join(f"{r:>11.1f}" for r in ratio))
 
 
 if __name__ == "__main__":

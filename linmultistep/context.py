@@ -53,6 +53,8 @@ class StepContext:
         self.h = h
         self._scale = scale
         self._field = field
+        # (p, q) when the grid's coordinates are not the network's: F_m = p_m x + q_m field(x, m) (Grid.field_mix)
+        self._mix = getattr(h, "field_mix", None)
         self.backend = backend
         self.check_finite = check_finite
         self.describe = describe
@@ -100,6 +102,8 @@ class StepContext:
         self.nfe += 1
         if self.check_finite:
             self._flags.append(_Output(m, out))
+        if self._mix is not None:
+            out = self.backend.lincomb([float(self._mix[0][m]), float(self._mix[1][m])], [x, out])
         return out
 
     def slope(self, m: int, x: Any) -> Any:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import GridError
 
-__all__ = ["Grid", "scheduled_timesteps", "Spacing"]
+__all__ = ["Grid", "StepSizes", "scheduled_timesteps", "Spacing"]
 
 Spacing = Literal["linspace", "leading", "trailing"]
 
@@ -71,6 +71,14 @@ def scheduled_timesteps(
     return np.sort(ts.astype(np.int64))
 
 
+class StepSizes(np.ndarray):
+    """A grid's step sizes ``h`` that also carry its field mix (:attr:`Grid.field_mix`), so that every
+    :class:`~linmultistep.context.StepContext` built from ``grid.h`` applies it: a run that forgot it
+    would integrate another ODE, silently. Only ``Grid`` makes them, and only when the mix is set."""
+
+    field_mix: "tuple[np.ndarray, np.ndarray] | None" = None
+
+
 class Grid:
     """alpha, sigma and model timesteps at grid indices 0..N (0 = data end, N = noise end).
 
@@ -85,13 +93,18 @@ class Grid:
     path:
         What the run's coordinates and field mean (part of the fingerprint): ``"gaussian"`` (the
         default) for x = alpha x0 + sigma eps with a noise prediction; other tags come from
-        :mod:`linmultistep.paths` (``"flow"``: rectified flow in its own coordinates (x, t), field v).
+        :mod:`linmultistep.paths` (``"flow"``: rectified flow, field v).
+    field_mix:
+        Optional pair (p, q) of arrays of length N+1: the core integrates d(x / alpha) = F d sigmabar
+        with F_m = p_m x + q_m f(x, m), f the field the caller passes (None: F = f). A path whose
+        coordinates are not the ones its network predicts in sets it (:func:`linmultistep.paths.flow_grid`:
+        f = the velocity v, F = b x + (1 - b t) v); it is part of the fingerprint.
 
     Derived: ``sigmabar = sigma / alpha`` and ``h`` with ``h[i] = sigmabar[i] - sigmabar[i-1]``
     for i >= 1 and, following the paper, ``h[0] = sigmabar[0]``.
     """
 
-    def __init__(self, alpha, sigma, timesteps=None, path: str = "gaussian") -> None:
+    def __init__(self, alpha, sigma, timesteps=None, path: str = "gaussian", field_mix=None) -> None:
         if not isinstance(path, str) or not path.isidentifier():
             raise GridError(f"path must be a name such as 'gaussian' or 'flow', got {path!r}")
         self.path = path
@@ -150,6 +163,18 @@ class Grid:
         h = np.empty(n1)
         h[0] = sigmabar[0]
         h[1:] = np.diff(sigmabar)
+        self.field_mix = None
+        if field_mix is not None:
+            if not isinstance(field_mix, (tuple, list)) or len(field_mix) != 2:
+                raise GridError(f"field_mix must be a pair (p, q) of arrays, got {type(field_mix).__name__}")
+            mix = tuple(_as_vector(name, v, n1) for name, v in zip(("field_mix p", "field_mix q"), field_mix))
+            for name, arr in zip(("field_mix p", "field_mix q"), mix):
+                if not np.isfinite(arr).all():
+                    i = _first_bad(~np.isfinite(arr))
+                    raise GridError(f"{name}[{i}] = {arr[i]} is not finite")
+            self.field_mix = mix
+            h = h.view(StepSizes)
+            h.field_mix = mix
         h.setflags(write=False)
         self.h = h
 
@@ -222,7 +247,11 @@ class Grid:
         for arr in (self.alpha, self.sigma, self.timesteps if self.timesteps is not None else np.zeros(0)):
             d.update(np.ascontiguousarray(arr, dtype="<f8").tobytes())
             d.update(b"|")
-        if self.path == "gaussian":  # unchanged for the default path: saved latents stay valid
+        if self.field_mix is not None:
+            for arr in self.field_mix:
+                d.update(np.ascontiguousarray(arr, dtype="<f8").tobytes())
+                d.update(b"|")
+        if self.path == "gaussian" and self.field_mix is None:  # unchanged: saved latents stay valid
             return d.hexdigest()[:16]
         d.update(self.path.encode())
         return f"{self.path}-{d.hexdigest()[:16]}"

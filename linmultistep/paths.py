@@ -10,29 +10,39 @@ scale = ``alpha`` and T = ``sigma / alpha``). Which (Y, T, F) to choose is a per
     dY/dT = eps exactly; the marginal field is E[eps | x]. Finite as long as a_t > 0.
 
 ``"flow"`` (rectified flow, SD3 / FLUX / most video models): a_t = 1 - t, s_t = t, the network
-    predicts the velocity v = eps - x0 = dx_t/dt. The ODE in its own coordinates is dx/dt = v(x, t):
-    the core's form with scale = 1, T = t and F = v, i.e. a :class:`~linmultistep.Grid` with
-    alpha = 1, sigma = t (:func:`flow_grid`). The "gaussian" coordinates would be Y = x / (1 - t),
-    T = t / (1 - t), infinite at the noise end t = 1 where every flow schedule starts, so the step
-    coefficients there would be infinite; in (x, t) they are the plain step sizes t_i - t_{i-1}.
+    predicts the velocity v = eps - x0 = dx_t/dt. The core integrates it in the *projective*
+    coordinates of blend b in [0, 1) (:func:`flow_grid`, derivation in
+    :mod:`linmultistep.analysis.flow_coordinates`):
 
-Derivation that DDIM on the gaussian coordinates of the flow IS Euler in (x, t) (checked
-symbolically in tests/test_flow_paths.py): with eps = x + (1 - t) v (from x = (1-t) x0 + t eps,
-v = eps - x0), the DDIM step Y_{i-1} = Y_i + (T_{i-1} - T_i) eps_i multiplied by (1 - t_{i-1}) is
+        Y = x / (1 - b t),   T = t / (1 - b t),   F = dY/dT = b x + (1 - b t) v = b eps + (1 - b) v,
 
-    x_{i-1} = r x_i + (t_{i-1} - r t_i)(x_i + (1 - t_i) v_i),   r = (1 - t_{i-1}) / (1 - t_i)
-            = x_i + (t_{i-1} - t_i) v_i,
+    a :class:`~linmultistep.Grid` with alpha = 1 - b t, sigma = t and the field mix
+    (p, q) = (b, 1 - b t) applied by the core to the network's v. b = 0 is the flow's own (x, t);
+    b = 1 would be the "gaussian" coordinates, infinite at the noise end t = 1.
 
-(the coefficient of x_i is r (1 - t_i) + t_{i-1} = 1), Euler's step. So the DDIM method on a flow
-grid equals diffusers' ``FlowMatchEulerDiscreteScheduler``. The higher-order methods are NOT
-coordinate-invariant: O-BELM in (x, t) has local error O(h^3) in t because v is smooth in t on
-[0, 1] (for Gaussian data v is a rational function of t without poles there, see
-:mod:`linmultistep.analysis.flow_problems`), so it keeps order 2, and every exact method (EDICT,
-BDIA, O-BELM, k-step BELM) inverts exactly in every mode because only the grid changed.
+Why this family. (1) Euler: DDIM's step Y' = Y + (T' - T) F in these coordinates, multiplied back
+by (1 - b t'), is x' = x + (t' - t) v for EVERY b -- diffusers' ``FlowMatchEulerDiscreteScheduler``
+-- and the projective maps (Y, T) = (x / c, t / c) with c = 1 - b t are the only coordinates of the
+form (x / c(t), T(t)) in which Euler's straight lines x + (t' - t) v stay straight lines, so the
+only ones in which the DDIM method is still diffusers' Euler. (2) Exactness: for b < 1 every
+coefficient is finite at both ends (T_N = 1 / (1 - b) < inf), all step sizes are positive, so
+O-BELM's a_{i,2} = h_i^2 / h_{i+1}^2 is never 0 and every BELM runs backwards exactly. (3) Order:
+the change of variables is smooth with c in [1 - b, 1] on [0, 1], so O-BELM keeps order 2.
+(4) Sampling: O-BELM's parasitic root is about -a_{i,2}. T = t / (1 - b t) is SD3's timestep
+shift with factor 1 - b (T (1 - b) = shift_{1-b}(t)), so on a grid t = shift_s(u), u uniform,
+T is proportional to shift_{s (1 - b)}(u): its steps shrink toward the data end (every
+a_{i,2} <= 1, a damped parasitic root) whenever s (1 - b) <= 1. b = 0 (the (x, t) coordinates)
+has a_{i,2} up to 2.07 on SD3's shift-3 grid and made O-BELM 25-31x less accurate than Euler on
+the trained mnist-flow model. The price of b: Y = x / (1 - b t) spans a 1 / (1 - b) times wider range
+than x, which costs the floating and fixed-point forms of the exact methods about log2(1 / (1 - b))
+bits (mode 'bits' rounds onto a coarser grid; BDIA / EDICT round trips in float32 grow). :data:`FLOW_BLEND`
+= 0.96 is the smallest b whose a_{i,2} <= 1 covers the shifts in use, s <= 25 (SD3: 3, FLUX: e^1.15 at
+1024 px, about e^3.2 = 25 at 2048 px), at a range of 25x (the DDPM family's x / alpha already spans 15x
+on Stable Diffusion's schedule); measured in docs/flow.md against b = 0 and b = 0.99.
 
-The path is part of the grid's identity (:attr:`Grid.path`, in the fingerprint): a flow grid
-(alpha = 1, sigma = t) has the same numbers as a variance-exploding gaussian grid, but its field
-means something else, so a latent of one is refused on the other.
+The path is part of the grid's identity (:attr:`Grid.path`, in the fingerprint, with the blend):
+a flow grid of blend 0 (alpha = 1, sigma = t) has the same numbers as a variance-exploding
+gaussian grid, but its field means something else, so a latent of one is refused on the other.
 """
 
 from __future__ import annotations
@@ -46,7 +56,7 @@ from .errors import GridError, LatentMismatchError
 from .grid import Grid
 
 __all__ = [
-    "PATHS", "FLOW", "GAUSSIAN", "shift_sigmas", "time_shift", "dynamic_shift_mu", "flow_sigmas", "flow_grid",
+    "PATHS", "FLOW", "GAUSSIAN", "FLOW_BLEND", "flow_blend_of", "shift_sigmas", "time_shift", "dynamic_shift_mu", "flow_sigmas", "flow_grid",
     "gaussian_grid", "is_flow", "require_flow", "check_latent_path", "velocity_from", "flow_to_epsilon",
 ]
 
@@ -54,7 +64,10 @@ GAUSSIAN = "gaussian"
 FLOW = "flow"
 #: path tag -> what the field F of the core's ODE is on it
 PATHS = {GAUSSIAN: "noise prediction eps, coordinates (x / alpha, sigma / alpha)",
-         FLOW: "velocity v = eps - x0 of x_t = (1 - t) x0 + t eps, coordinates (x, t)"}
+         FLOW: "velocity v = eps - x0 of x_t = (1 - t) x0 + t eps, coordinates (x / (1 - b t), t / (1 - b t))"}
+
+#: the default blend b of flow grids' coordinates (module docstring): a_{i,2} <= 1 on grids shifted up to 1 / (1 - b) = 25
+FLOW_BLEND = 0.96
 
 
 def _number(name: str, value: Any) -> float:
@@ -141,12 +154,14 @@ def flow_sigmas(num_steps: int, *, shift: float = 1.0, mu: float | None = None, 
     return np.concatenate([[0.0], out[::-1]])
 
 
-def flow_grid(t: Any, timesteps: Any = None) -> Grid:
-    """A rectified-flow grid: times t_0 < ... < t_N in [0, 1] (paper indexing, 0 = data end),
-    coordinates (x, t): alpha = 1, sigma = t, path 'flow'; the field is the velocity
-    v = dx/dt (module docstring). ``timesteps``: the model's timestep per point (e.g. 1000 t; NaN
-    at a point never evaluated). A schedule that is not strictly increasing, or leaves [0, 1], is
-    refused naming the first bad index (diffusers lists sigmas noise first: reverse them)."""
+def flow_grid(t: Any, timesteps: Any = None, *, blend: float = FLOW_BLEND) -> Grid:
+    """A rectified-flow grid: times t_0 < ... < t_N in [0, 1] (paper indexing, 0 = data end); the
+    field the caller passes is the velocity v = dx/dt. The core integrates it in the projective
+    coordinates of ``blend`` b in [0, 1): alpha = 1 - b t, sigma = t (so T = t / (1 - b t)), field
+    F = b x + (1 - b t) v (module docstring; b = 0: the flow's own (x, t)). ``timesteps``: the model's
+    timestep per point (e.g. 1000 t; NaN at a point never evaluated). A schedule that is not strictly
+    increasing, or leaves [0, 1], is refused naming the first bad index (diffusers lists sigmas noise
+    first: reverse them)."""
     tt = np.array(t, dtype=np.float64, copy=True)
     if tt.ndim != 1 or tt.shape[0] < 2:
         raise GridError(f"flow times must be a 1-D array of at least 2 points, got shape {tt.shape}")
@@ -164,7 +179,20 @@ def flow_grid(t: Any, timesteps: Any = None) -> Grid:
         hint = " (this schedule is descending, noise first: pass it reversed)" if down.all() else ""
         raise GridError(f"flow times must increase strictly from index 0 (data) to N (noise){hint}: "
                         f"t[{i}] = {float(tt[i])!r} <= t[{i - 1}] = {float(tt[i - 1])!r}")
-    return Grid(np.ones_like(tt), tt, timesteps, path=FLOW)
+    b = _number("blend", blend)
+    if not 0.0 <= b < 1.0:
+        raise GridError(f"blend must be in [0, 1) (b = 1 puts the noise end t = 1 at T = t / (1 - b t) = "
+                        f"infinity), got {blend!r}")
+    if b == 0.0:  # the flow's own coordinates (x, t): no mix, the fingerprint of earlier versions
+        return Grid(np.ones_like(tt), tt, timesteps, path=FLOW)
+    scale = 1.0 - b * tt
+    return Grid(scale, tt, timesteps, path=FLOW, field_mix=(np.full_like(tt, b), scale))
+
+
+def flow_blend_of(grid: Grid) -> float:
+    """The blend b of a flow grid's coordinates (:func:`flow_grid`): 0 for (x, t)."""
+    require_flow(grid, "flow_blend_of")
+    return 0.0 if grid.field_mix is None else float(grid.field_mix[0][0])
 
 
 def gaussian_grid(alpha: Any, sigma: Any, timesteps: Any = None) -> Grid:

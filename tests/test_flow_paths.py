@@ -12,8 +12,8 @@ import linmultistep as lm
 from linmultistep.analysis.flow_problems import flow_problem, v_fn_for
 from linmultistep.context import StepContext
 from linmultistep.entries import Point
-from linmultistep.paths import (check_latent_path, dynamic_shift_mu, flow_grid, flow_sigmas, flow_to_epsilon,
-                                shift_sigmas, time_shift, velocity_from)
+from linmultistep.paths import (FLOW_BLEND, check_latent_path, dynamic_shift_mu, flow_blend_of, flow_grid, flow_sigmas,
+                                flow_to_epsilon, shift_sigmas, time_shift, velocity_from)
 from linmultistep.stepping import start_on
 
 
@@ -30,11 +30,26 @@ def test_ddim_in_gaussian_coordinates_of_the_flow_is_euler_in_x_t_symbolically()
     assert sp.simplify(eps - x0 - v) == 0 and sp.simplify((1 - t) * x0 + t * eps - x) == 0
 
 
+def test_ddim_in_the_projective_coordinates_is_euler_for_every_blend_symbolically():
+    """Y = x / (1 - b t), T = t / (1 - b t), F = b x + (1 - b t) v (linmultistep.paths): F is dY/dT along
+    any trajectory with dx/dt = v, and one DDIM step Y' = Y + (T' - T) F, mapped back, is x + (t' - t) v."""
+    x, v, t, tp, b = sp.symbols("x v t t_prev b")
+    xt = sp.Function("x")(t)
+    c = 1 - b * t
+    dY_dT = sp.diff(xt / c, t) / sp.diff(t / c, t)
+    F = (b * xt + c * sp.diff(xt, t))
+    assert sp.simplify(dY_dT - F) == 0
+    Fp = b * x + c * v
+    x_prev = sp.simplify((x / c + (tp / (1 - b * tp) - t / c) * Fp) * (1 - b * tp))
+    assert sp.simplify(x_prev - (x + (tp - t) * v)) == 0
+
+
 def test_ddim_on_a_flow_grid_equals_the_gaussian_grid_of_the_same_path_numerically():
-    """Both coordinates give Euler's result (t_N < 1 so the gaussian one is finite)."""
+    """Every coordinates give Euler's result (t_N < 1 so the gaussian one is finite)."""
     prob = flow_problem("mixture")
     t = shift_sigmas(np.linspace(0.0, 0.9, 13), 2.0)
     fg = flow_grid(t)
+    f0 = flow_grid(t, blend=0.0)
     vp = lm.gaussian_grid(1.0 - t, t)
     v = v_fn_for(prob, fg)
 
@@ -43,19 +58,33 @@ def test_ddim_on_a_flow_grid_equals_the_gaussian_grid_of_the_same_path_numerical
 
     noise = np.random.default_rng(0).standard_normal((8, 2)) * 0.9
     a = lm.sample(v, noise, fg, "ddim")
+    a0 = lm.sample(v, noise, f0, "ddim")
     b = lm.sample(eps, noise * (1.0 - t[-1]) / (1.0 - t[-1]), vp, "ddim")
     x = noise.copy()
     for i in range(fg.N, 0, -1):  # Euler in (x, t), written out
         x = x + (t[i - 1] - t[i]) * prob.velocity(x, t[i])
-    assert np.abs(a - x).max() <= 1e-13 * np.abs(x).max()
+    assert np.abs(a0 - x).max() <= 1e-13 * np.abs(x).max()
+    assert np.abs(a - x).max() <= 1e-12 * np.abs(x).max()
     assert np.abs(b - x).max() <= 1e-12 * np.abs(x).max()
 
 
 def test_gaussian_coordinates_are_infinite_at_the_flow_noise_end():
     with pytest.raises(lm.GridError, match=r"alpha\[4\] = 0.0 must be positive"):
         lm.gaussian_grid(1.0 - np.linspace(0, 1, 5), np.linspace(0, 1, 5))
-    g = flow_grid(np.linspace(0, 1, 5))  # the flow's own coordinates: finite step sizes
-    assert np.allclose(g.h[1:], 0.25) and np.all(g.alpha == 1.0)
+    g = flow_grid(np.linspace(0, 1, 5), blend=0.0)  # the flow's own coordinates: finite step sizes
+    assert np.allclose(g.h[1:], 0.25) and np.all(g.alpha == 1.0) and g.field_mix is None
+    b = FLOW_BLEND  # the default: T = t / (1 - b t) ends at 1 / (1 - b), every step finite and positive
+    g = flow_grid(np.linspace(0, 1, 5))
+    assert g.sigmabar[-1] == pytest.approx(1 / (1 - b), rel=1e-12) and np.all(g.h[1:] > 0)
+    assert np.allclose(g.alpha, 1 - b * np.linspace(0, 1, 5)) and np.allclose(g.field_mix[0], b)
+    assert flow_blend_of(g) == b and flow_blend_of(flow_grid([0.0, 1.0], blend=0)) == 0.0
+
+
+@pytest.mark.bad_input("9 unclear errors")
+@pytest.mark.parametrize("blend", [1.0, -0.1, float("nan"), "0.5"])
+def test_a_blend_outside_0_1_is_refused(blend):
+    with pytest.raises(lm.GridError, match="blend must be"):
+        flow_grid([0.0, 0.5, 1.0], blend=blend)
 
 
 def _exact_obelm_run(v, grid, x_top, x_below):
@@ -65,37 +94,52 @@ def _exact_obelm_run(v, grid, x_top, x_below):
     return lm.sample(v, state, grid, method, mode="recurrence")
 
 
-def test_obelm_in_flow_coordinates_is_exact_for_quadratics_and_not_for_cubics():
-    """Order 2 in t on a non-uniform flow grid: exact for x(t) = quadratic, O(h^3) local error on a cubic."""
+@pytest.mark.parametrize("blend", [0.0, FLOW_BLEND])
+def test_obelm_in_flow_coordinates_is_exact_for_quadratics_and_not_for_cubics(blend):
+    """Order 2 in the grid's coordinates T = t / (1 - b t), Y = x / (1 - b t): exact when Y is a
+    quadratic in T (b = 0: x quadratic in t), an O(h^3) local error on a cubic."""
     t = shift_sigmas(np.linspace(0.0, 1.0, 11) ** 1.3, 3.0)
-    g = flow_grid(t)
+    g = flow_grid(t, blend=blend)
+    c = lambda s: 1 - blend * s  # noqa: E731
+    T = lambda s: s / c(s)  # noqa: E731
+    dT = lambda s: 1 / c(s) ** 2  # noqa: E731
+    # x(t) = c(t) q(T(t)), so v = dx/dt = -b q(T) + c q'(T) dT/dt
     quad = (lambda s: 1 + s - 2 * s**2, lambda s: 1 - 4 * s)
     cubic = (lambda s: s**3, lambda s: 3 * s**2)
     errs = []
-    for x_of, v_of in (quad, cubic):
+    for q, dq in (quad, cubic):
+        x_of = lambda s: c(s) * q(T(s))  # noqa: E731
+        v_of = lambda s: -blend * q(T(s)) + c(s) * dq(T(s)) * dT(s)  # noqa: E731
         v = lambda x, i: np.full_like(x, v_of(t[i]))  # noqa: E731
         out = _exact_obelm_run(v, g, np.array([x_of(t[-1])]), np.array([x_of(t[-2])]))
         errs.append(abs(out[0] - x_of(t[0])))
-    assert errs[0] <= 1e-14
+    assert errs[0] <= 1e-14 * (1 + abs(q(T(t[-1]))))
     assert errs[1] > 1e-6
 
 
-def test_obelm_step_coefficients_on_a_flow_grid_are_the_derived_ones():
-    """The core's O-BELM relation on flow times equals derive_belm(2) at h = t differences."""
+@pytest.mark.parametrize("blend", [0.0, FLOW_BLEND])
+def test_obelm_step_coefficients_on_a_flow_grid_are_the_derived_ones(blend):
+    """The core's O-BELM relation on a flow grid equals derive_belm(2) at h = differences of
+    T = t / (1 - b t), on Y = x / (1 - b t) with the field F = b x + (1 - b t) v (linmultistep.paths)."""
     from linmultistep.analysis.derive import derive_belm
 
     d = derive_belm(2)
     t = np.array([0.0, 0.1, 0.35, 0.7, 1.0])
-    g = flow_grid(t)
+    g = flow_grid(t, blend=blend)
+    T = t / (1 - blend * t)
     i = 2  # x_{i-1} from x_i, x_{i+1}: steps h_i, h_{i+1}
-    subs = {d.h[0]: g.h[i], d.h[1]: g.h[i + 1]}
+    h = np.diff(T)
+    subs = {d.h[0]: h[i - 1], d.h[1]: h[i]}
     a = [float(e.subs(subs)) for e in d.a]
     b = [float(e.subs(subs)) for e in d.b]
-    # one O-BELM step from exact data on a linear field v = c (any x): x_{i-1} = a1 x_i + a2 x_{i+1} + b1 h_i v
-    xi, xi1, c = 0.3, -0.2, 1.7
+    # one O-BELM step from given points on a constant velocity v = u (any x)
+    xi, xi1, u = 0.3, -0.2, 1.7
+    c = 1 - blend * t
     state = lm.State({i + 1: Point(np.array([xi1])), i: Point(np.array([xi]))}, lm.obelm().spec, g.fingerprint)
-    got = lm.sample(lambda x, m: np.full_like(x, c), state, g, "obelm", stop=i - 1, mode="recurrence")
-    assert got[0] == pytest.approx(a[0] * xi + a[1] * xi1 + b[0] * g.h[i] * c, rel=1e-14)
+    got = lm.sample(lambda x, m: np.full_like(x, u), state, g, "obelm", stop=i - 1, mode="recurrence")
+    F = blend * xi + c[i] * u
+    want = c[i - 1] * (a[0] * xi / c[i] + a[1] * xi1 / c[i + 1] + b[0] * h[i - 1] * F)
+    assert got[0] == pytest.approx(want, rel=1e-13)
 
 
 def _bits_image(x0, grid, method):
@@ -125,8 +169,10 @@ def test_every_exact_method_round_trips_on_a_shifted_flow_grid(method, mode, dty
         if dtype == np.float32:
             assert np.array_equal(back, x0)
     else:
-        # rounding only: a few ulps per step, times the method's growth (BDIA(0.8): 0.8^-N)
+        # rounding only: a few ulps per step, times the method's growth (BDIA(0.8): 0.8^-N; EDICT: p^-2N)
         growth = 0.8 ** -g.N if m.spec.name == "bdia" and dict(m.spec.params).get("gamma") == 0.8 else 1.0
+        if m.spec.name == "edict":
+            growth = 2.0 ** lm.get_method(method).inversion_growth_bits(g.h)
         tol = 64 * g.N * np.finfo(dtype).eps * growth
         assert np.abs(back - x0).max() <= tol * np.abs(x0).max()
 

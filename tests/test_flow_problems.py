@@ -1,5 +1,5 @@
 """The flow-matching problem: the exact velocity and flow checked against independent truths, and the
-fitted convergence orders on it (Euler ~1, O-BELM ~2 in the flow's own coordinates)."""
+fitted convergence orders on it (Euler ~1, O-BELM ~2 in the default coordinates and the flow's own)."""
 
 from __future__ import annotations
 
@@ -49,9 +49,12 @@ def test_the_flow_transports_noise_to_the_data_distribution():
     assert np.abs(np.cov(x0.T) - prob.data.cov()).max() < 0.01
 
 
+@pytest.mark.parametrize("blend", [None, 0.0], ids=["default-coordinates", "x-t"])
 @pytest.mark.parametrize("shift", [1.0, 3.0])
-def test_fitted_orders_euler_one_obelm_two(shift):
-    res = flow_orders(flow_problem("gaussian"), ["ddim", "obelm"], [10, 20, 40, 80, 160], shift=shift, samples=64)
+def test_fitted_orders_euler_one_obelm_two(shift, blend):
+    """Against the closed-form flow: Euler ~1 and O-BELM ~2, in the default coordinates and in (x, t)."""
+    res = flow_orders(flow_problem("gaussian"), ["ddim", "obelm"], [10, 20, 40, 80, 160], shift=shift, samples=64,
+                      blend=blend)
     assert 0.85 <= res.orders["ddim"] <= 1.15, res
     assert 1.8 <= res.orders["obelm"] <= 2.3, res
     assert res.errors["obelm"][-1] < res.errors["ddim"][-1] / 10

@@ -19,15 +19,16 @@ from linmultistep.paths import dynamic_shift_mu, flow_sigmas  # noqa: E402
 EPS32 = float(torch.finfo(torch.float32).eps)
 N = 12
 # (config, set_timesteps keywords): SD3's shift, FLUX's dynamic shifting with its sigmas and mu,
-# dynamic shifting alone, a linear time shift, a terminal shift
+# dynamic shifting alone, a linear time shift, a terminal shift, custom sigmas with SD3's shift
 CASES = [
     (dict(shift=3.0), {}),
     (dict(use_dynamic_shifting=True), dict(mu=dynamic_shift_mu(1024), sigmas=np.linspace(1.0, 1.0 / N, N))),
     (dict(use_dynamic_shifting=True), dict(mu=0.8)),
     (dict(use_dynamic_shifting=True, time_shift_type="linear"), dict(mu=2.0)),
     (dict(shift=3.0, shift_terminal=0.05), {}),
+    (dict(shift=3.0), dict(sigmas=np.linspace(1.0, 1.0 / N, N) ** 1.5)),
 ]
-IDS = ["shift3", "flux", "dynamic", "linear", "terminal"]
+IDS = ["shift3", "flux", "dynamic", "linear", "terminal", "custom-sigmas"]
 
 
 def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -35,10 +36,13 @@ def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.tanh(x @ w + float(t) / 1000.0) - 0.3 * x
 
 
+@pytest.mark.parametrize("blend", [None, 0.0], ids=["default-coordinates", "x-t"])
 @pytest.mark.parametrize("cfg,kw", CASES, ids=IDS)
-def test_euler_equals_diffusers_step_for_step(cfg, kw):
+def test_euler_equals_diffusers_step_for_step(cfg, kw, blend):
     ref = FlowMatchEulerDiscreteScheduler(**cfg)
-    ours = FlowBELMScheduler.from_config(ref.config, method="ddim")
+    ours = FlowBELMScheduler.from_config(ref.config, method="ddim", **({} if blend is None else {"blend": blend}))
+    ours.set_timesteps(N, **kw)
+    assert (ours.grid.field_mix is None) == (blend == 0.0)
     ref.set_timesteps(N, **kw)
     ours.set_timesteps(N, **kw)
     assert torch.equal(ours.timesteps, ref.timesteps) and torch.equal(ours.sigmas, ref.sigmas)
@@ -48,18 +52,29 @@ def test_euler_equals_diffusers_step_for_step(cfg, kw):
         a = ref.step(v, t, x).prev_sample
         sigma, sigma_next = ref.sigmas[ref.step_index - 1], ref.sigmas[ref.step_index]
         b = ours.step(v, t, x).prev_sample
-        # one rounding of dt * v and one of the sum, in either implementation
+        # diffusers: one rounding of dt * v and one of the sum. Ours, in the grid's coordinates
+        # (linmultistep.paths): F = p x + q v, then x' = r x + e F with r = c'/c, e = c' (T' - T); each
+        # float32 product and sum rounds once (the float64 coefficients' errors are 1e-16: negligible)
         bound = 2 * EPS32 * (x.abs() + ((sigma_next - sigma) * v).abs())
+        g, i = ours.grid, ours._grid_index(t)
+        p, q = (float(g.field_mix[0][i]), float(g.field_mix[1][i])) if g.field_mix is not None else (0.0, 1.0)
+        r, e = g.alpha[i - 1] / g.alpha[i], g.alpha[i - 1] * g.h[i]
+        F = p * x + q * v
+        bound += 2 * EPS32 * ((r * x).abs() + (e * F).abs() + abs(e) * ((p * x).abs() + (q * v).abs()))
         assert torch.all((a - b).abs() <= bound)
         x = a
-    # a whole run of each scheduler on its own trajectory: rounding only, over N steps
+    # a whole run of each scheduler on its own trajectory: rounding only, over N steps (the blended
+    # coordinates' factors |r| + |e p| <= 2 + 1 / (1 - b) bound each step's rounding relative to |x|)
     ref.set_timesteps(N, **kw)
     ours.set_timesteps(N, **kw)
     xa = xb = torch.randn(4, 16, generator=torch.Generator().manual_seed(2))
     for t in ref.timesteps:
         xa = ref.step(velocity(xa, t), t, xa).prev_sample
         xb = ours.step(velocity(xb, t), t, xb).prev_sample
-    assert (xa - xb).abs().max() <= 8 * N * EPS32 * xa.abs().max()
+    g = ours.grid
+    amp = max(abs(g.alpha[i - 1] / g.alpha[i]) + abs(g.alpha[i - 1] * g.h[i] * g.field_mix[0][i])
+              for i in range(1, g.N + 1)) if g.field_mix is not None else 1.0
+    assert (xa - xb).abs().max() <= 8 * N * amp * EPS32 * xa.abs().max()
 
 
 @pytest.mark.parametrize("cfg,kw", CASES[:4], ids=IDS[:4])

@@ -4,9 +4,10 @@ The grid is the one diffusers' own scheduler samples on: :func:`flow_grid_from_c
 ``FlowMatchEulerDiscreteScheduler`` built from the config for its ``sigmas`` and ``timesteps``
 (``shift``, ``use_dynamic_shifting`` with ``mu``, custom ``sigmas``, ``shift_terminal``, Karras /
 exponential / beta sigmas: whatever that version computes), in the float32 values it uses, and
-lays them out as a :func:`linmultistep.paths.flow_grid` (t_0 = 0 < t_1 < ... < t_N, alpha = 1,
-sigma = t; the model output is the velocity v). On it the core's DDIM method is Euler in (x, t),
-x_{i-1} = x_i + (t_{i-1} - t_i) v_i, diffusers' step (linmultistep/paths.py derives it).
+lays them out as a :func:`linmultistep.paths.flow_grid` (t_0 = 0 < t_1 < ... < t_N, sigma = t, in the
+projective coordinates of ``blend`` b: alpha = 1 - b t; the model output is the velocity v). On it the
+core's DDIM method is Euler, x_{i-1} = x_i + (t_{i-1} - t_i) v_i, diffusers' step, for every b
+(linmultistep/paths.py derives it); b sets only where the 2-step methods' coefficients put their weight.
 
 :class:`FlowBELMScheduler` is a :class:`~.schedulers.BELMScheduler` on that grid:
 ``pipe.scheduler = FlowBELMScheduler.from_config(pipe.scheduler.config)`` makes an SD3 or FLUX
@@ -34,7 +35,7 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
 
 from linmultistep import Grid, GridError, LatentMismatchError, State
 from linmultistep.context import StepContext
-from linmultistep.paths import flow_grid, shift_sigmas
+from linmultistep.paths import FLOW_BLEND, flow_grid, shift_sigmas
 
 from linmultistep.stepping import records, start_on
 from linmultistep.stepping import step as core_step
@@ -52,7 +53,7 @@ FLOW_DEFAULTS: dict[str, Any] = {
 }
 
 
-_OWN_KEYS = ("method", "gamma", "mode", "mode_options")
+_OWN_KEYS = ("method", "gamma", "mode", "mode_options", "blend")
 
 
 def flow_config(scheduler_or_config: Any) -> dict[str, Any]:
@@ -72,10 +73,12 @@ def flow_config(scheduler_or_config: Any) -> dict[str, Any]:
 
 
 def flow_grid_from_config(scheduler_or_config: Any, num_steps: "int | None" = None, *, sigmas: Any = None,
-                          mu: "float | None" = None) -> Grid:
+                          mu: "float | None" = None, blend: "float | None" = None) -> Grid:
     """The flow grid of ``num_steps`` steps of a ``FlowMatchEulerDiscreteScheduler`` config, with the
     pipeline's ``sigmas`` and ``mu`` when it passes them (FLUX: ``sigmas=linspace(1, 1/n, n)`` and
-    mu from the image size, see :func:`linmultistep.paths.dynamic_shift_mu`).
+    mu from the image size, see :func:`linmultistep.paths.dynamic_shift_mu`), in the coordinates of
+    ``blend`` (default: the config's ``blend`` if it has one, else :data:`~linmultistep.paths.FLOW_BLEND`;
+    0 = the flow's own (x, t)).
 
     Point i >= 1 holds diffusers' i-th smallest sigma (its float32 value, exactly) and its model
     timestep (1000 sigma in float32); point 0 is the data end t = 0, never evaluated (NaN timestep).
@@ -106,8 +109,10 @@ def flow_grid_from_config(scheduler_or_config: Any, num_steps: "int | None" = No
     ts = ref.timesteps.detach().to("cpu", torch.float64).numpy()
     if sig.shape[0] != ts.shape[0] + 1 or sig[-1] != 0.0:
         raise GridError(f"unexpected schedule from diffusers: {sig.shape[0]} sigmas for {ts.shape[0]} timesteps")
+    if blend is None:
+        blend = raw.get("blend", FLOW_BLEND) if isinstance(raw, Mapping) else FLOW_BLEND
     try:
-        return flow_grid(sig[::-1].copy(), np.concatenate([[np.nan], ts[::-1]]))
+        return flow_grid(sig[::-1].copy(), np.concatenate([[np.nan], ts[::-1]]), blend=blend)
     except GridError as exc:
         raise GridError(f"this scheduler config's sigmas are not a usable flow schedule: {exc}") from None
 
@@ -144,12 +149,12 @@ class _FlowGridMixin:
         if timesteps is not None and sigmas is None:
             raise ValueError("custom timesteps without sigmas are not supported (diffusers' own scheduler warns that "
                              "they may be inconsistent with its sigmas); pass sigmas")
-        self.grid = flow_grid_from_config(self.config, num_inference_steps, sigmas=sigmas, mu=mu)
+        self.grid = flow_grid_from_config(self.config, num_inference_steps, sigmas=sigmas, mu=mu, blend=self.config.blend)
         if timesteps is not None:  # the model timesteps as given, one per sigma
             ts = np.asarray(timesteps, dtype=np.float32).astype(np.float64)
             if ts.shape != (self.grid.N,):
                 raise ValueError(f"timesteps has {ts.shape} entries, sigmas {self.grid.N}")
-            self.grid = flow_grid(self.grid.sigma, np.concatenate([[np.nan], ts[::-1]]))
+            self.grid = flow_grid(self.grid.sigma, np.concatenate([[np.nan], ts[::-1]]), blend=self.config.blend)
         self.num_inference_steps = self.grid.N
         self._index = {float(t): i for i, t in enumerate(self.grid.timesteps) if np.isfinite(t)}
         self._ctx = StepContext(self.grid.h, self.grid.alpha, self._output, _BACKEND, check_finite=True,
@@ -158,6 +163,12 @@ class _FlowGridMixin:
         t = self.grid.sigma
         self.sigmas = torch.from_numpy(np.append(t[1:][::-1], 0.0).astype(np.float32))
         return self.grid
+
+    def _start(self, window: "dict[int, Any]", stop: int, metadata: "dict | None" = None) -> Any:
+        """A new core run from ``window`` on this scheduler's own context (its float64 plans are kept)."""
+        self._ctx.nfe = 0
+        self._ctx.forget_outside(0, -1)
+        return start_on(self._ctx, self.method, window, self._direction, stop, metadata)
 
     def _grid_index(self, timestep: Any) -> int:
         if self.grid is None:
@@ -210,7 +221,8 @@ class FlowBELMScheduler(_FlowGridMixin, BELMScheduler):
 
     Config: ``FlowMatchEulerDiscreteScheduler``'s keys plus ``method`` ('obelm' | 'bdia' | 'ddim' |
     'belm' 2-step; 'ddim' is Euler, equal to diffusers' scheduler), ``gamma`` (BDIA), ``mode`` and
-    ``mode_options`` as for :class:`~.schedulers.BELMScheduler`. ``set_timesteps`` takes the
+    ``mode_options`` as for :class:`~.schedulers.BELMScheduler`, ``blend`` the coordinates' blend
+    (:func:`linmultistep.paths.flow_grid`; 0 = (x, t)). ``set_timesteps`` takes the
     pipelines' ``sigmas`` and ``mu``.
     """
 
@@ -220,7 +232,8 @@ class FlowBELMScheduler(_FlowGridMixin, BELMScheduler):
                  max_image_seq_len: int = 4096, invert_sigmas: bool = False, shift_terminal: "float | None" = None,
                  use_karras_sigmas: bool = False, use_exponential_sigmas: bool = False, use_beta_sigmas: bool = False,
                  time_shift_type: str = "exponential", stochastic_sampling: bool = False, method: str = "obelm",
-                 gamma: float = 1.0, mode: "str | None" = None, mode_options: "dict | None" = None) -> None:
+                 gamma: float = 1.0, mode: "str | None" = None, mode_options: "dict | None" = None,
+                 blend: float = FLOW_BLEND) -> None:
         self._setup()
 
     def set_timesteps(self, num_inference_steps: "int | None" = None, device: Any = None, sigmas: Any = None,
@@ -266,7 +279,13 @@ class FlowBELMInverseScheduler(_FlowGridMixin, BELMInverseScheduler):
     """Exact inversion of a flow-matching model, one core step per call (see
     :class:`~.schedulers.BELMInverseScheduler`): ``timesteps`` lists where the caller evaluates the
     model on its current latent (point 1 for the first, approximate step; point n-1 for every exact
-    step n after it); :attr:`state` is the latent (x_N, x_{N-1}) for :meth:`FlowBELMScheduler.load_state`."""
+    step n after it); :attr:`state` is the latent (x_N, x_{N-1}) for :meth:`FlowBELMScheduler.load_state`.
+
+    Of :class:`~.schedulers.BELMInverseScheduler` it uses the public API only: the documented hook
+    :meth:`~.schedulers.BELMInverseScheduler.step_model_index` (which model output step n consumes), and it
+    overrides the public ``state``, ``fixed_point_data`` and ``step_count`` on its own core run, context
+    and grid (:class:`_FlowGridMixin`: ``run``, ``_ctx``, ``_start``), so a change of the DDPM inverse
+    scheduler's internal step path cannot change it."""
 
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0, use_dynamic_shifting: bool = False,
@@ -274,7 +293,8 @@ class FlowBELMInverseScheduler(_FlowGridMixin, BELMInverseScheduler):
                  max_image_seq_len: int = 4096, invert_sigmas: bool = False, shift_terminal: "float | None" = None,
                  use_karras_sigmas: bool = False, use_exponential_sigmas: bool = False, use_beta_sigmas: bool = False,
                  time_shift_type: str = "exponential", stochastic_sampling: bool = False, method: str = "obelm",
-                 gamma: float = 1.0, mode: "str | None" = None, mode_options: "dict | None" = None) -> None:
+                 gamma: float = 1.0, mode: "str | None" = None, mode_options: "dict | None" = None,
+                 blend: float = FLOW_BLEND) -> None:
         self._setup()
 
     def fixed_point_data(self, x0: torch.Tensor) -> torch.Tensor:
@@ -308,7 +328,7 @@ class FlowBELMInverseScheduler(_FlowGridMixin, BELMInverseScheduler):
     def set_timesteps(self, num_inference_steps: "int | None" = None, device: Any = None, sigmas: Any = None,
                       mu: "float | None" = None, timesteps: Any = None) -> None:
         grid = self._make_flow_grid(num_inference_steps, sigmas, mu, timesteps)
-        self._model_indices = [self._lagged_model_index(n) for n in range(1, grid.N + 1)]
+        self._model_indices = [self.step_model_index(n) for n in range(1, grid.N + 1)]
         ts = np.array([grid.timesteps[m] for m in self._model_indices]).astype(np.float32)
         self.timesteps = torch.from_numpy(ts).to(device)
 

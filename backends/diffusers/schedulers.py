@@ -530,6 +530,13 @@ class BELMInverseScheduler(_GridSchedulerBase):
         m = next(m for m in self.method.chain() if m.k <= n)
         return n - 1 if m.exact_backward(self._ctx, n) else n
 
+    def step_model_index(self, n: int) -> int:
+        """Public hook (used by subclasses such as the flow inverse scheduler, which keep their own run):
+        the grid index whose model output inversion step n (producing point n from points 0..n-1)
+        consumes -- n - 1 for an exact step of the method, n for an approximate one (the DDIM-inversion
+        starter). Needs set_timesteps first."""
+        return self._lagged_model_index(n)
+
     def set_timesteps(self, num_inference_steps: int, device: "str | torch.device | None" = None) -> None:
         """DDIMInverseScheduler's timesteps t_1 < ... < t_N (convention 'ddim', and method 'ddim'
         always), or [t_1, t_1, t_2, ..., t_{N-1}] (convention 'lagged'); timestep 0 first when
