@@ -47,6 +47,50 @@ def test_a_model_folder_is_a_model_whatever_its_name(tmp_path, monkeypatch):
     assert builtin_model(str(MODEL_DIR)).name == "digits"  # the shipped folder by path is still the built-in
 
 
+
+def _user_copy(shipped: Path, where: Path) -> Path:
+    """A model folder of the user's at ``where``: the shipped weights linked, its own scheduler config
+    (another beta_end, or shift for a flow scheduler), so that loading it is told apart from the built-in."""
+    where.mkdir()
+    for part in shipped.iterdir():
+        if part.name != "scheduler":
+            (where / part.name).symlink_to(part)
+    (where / "scheduler").mkdir()
+    config = json.loads((shipped / "scheduler" / "scheduler_config.json").read_text())
+    key = "shift" if "shift" in config else "beta_end"
+    (where / "scheduler" / "scheduler_config.json").write_text(json.dumps({**config, key: 0.0123}))
+    return where
+
+
+def _changed(pipe) -> bool:
+    config = pipe.scheduler.config
+    return config.get("shift", config.get("beta_end")) == 0.0123
+
+
+@pytest.mark.parametrize("package", ["digits", "mnist_sd", "mnist_flow"])
+def test_every_model_packages_own_path_and_loader_follow_the_one_precedence(package, tmp_path, monkeypatch):
+    """digits, mnist-sd and mnist-flow: ``model_path`` and ``load_pipeline`` of the package give what
+    ``--model`` gives, a same-named folder that is not a model never shadows the built-in name, and a
+    same-named model folder is the user's (models.py's precedence)."""
+    import importlib
+
+    from linmultistep.backends.diffusers.cli import check_model_path
+
+    pkg = importlib.import_module(f"linmultistep.backends.{package}")
+    name = pkg.MODELS[0].name
+    if not (pkg.MODEL_DIR / "model_index.json").is_file():
+        pytest.skip(f"the {name} weights are not shipped in this checkout")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).mkdir()  # e.g. the user's folder of images of that name
+    (tmp_path / name / "d.png").write_bytes(b"")
+    assert pkg.model_path(name) == resolve_model(name) == check_model_path(name) == pkg.MODEL_DIR
+    shutil.rmtree(tmp_path / name)
+    _user_copy(pkg.MODEL_DIR, tmp_path / name)
+    assert pkg.model_path(name) == resolve_model(name) == check_model_path(name) == Path(name)
+    torch.set_num_threads(1)
+    assert _changed(pkg.load_pipeline(name))  # the user's folder, not the built-in
+    assert not _changed(pkg.load_pipeline())  # no name: the shipped model
+
 @pytest.mark.bad_input("6 files")
 def test_unknown_names_and_non_model_folders_are_named_with_the_builtin_names(tmp_path):
     with pytest.raises(ModelPathError, match="model path not found: .*built-in model name: .*digits"):

@@ -67,8 +67,11 @@ class Parts:
 
     @property
     def channels(self) -> int:
-        """Image channels: 3 (RGB) through a VAE; the UNet's own input channels in pixel space."""
-        return 3 if self.vae is not None else int(self.unet.config.in_channels)
+        """Image channels: the VAE's input channels (3, RGB, for Stable Diffusion; 1 for the grey mnist-sd);
+        the UNet's own input channels in pixel space."""
+        if self.vae is not None:
+            return int(getattr(self.vae.config, "in_channels", 3) or 3)
+        return int(self.unet.config.in_channels)
 
     @property
     def size_multiple(self) -> int:

@@ -92,14 +92,14 @@ def load_pipeline(path: "str | os.PathLike | None" = None, dtype: Any = None, de
 
     if path is not None and (str(path) != "digits" or Path(path, "model_index.json").is_file()):
         _check_folder(Path(path))  # a folder, not the built-in name: name what is missing in a damaged copy
-    return load(path if path is not None else "digits", dtype=dtype or "float32", device=device or "cpu")
+    return load(path if path is not None else MODEL_DIR, dtype=dtype or "float32", device=device or "cpu")
 
 
 def load_heldout(path: "str | os.PathLike | None" = None) -> tuple[Any, Any]:
     """The held-out digits as ((300, 1, 8, 8) float32 in [-1, 1], (300,) int64 labels)."""
     from safetensors.torch import load_file
 
-    f = model_path(path or "digits") / "heldout.safetensors"
+    f = (model_path(path) if path is not None else MODEL_DIR) / "heldout.safetensors"
     if not f.is_file():
         raise FileNotFoundError(f"no held-out data at {f}")
     d = load_file(str(f))
@@ -110,4 +110,4 @@ def load_classifier(path: "str | os.PathLike | None" = None) -> Any:
     """The shipped digit classifier (eval mode): ``.predict(x)``, ``.features(x)``."""
     from .classifier import load_classifier as _load
 
-    return _load(model_path(path or "digits") / "classifier")
+    return _load((model_path(path) if path is not None else MODEL_DIR) / "classifier")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["HELDOUT_PER_CLASS", "SPLIT_SEED", "NUM_CLASSES", "load_all", "split_indices", "to_unit_range"]
+__all__ = ["HELDOUT_PER_CLASS", "SPLIT_SEED", "NUM_CLASSES", "load_all", "split_indices", "stratified_split", "to_unit_range"]
 
 HELDOUT_PER_CLASS = 30
 SPLIT_SEED = 20261124
@@ -40,11 +40,15 @@ def load_all() -> tuple[np.ndarray, np.ndarray]:
 
 def split_indices(labels: np.ndarray, per_class: int = HELDOUT_PER_CLASS, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
     """(train, heldout) index arrays: ``per_class`` random images of every class are held out."""
+    return stratified_split(labels, per_class, seed, NUM_CLASSES)
+
+
+def stratified_split(labels: np.ndarray, per_class: int, seed: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, heldout) sorted index arrays: ``per_class`` images of every class drawn without replacement by
+    ``numpy.random.default_rng(seed)``, class by class in order (the shipped digits and mnist-sd splits were
+    drawn so). Shared by the model packages' data modules."""
     rng = np.random.default_rng(seed)
-    held = []
-    for c in range(NUM_CLASSES):
-        idx = np.flatnonzero(labels == c)
-        held.append(np.sort(rng.choice(idx, size=per_class, replace=False)))
+    labels = np.asarray(labels)
+    held = [np.sort(rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False)) for c in range(num_classes)]
     heldout = np.sort(np.concatenate(held))
-    train = np.setdiff1d(np.arange(len(labels)), heldout)
-    return train, heldout
+    return np.setdiff1d(np.arange(len(labels)), heldout), heldout

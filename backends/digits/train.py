@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from ..training import LoopConfig, train_loop, update
 from .data import NUM_CLASSES, load_all, split_indices
 
 __all__ = ["NULL_CLASS", "UNET_CONFIG", "SCHEDULER_CONFIG", "TrainConfig", "build_unet", "train"]
@@ -56,17 +54,15 @@ SCHEDULER_CONFIG = dict(
 )
 
 
-class TrainConfig(argparse.Namespace):
-    seed: int = 0
-    steps: int = 5000
-    batch_size: int = 128
-    lr: float = 1e-3
-    warmup: int = 500
+class TrainConfig(LoopConfig):
+    steps = 5000
+    batch_size = 128
+    warmup = 500  # then cosine decay to 5% (training.lr_at)
+    checkpoint_every = 500
+    log_every = 50
+    threads = 2
     ema_decay: float = 0.999
     label_dropout: float = 0.15
-    checkpoint_every: int = 500
-    log_every: int = 50
-    threads: int = 2
 
 
 def build_unet():
@@ -81,21 +77,11 @@ def _alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1 - betas, 0)
 
 
-def _lr(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to 5% of the peak."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
-
-
 def train(workdir: "str | os.PathLike", cfg: TrainConfig, resume: bool = False, export: "str | os.PathLike | None" = None) -> Path:
     """Train (or resume) in ``workdir``; write the EMA model to ``export`` (default workdir/model)."""
     torch.set_num_threads(cfg.threads)
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
-    ckpt_path = work / "checkpoint.pt"
-    log_path = work / "loss.csv"
 
     images, labels = load_all()
     train_idx, held_idx = split_indices(labels)
@@ -110,23 +96,9 @@ def train(workdir: "str | os.PathLike", cfg: TrainConfig, resume: bool = False, 
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     acp = _alphas_cumprod().float()
-    step, elapsed = 0, 0.0
-
-    if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
-        unet.load_state_dict(ck["unet"])
-        ema.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["opt"])
-        gen.set_state(ck["gen"])
-        step, elapsed = ck["step"], ck["elapsed"]
-        print(f"resumed at step {step}", flush=True)
-    elif log_path.exists():
-        log_path.unlink()
-
     unet.train()
-    t_start = time.time() - elapsed
-    running = []
-    while step < cfg.steps:
+
+    def step_fn(step: int) -> dict:
         idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)
         x0, y = x_all[idx], y_all[idx].clone()
         y[torch.rand(cfg.batch_size, generator=gen) < cfg.label_dropout] = NULL_CLASS
@@ -134,35 +106,15 @@ def train(workdir: "str | os.PathLike", cfg: TrainConfig, resume: bool = False, 
         eps = torch.randn(x0.shape, generator=gen)
         a = acp[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg)
         loss = torch.nn.functional.mse_loss(unet(xt, t, class_labels=y).sample, eps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), unet.parameters()):
-                pe.lerp_(p, 1 - cfg.ema_decay)
-        running.append(loss.item())
-        step += 1
-        if step % cfg.log_every == 0:
-            new = not log_path.exists()
-            with open(log_path, "a", newline="") as f:
-                w = csv.writer(f)
-                if new:
-                    w.writerow(["step", "loss", "lr", "seconds"])
-                w.writerow([step, f"{np.mean(running):.6f}", f"{_lr(step - 1, cfg):.3e}", f"{time.time() - t_start:.1f}"])
-            print(f"step {step}/{cfg.steps} loss {np.mean(running):.4f} {time.time() - t_start:.0f}s", flush=True)
-            running = []
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            tmp = ckpt_path.with_suffix(".tmp")
-            torch.save({"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                        "gen": gen.get_state(), "step": step, "elapsed": time.time() - t_start}, tmp)
-            os.replace(tmp, ckpt_path)
+        update(unet, opt, loss, step, cfg, max_grad_norm=1.0, ema=ema)
+        return {"loss": loss.item()}
+
+    info = train_loop(work / "checkpoint.pt", work / "loss.csv", cfg, {"unet": unet, "ema": ema, "opt": opt, "gen": gen},
+                      step_fn, resume)
 
     out = Path(export) if export is not None else work / "model"
-    _export(ema, out, cfg, time.time() - t_start, held_idx, images, labels)
+    _export(ema, out, cfg, info["seconds"], held_idx, images, labels)
     return out
 
 

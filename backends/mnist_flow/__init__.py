@@ -22,13 +22,12 @@ from typing import Any
 from linmultistep.cli import Command
 
 from ..diffusers.models import BuiltinModel
-from ..mnist_sd import check_pipeline_folder
+from ..mnist_sd import check_pipeline_folder, package_folder
 
-__all__ = ["MODEL_DIR", "BUILTIN_MODELS", "MODELS", "COMMANDS", "MAX_SEQUENCE_LENGTH", "REQUIRED_FILES", "model_path", "check_folder",
+__all__ = ["MODEL_DIR", "MODELS", "COMMANDS", "MAX_SEQUENCE_LENGTH", "REQUIRED_FILES", "model_path", "check_folder",
            "load_pipeline"]
 
 MODEL_DIR = Path(__file__).resolve().with_name("model")
-BUILTIN_MODELS = {"mnist-flow": MODEL_DIR}
 MAX_SEQUENCE_LENGTH = 16
 
 
@@ -51,8 +50,11 @@ REQUIRED_FILES = ("model_index.json", "scheduler/scheduler_config.json", "vae/co
 
 
 def model_path(name: "str | os.PathLike" = "mnist-flow") -> Path:
-    """The folder of a built-in model name (``"mnist-flow"``), or the given path itself."""
-    return BUILTIN_MODELS.get(str(name), Path(name))
+    """The folder a built-in model name or a path means, by the one precedence of the API and the command
+    line ([`resolve_model`][linmultistep.backends.diffusers.models.resolve_model])."""
+    from ..diffusers.models import resolve_model
+
+    return resolve_model(name)
 
 
 def check_folder(path: "str | os.PathLike") -> Path:
@@ -62,16 +64,12 @@ def check_folder(path: "str | os.PathLike") -> Path:
 
 
 def load_pipeline(path: "str | os.PathLike | None" = None, dtype: Any = None, device: Any = None) -> Any:
-    """``StableDiffusion3Pipeline`` from the shipped folder or ``path``; never downloads."""
-    import torch
-    from diffusers import StableDiffusion3Pipeline
+    """``StableDiffusion3Pipeline`` from the shipped folder or ``path`` (a built-in name or a folder) in
+    ``dtype`` (default float32) on ``device`` (default cpu); never downloads. The folder is checked first
+    (missing files named), then read by the one loader of the API and the command line
+    ([`load_pipeline`][linmultistep.backends.diffusers.models.load_pipeline]), which loads the absent T5
+    (``text_encoder_3`` / ``tokenizer_3`` listed as null) as None, diffusers' documented way."""
+    from ..diffusers.models import load_pipeline as load
 
-    folder = check_folder(model_path(path or "mnist-flow"))
-    try:
-        # no T5: diffusers' documented way to load SD3 without it names the two components as None
-        pipe = StableDiffusion3Pipeline.from_pretrained(str(folder), text_encoder_3=None, tokenizer_3=None,
-                                                        local_files_only=True)
-    except Exception as exc:  # diffusers/transformers/safetensors raise many kinds for a damaged file
-        raise ValueError(f"cannot load the model in {folder}: {type(exc).__name__}: {exc}") from exc
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=device or "cpu", dtype=dtype or torch.float32)
+    folder = check_folder(package_folder(path, MODEL_DIR))
+    return load(folder, dtype=dtype or "float32", device=device or "cpu", quiet=True)

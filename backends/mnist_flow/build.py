@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..mnist_sd.build import MAX_FOLDER_BYTES, _readable, folder_bytes
+from ..mnist_sd.build import finish_folder
 from ..mnist_sd.text import write_tokenizer_files
 
 __all__ = ["build_from_workdir"]
@@ -47,9 +47,4 @@ def build_from_workdir(workdir: "str | os.PathLike", sd_workdir: "str | os.PathL
     f = work / "flow_training.json"
     if f.is_file():
         info["transformer"] = json.loads(f.read_text())
-    (out / "training.json").write_text(json.dumps(info, indent=2) + "\n")
-    _readable(out)
-    size = folder_bytes(out)
-    if size > MAX_FOLDER_BYTES:
-        raise ValueError(f"{out} holds {size / 2**20:.1f} MB, more than the {MAX_FOLDER_BYTES / 2**20:.0f} MB allowed")
-    return out
+    return finish_folder(out, info)

@@ -29,7 +29,8 @@ import torch
 
 from ..mnist_sd.data import captions, fit_bins
 from ..mnist_sd.text import TEXT_CONFIG, TEXT_SEED, build_tokenizer, vocabulary_and_merges
-from ..mnist_sd.train import _defaults, _loop, _lr, _training_data
+from ..mnist_sd.train import UnetConfig, training_data
+from ..training import config_defaults, train_loop, update
 
 __all__ = ["MAX_SEQUENCE_LENGTH", "TRANSFORMER_CONFIG", "SCHEDULER_CONFIG", "FlowConfig", "build_transformer",
            "build_text_encoders", "latent_factors", "train_flow", "add_arguments", "run", "main"]
@@ -44,18 +45,10 @@ TRANSFORMER_CONFIG = dict(
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False)
 
 
-class FlowConfig(argparse.Namespace):
-    seed: int = 0
-    steps: int = 6000
-    batch_size: int = 64
-    lr: float = 5e-4
-    warmup: int = 300
-    cosine: bool = False
-    ema_decay: float = 0.999
-    prompt_dropout: float = 0.1
-    checkpoint_every: int = 250
-    log_every: int = 25
-    threads: int = 1
+class FlowConfig(UnetConfig):
+    """mnist-sd's UNet options (lr, warm-up, constant schedule, EMA, prompt dropout) for 6000 steps."""
+
+    steps = 6000
 
 
 def build_transformer() -> Any:
@@ -128,7 +121,7 @@ def train_flow(workdir: "str | os.PathLike", sd_workdir: "str | os.PathLike", cf
     if not lat_path.is_file():
         raise FileNotFoundError(f"no latents at {lat_path}: run mnist-sd's 'vae' stage first")
     lat = load_file(str(lat_path))
-    images, labels, train_idx, _ = _training_data()
+    images, labels, train_idx, _ = training_data()
     if not np.array_equal(lat["indices"].numpy(), train_idx):
         raise ValueError(f"{lat_path} was encoded from a different training split")
     mu, sd = lat["mean"], lat["std"]
@@ -159,20 +152,13 @@ def train_flow(workdir: "str | os.PathLike", sd_workdir: "str | os.PathLike", cf
         eps = torch.randn(z0.shape, generator=gen)
         tt = t.view(-1, 1, 1, 1)
         zt = (1 - tt) * z0 + tt * eps
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg)
         v = model(hidden_states=zt, timestep=1000 * t, encoder_hidden_states=c, pooled_projections=p).sample
         loss = torch.nn.functional.mse_loss(v, eps - z0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            for pe, q in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(q, 1 - cfg.ema_decay)
+        update(model, opt, loss, step, cfg, max_grad_norm=1.0, ema=ema)
         return {"loss": loss.item()}
 
-    info = _loop("flow", work, cfg, {"model": model, "ema": ema, "opt": opt, "gen": gen}, step_fn, resume)
+    info = train_loop(work / "flow_checkpoint.pt", work / "flow_loss.csv", cfg,
+                      {"model": model, "ema": ema, "opt": opt, "gen": gen}, step_fn, resume, tag="flow ")
     out = work / "transformer"
     ema.save_pretrained(out, safe_serialization=True)
     info.update(config=dict(vars(cfg)), shift_factor=shift, scaling_factor=scaling)
@@ -196,7 +182,7 @@ def run(a: argparse.Namespace) -> int:
     for name in ("steps", "threads"):
         if getattr(a, name) < 1:
             raise ValueError(f"--{name} must be at least 1, got {getattr(a, name)}")
-    cfg = FlowConfig(**{**_defaults(FlowConfig), "seed": a.seed, "steps": a.steps, "threads": a.threads})
+    cfg = FlowConfig(**{**config_defaults(FlowConfig), "seed": a.seed, "steps": a.steps, "threads": a.threads})
     train_flow(a.workdir, a.sd_workdir, cfg, resume=a.resume)
     return 0
 

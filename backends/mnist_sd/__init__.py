@@ -30,11 +30,10 @@ from linmultistep.cli import Command
 
 from ..diffusers.models import BuiltinModel
 
-__all__ = ["MODEL_DIR", "BUILTIN_MODELS", "MODELS", "COMMANDS", "REQUIRED_FILES", "model_path", "check_folder",
-           "check_pipeline_folder", "load_pipeline", "load_heldout", "load_judge", "load_attribute_bins"]
+__all__ = ["MODEL_DIR", "MODELS", "COMMANDS", "REQUIRED_FILES", "model_path", "check_folder",
+           "check_pipeline_folder", "package_folder", "load_pipeline", "load_heldout", "load_judge", "load_attribute_bins"]
 
 MODEL_DIR = Path(__file__).resolve().with_name("model")
-BUILTIN_MODELS = {"mnist-sd": MODEL_DIR}
 
 
 def _train() -> tuple:
@@ -54,10 +53,28 @@ REQUIRED_FILES = ("model_index.json", "scheduler/scheduler_config.json", "vae/co
 
 
 def model_path(name: "str | os.PathLike" = "mnist-sd") -> Path:
-    """The folder of a built-in model name (``"mnist-sd"``), or the given path itself."""
-    if str(name) in BUILTIN_MODELS:
-        return BUILTIN_MODELS[str(name)]
-    return Path(name)
+    """The folder a built-in model name or a path means, by the one precedence of the API and the command
+    line ([`resolve_model`][linmultistep.backends.diffusers.models.resolve_model]: a folder holding
+    ``model_index.json`` first, whatever its name; then a built-in name; a folder that is not a model
+    never shadows a built-in name)."""
+    from ..diffusers.models import resolve_model
+
+    return resolve_model(name)
+
+
+def package_folder(path: "str | os.PathLike | None", shipped: Path) -> Path:
+    """The folder ``path`` means for a model package's loaders: ``None``, the ``shipped`` folder; else by
+    [`model_path`][linmultistep.backends.mnist_sd.model_path]'s precedence, where a path that names no
+    model (absent, or a folder without ``model_index.json``, e.g. of held-out data alone) is returned as
+    given, so that the loader's own check names what is missing there. Shared by the model packages."""
+    from ..diffusers.models import ModelPathError, resolve_model
+
+    if path is None:
+        return shipped
+    try:
+        return resolve_model(path)
+    except ModelPathError:
+        return Path(path)
 
 
 def check_folder(path: "str | os.PathLike") -> Path:
@@ -88,17 +105,15 @@ def check_pipeline_folder(path: "str | os.PathLike", name: str, shipped: Path, r
 
 
 def load_pipeline(path: "str | os.PathLike | None" = None, dtype: Any = None, device: Any = None) -> Any:
-    """``StableDiffusionPipeline`` from the shipped folder or ``path``; never downloads."""
-    import torch
-    from diffusers import StableDiffusionPipeline
+    """``StableDiffusionPipeline`` from the shipped folder or ``path`` (a built-in name or a folder, see
+    [`model_path`][linmultistep.backends.mnist_sd.model_path]) in ``dtype`` (default float32) on ``device``
+    (default cpu); never downloads. The folder is checked first, so a damaged copy's missing files are named;
+    then the one loader of the API and the command line
+    ([`load_pipeline`][linmultistep.backends.diffusers.models.load_pipeline]) reads it."""
+    from ..diffusers.models import load_pipeline as load
 
-    folder = check_folder(model_path(path or "mnist-sd"))
-    try:
-        pipe = StableDiffusionPipeline.from_pretrained(str(folder), local_files_only=True)
-    except Exception as exc:  # diffusers/transformers/safetensors raise many kinds for a damaged file
-        raise ValueError(f"cannot load the model in {folder}: {type(exc).__name__}: {exc}") from exc
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=device or "cpu", dtype=dtype or torch.float32)
+    folder = check_folder(package_folder(path, MODEL_DIR))
+    return load(folder, dtype=dtype or "float32", device=device or "cpu", quiet=True)
 
 
 def load_heldout(path: "str | os.PathLike | None" = None) -> tuple[Any, Any, list[str]]:
@@ -106,7 +121,7 @@ def load_heldout(path: "str | os.PathLike | None" = None) -> tuple[Any, Any, lis
     import torch
     from safetensors.torch import load_file
 
-    folder = model_path(path or "mnist-sd")
+    folder = package_folder(path, MODEL_DIR)
     f = folder / "heldout.safetensors"
     if not f.is_file():
         raise FileNotFoundError(f"no held-out data at {f}")
@@ -122,11 +137,11 @@ def load_judge(path: "str | os.PathLike | None" = None) -> Any:
     """The judge (eval mode): ``.predict(x)`` -> {digit, thickness, width, slant} class indices; ``.features(x)``."""
     from .judge import load_judge as _load
 
-    return _load(model_path(path or "mnist-sd") / "judge")
+    return _load(package_folder(path, MODEL_DIR) / "judge")
 
 
 def load_attribute_bins(path: "str | os.PathLike | None" = None) -> Any:
     """The caption thresholds (``data.AttributeBins``) the model was trained with."""
     from .data import AttributeBins
 
-    return AttributeBins.load(model_path(path or "mnist-sd") / "attributes.json")
+    return AttributeBins.load(package_folder(path, MODEL_DIR) / "attributes.json")

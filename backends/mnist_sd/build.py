@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["MAX_FOLDER_BYTES", "write_pipeline_folder", "write_heldout", "build_from_workdir", "folder_bytes"]
+__all__ = ["MAX_FOLDER_BYTES", "write_pipeline_folder", "write_heldout", "build_from_workdir", "finish_folder", "folder_bytes"]
 
 MAX_FOLDER_BYTES = 20 * 1024 * 1024  # issue 20: the shipped folder stays <= 20 MB
 
@@ -111,6 +111,12 @@ def build_from_workdir(workdir: "str | os.PathLike", out: "str | os.PathLike") -
         if f.is_file():
             info[stage] = json.loads(f.read_text())
     info["judge"] = json.loads((work / "judge" / "config.json").read_text())
+    return finish_folder(out, info)
+
+
+def finish_folder(out: Path, info: dict) -> Path:
+    """Write ``out/training.json`` (``info``), make every file readable by everyone (safetensors writes 0600),
+    and refuse a folder over ``MAX_FOLDER_BYTES``. Shared by mnist-sd's and mnist-flow's builds."""
     (out / "training.json").write_text(json.dumps(info, indent=2) + "\n")
     _readable(out)
     size = folder_bytes(out)

@@ -84,11 +84,9 @@ def load_all() -> tuple[np.ndarray, np.ndarray]:
 
 def split_indices(labels: np.ndarray, per_class: int = HELDOUT_PER_CLASS, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
     """(train, heldout) sorted index arrays: ``per_class`` random images of every digit are held out."""
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(labels)
-    held = [np.sort(rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False)) for c in range(NUM_CLASSES)]
-    heldout = np.sort(np.concatenate(held))
-    return np.setdiff1d(np.arange(len(labels)), heldout), heldout
+    from ..digits.data import stratified_split
+
+    return stratified_split(labels, per_class, seed, NUM_CLASSES)
 
 
 def _as_batch(images: np.ndarray) -> np.ndarray:

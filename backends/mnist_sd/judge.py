@@ -15,15 +15,14 @@ and shears (+-0.15) of the same batch, which would change the attributes.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..training import fit_classifier, load_classifier_weights, save_classifier, shift_batch
 from .data import ATTRIBUTES, NUM_CLASSES, fit_bins, load_all, split_indices
 
 __all__ = ["FEATURES", "HEADS", "Judge", "train_judge", "load_judge", "frechet_distance"]
@@ -61,14 +60,6 @@ class Judge(nn.Module):
         return {k: v.argmax(1) for k, v in self(x).items()}
 
 
-def _shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:
-    """One random shift of the batch by -max_shift..max_shift pixels per axis (background fills the border)."""
-    s = max_shift
-    pad = torch.nn.functional.pad(x, (s, s, s, s), value=-1.0)
-    dx, dy = torch.randint(0, 2 * s + 1, (2,), generator=gen).tolist()
-    return pad[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
-
-
 def _affine(x: torch.Tensor, gen: torch.Generator, degrees: float = 12.0, scale: float = 0.1, shear: float = 0.15) -> torch.Tensor:
     """Random rotation, scaling and shear per image (bilinear, background fills): for the digit head only,
     since these change thickness, width and slant."""
@@ -91,8 +82,6 @@ def _targets(images: np.ndarray, labels: np.ndarray, bins) -> dict[str, torch.Te
 
 def train_judge(out: "str | os.PathLike", seed: int = 0, epochs: int = 150, threads: int = 1) -> dict:
     """Train on the held-out split; accuracy per head on the training split; save ``out/``."""
-    from safetensors.torch import save_file
-
     torch.set_num_threads(threads)
     t0 = time.time()
     images, labels = load_all()
@@ -103,34 +92,21 @@ def train_judge(out: "str | os.PathLike", seed: int = 0, epochs: int = 150, thre
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 11)
     model = Judge()
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(len(x), generator=gen)
-        for k in range(0, len(x), 50):
-            idx = perm[k:k + 50]
-            xb = _shift(x[idx], gen) + 0.05 * torch.randn(len(idx), 1, 32, 32, generator=gen)
-            out_b = model(xb)
-            loss = sum(nn.functional.cross_entropy(out_b[h], y[h][idx]) for h in HEADS)
-            # the digit also from affinely distorted copies (500 images are few for ten classes)
-            loss = loss + nn.functional.cross_entropy(model(_affine(xb, gen))["digit"], y["digit"][idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
-    model.eval()
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        xb = shift_batch(x[idx], gen, 2) + 0.05 * torch.randn(len(idx), 1, 32, 32, generator=gen)
+        out_b = model(xb)
+        loss = sum(nn.functional.cross_entropy(out_b[h], y[h][idx]) for h in HEADS)
+        # the digit also from affinely distorted copies (500 images are few for ten classes)
+        return loss + nn.functional.cross_entropy(model(_affine(xb, gen))["digit"], y["digit"][idx])
+
+    fit_classifier(model, len(x), batch_loss, epochs=epochs, batch=50, lr=2e-3, weight_decay=1e-3, gen=gen)
     acc = evaluate(model, images[train_idx], labels[train_idx], bins)
-    d = Path(out)
-    d.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
     info = {"architecture": "Judge", "features": FEATURES, "heads": HEADS, "seed": seed, "epochs": epochs,
             "trained_on": f"held-out split ({len(held_idx)} images)",
             "accuracy_on_training_split": {k: round(v, 4) for k, v in acc.items()},
             "train_seconds": round(time.time() - t0, 1), "threads": threads}
-    (d / "config.json").write_text(json.dumps(info, indent=2) + "\n")
-    for f in d.iterdir():  # safetensors writes 0600; shipped files are for everyone to read
-        f.chmod(0o644)
+    save_classifier(model, info, out)
     return info
 
 
@@ -148,17 +124,7 @@ def evaluate(model: Judge, images: np.ndarray, labels: np.ndarray, bins, batch: 
 
 def load_judge(path: "str | os.PathLike") -> Judge:
     """The judge saved in folder ``path`` (eval mode)."""
-    from safetensors.torch import load_file
-
-    p = Path(path) / "model.safetensors"
-    if not p.is_file():
-        raise FileNotFoundError(f"no judge weights at {p}")
-    model = Judge()
-    try:
-        model.load_state_dict(load_file(str(p)))
-    except Exception as exc:  # safetensors / torch raise several kinds for a damaged or foreign file
-        raise ValueError(f"cannot load the judge from {p}: {type(exc).__name__}: {exc}") from exc
-    return model.eval()
+    return load_classifier_weights(Judge(), path, "judge")
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -24,21 +24,19 @@ atomically every ``--checkpoint-every`` steps into WORKDIR.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import os
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from .data import AttributeBins, captions, fit_bins, load_all, split_indices
+from ..training import LoopConfig, config_defaults, train_loop, update
+from .data import captions, fit_bins, load_all, split_indices
 
 __all__ = ["VAE_CONFIG", "UNET_CONFIG", "SCHEDULER_CONFIG", "VaeConfig", "UnetConfig", "build_vae", "build_unet",
-           "alphas_cumprod", "train_vae", "encode_latents", "train_unet", "add_arguments", "run", "main"]
+           "alphas_cumprod", "training_data", "train_vae", "encode_latents", "train_unet", "add_arguments", "run", "main"]
 
 VAE_CONFIG = dict(
     in_channels=1,
@@ -79,31 +77,21 @@ SCHEDULER_CONFIG = dict(
 )
 
 
-class VaeConfig(argparse.Namespace):
-    seed: int = 0
-    steps: int = 1200
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup: int = 200
-    cosine: bool = True
+class VaeConfig(LoopConfig):
+    steps = 1200
+    batch_size = 32
+    warmup = 200
+    checkpoint_every = 200
     kl_weight: float = 1e-4
-    checkpoint_every: int = 200
-    log_every: int = 25
-    threads: int = 1
 
 
-class UnetConfig(argparse.Namespace):
-    seed: int = 0
-    steps: int = 8000
-    batch_size: int = 64
-    lr: float = 5e-4
-    warmup: int = 300
-    cosine: bool = False  # constant after warm-up: a longer run (--resume --unet-steps M) extends a shorter one exactly
+class UnetConfig(LoopConfig):
+    steps = 8000
+    lr = 5e-4
+    warmup = 300
+    cosine = False  # constant after warm-up: a longer run (--resume --unet-steps M) extends a shorter one exactly
     ema_decay: float = 0.999
     prompt_dropout: float = 0.1
-    checkpoint_every: int = 250
-    log_every: int = 25
-    threads: int = 1
 
 
 def build_vae() -> Any:
@@ -125,74 +113,15 @@ def alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1 - betas, 0)
 
 
-def _lr(step: int, cfg: Any) -> float:
-    """Linear warm-up, then cosine decay to 5% of the peak (``cfg.cosine``) or constant."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    if not cfg.cosine:
-        return cfg.lr
-    p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
-
-
-def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-class _CsvLog:
-    def __init__(self, path: Path, fresh: bool) -> None:
-        self.path = path
-        if fresh and path.exists():
-            path.unlink()
-
-    def write(self, row: dict) -> None:
-        new = not self.path.exists()
-        with open(self.path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
-
-
-def _training_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def training_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     images, labels = load_all()
     train_idx, held_idx = split_indices(labels)
     return images, labels, train_idx, held_idx
 
 
 def _loop(name: str, work: Path, cfg: Any, state: dict, step_fn: Callable[[int], dict], resume: bool) -> dict:
-    """The shared resumable loop: ``state`` maps names to objects with state_dict/load_state_dict
-    (a ``torch.Generator`` is handled through get_state/set_state); ``step_fn(step)`` does one step."""
-    ckpt = work / f"{name}_checkpoint.pt"
-    step, elapsed = 0, 0.0
-    if resume and ckpt.exists():
-        ck = torch.load(ckpt, weights_only=False)
-        for k, obj in state.items():
-            obj.set_state(ck[k]) if isinstance(obj, torch.Generator) else obj.load_state_dict(ck[k])
-        step, elapsed = ck["step"], ck["elapsed"]
-        print(f"{name}: resumed at step {step}", flush=True)
-    elif resume:
-        print(f"{name}: no checkpoint at {ckpt}; starting from step 0", flush=True)
-    log = _CsvLog(work / f"{name}_loss.csv", fresh=step == 0)
-    t0 = time.time() - elapsed
-    running: dict[str, list[float]] = {}
-    while step < cfg.steps:
-        for k, v in step_fn(step).items():
-            running.setdefault(k, []).append(v)
-        step += 1
-        if step % cfg.log_every == 0:
-            row = {"step": step, **{k: f"{np.mean(v):.6f}" for k, v in running.items()},
-                   "lr": f"{_lr(step - 1, cfg):.3e}", "seconds": f"{time.time() - t0:.1f}"}
-            log.write(row)
-            print(f"{name} step {step}/{cfg.steps} " + " ".join(f"{k} {np.mean(v):.5f}" for k, v in running.items())
-                  + f" {time.time() - t0:.0f}s", flush=True)
-            running = {}
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            ck = {k: (obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()) for k, obj in state.items()}
-            _save_atomic({**ck, "step": step, "elapsed": time.time() - t0, "config": dict(vars(cfg))}, ckpt)
-    return {"steps": step, "seconds": round(time.time() - t0, 1)}
+    """The shared loop (``training.train_loop``) on WORKDIR/<name>_checkpoint.pt and WORKDIR/<name>_loss.csv."""
+    return train_loop(work / f"{name}_checkpoint.pt", work / f"{name}_loss.csv", cfg, state, step_fn, resume, tag=f"{name} ")
 
 
 # ---------------------------------------------------------------- stage 1: the autoencoder
@@ -201,7 +130,7 @@ def train_vae(workdir: "str | os.PathLike", cfg: VaeConfig, resume: bool = False
     torch.set_num_threads(cfg.threads)
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
-    images, labels, train_idx, held_idx = _training_data()
+    images, labels, train_idx, held_idx = training_data()
     x_all = torch.from_numpy(images[train_idx])
 
     torch.manual_seed(cfg.seed)  # parameter initialisation
@@ -221,12 +150,7 @@ def train_vae(workdir: "str | os.PathLike", cfg: VaeConfig, resume: bool = False
         l1 = err.abs().flatten(1).sum(1).mean()
         kl = post.kl().mean()  # diffusers sums over latent entries per image
         loss = l2 + l1 + cfg.kl_weight * kl
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 10.0)
-        opt.step()
+        update(vae, opt, loss, step, cfg, max_grad_norm=10.0)
         n = x[0].numel()
         return {"mse": l2.item() / n, "l1": l1.item() / n, "kl": kl.item()}
 
@@ -303,7 +227,7 @@ def train_unet(workdir: "str | os.PathLike", cfg: UnetConfig, resume: bool = Fal
     lat = load_file(str(lat_path))
     vae_cfg = json.loads((work / "vae" / "config.json").read_text())
     scaling = float(vae_cfg["scaling_factor"])
-    images, labels, train_idx, held_idx = _training_data()
+    images, labels, train_idx, held_idx = training_data()
     if not np.array_equal(lat["indices"].numpy(), train_idx):
         raise ValueError(f"{lat_path} was encoded from a different training split; rerun the 'vae' stage")
     bins = fit_bins(images[train_idx], labels[train_idx])
@@ -333,16 +257,8 @@ def train_unet(workdir: "str | os.PathLike", cfg: UnetConfig, resume: bool = Fal
         eps = torch.randn(z0.shape, generator=gen)
         a = acp[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg)
         loss = torch.nn.functional.mse_loss(unet(zt, t, encoder_hidden_states=c).sample, eps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), unet.parameters()):
-                pe.lerp_(p, 1 - cfg.ema_decay)
+        update(unet, opt, loss, step, cfg, max_grad_norm=1.0, ema=ema)
         return {"loss": loss.item()}
 
     info = _loop("unet", work, cfg, {"unet": unet, "ema": ema, "opt": opt, "gen": gen}, step_fn, resume)
@@ -405,12 +321,12 @@ def run(args: argparse.Namespace) -> int:
     stages = STAGES if args.stage == "all" else (args.stage,)
     for stage in stages:
         if stage == "vae":
-            cfg = VaeConfig(**{**_defaults(VaeConfig), "seed": args.seed, "steps": args.vae_steps, "batch_size": args.vae_batch_size,
+            cfg = VaeConfig(**{**config_defaults(VaeConfig), "seed": args.seed, "steps": args.vae_steps, "batch_size": args.vae_batch_size,
                                "threads": args.threads})
             cfg = _with_checkpoint_every(cfg, args)
             train_vae(work, cfg, resume=args.resume)
         elif stage == "unet":
-            cfg = UnetConfig(**{**_defaults(UnetConfig), "seed": args.seed, "steps": args.unet_steps, "batch_size": args.unet_batch_size,
+            cfg = UnetConfig(**{**config_defaults(UnetConfig), "seed": args.seed, "steps": args.unet_steps, "batch_size": args.unet_batch_size,
                                 "threads": args.threads})
             cfg = _with_checkpoint_every(cfg, args)
             train_unet(work, cfg, resume=args.resume)
@@ -427,10 +343,6 @@ def run(args: argparse.Namespace) -> int:
             out = build_from_workdir(work, Path(args.export) if args.export else work / "model")
             print(f"model written to {out}", flush=True)
     return 0
-
-
-def _defaults(cls: type) -> dict:
-    return {k: getattr(cls, k) for k in cls.__annotations__}
 
 
 def _with_checkpoint_every(cfg: Any, args: argparse.Namespace) -> Any:
