@@ -8,8 +8,11 @@ differentiates with respect to the starting noise x_N (or a latent window), and 
 - ``"checkpoint"``: the forward run keeps only the states; the backward pass recomputes each step's
   graph from them (memory O(N) states, no activations).
 - ``"reversible"``: the forward run keeps only the final window. The backward pass walks back up the
-  grid rebuilding every state with the method's exact inverse (the core's own :func:`linmultistep.invert`,
-  one step at a time) and differentiates one step at a time: memory independent of N. This is what
+  grid rebuilding every state with the method's exact inverse (the core's own inversion steps, one at a
+  time, as far as each backward step needs) and differentiates one step at a time: memory independent
+  of N. The rebuild's network evaluation at a point builds its graph and is the one the step's graph
+  differentiates, so a backward step costs one network evaluation and its backward pass, as
+  checkpointing's does. This is what
   EDICT's authors used for latent optimisation and what diffrax's ``ReversibleAdjoint`` does for
   reversible Runge-Kutta methods; here it works for every exactly invertible LM method (O-BELM,
   BDIA, EDICT, belm rules) in every mode. With ``mode='bits'`` the rebuilt states are bit-identical
