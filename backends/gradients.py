@@ -8,8 +8,11 @@ differentiates with respect to the starting noise x_N (or a latent window), and 
 - ``"checkpoint"``: the forward run keeps only the states; the backward pass recomputes each step's
   graph from them (memory O(N) states, no activations).
 - ``"reversible"``: the forward run keeps only the final window. The backward pass walks back up the
-  grid rebuilding every state with the method's exact inverse (the core's own :func:`linmultistep.invert`,
-  one step at a time) and differentiates one step at a time: memory independent of N. This is what
+  grid rebuilding every state with the method's exact inverse (the core's own inversion steps, one at a
+  time, as far as each backward step needs) and differentiates one step at a time: memory independent
+  of N. The rebuild's network evaluation at a point builds its graph and is the one the step's graph
+  differentiates, so a backward step costs one network evaluation and its backward pass, as
+  checkpointing's does. This is what
   EDICT's authors used for latent optimisation and what diffrax's ``ReversibleAdjoint`` does for
   reversible Runge-Kutta methods; here it works for every exactly invertible LM method (O-BELM,
   BDIA, EDICT, belm rules) in every mode. With ``mode='bits'`` the rebuilt states are bit-identical
@@ -39,9 +42,12 @@ import torch
 
 import linmultistep as lms
 from linmultistep import Grid, Method, MethodError, NondeterministicNetworkError, State
+from linmultistep.arrays import get_backend
 from linmultistep.context import StepContext
 from linmultistep.forms import Form
-from linmultistep.modes import base_method
+from linmultistep.modes import base_method, resolve_mode
+from linmultistep.stepping import Run, start_on
+from linmultistep.stepping import step as core_step
 
 from .torch import TorchBackend
 
@@ -107,6 +113,7 @@ class _Run:
     end_state: State | None = None
     digests: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
     start_parts: dict[int, tuple[torch.Tensor, ...]] = field(default_factory=dict)
+    graphs: dict[int, tuple] = field(default_factory=dict)  # id(input) -> (input, index, leaf, output)
 
     # --- the network, as the core sees it ----------------------------------------------------
     def _digest(self, x: torch.Tensor) -> tuple[float, float]:
@@ -115,16 +122,45 @@ class _Run:
         return float(flat.sum()), float((flat * w).sum())
 
     def recording(self, store: dict[int, list]) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """The network without a graph; in mode 'bits' each input's digest is recorded (the rebuild is
+        checked against them)."""
+        bits = self.mode.startswith("bits")
+
         def eps(x: torch.Tensor, i: int) -> torch.Tensor:
-            store.setdefault(i, []).append(self._digest(x))
+            if bits:
+                store.setdefault(i, []).append(self._digest(x))
             with torch.no_grad():
                 return self.eps_fn(x, i)
 
         return eps
 
+    def rebuilding(self, store: dict[int, list]) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """The network for the rebuild: each evaluation builds its graph on a leaf made of its input and is
+        kept (by the input's identity) until the step whose graph needs it takes it, so that the rebuild's
+        evaluation is the step's own (one network evaluation per step besides the backward pass)."""
+        bits = self.mode.startswith("bits")
+
+        def eps(x: torch.Tensor, i: int) -> torch.Tensor:
+            if bits:
+                store.setdefault(i, []).append(self._digest(x))
+            leaf = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                out = self.eps_fn(leaf, i)
+            self.graphs[id(x)] = (x, i, leaf, out)
+            return out.detach()
+
+        return eps
+
+    def _reused(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """The step graph's network call: the rebuild's evaluation on this very leaf, else a new one."""
+        for src, j, leaf, out in self.graphs.values():
+            if leaf is x and j == i:
+                return out
+        return self.eps_fn(x, i)
+
     def context(self) -> StepContext:
         """A step context whose arrays are differentiable and whose field builds a graph."""
-        return StepContext(self.grid.h, self.grid.alpha, self.eps_fn, _GRAD, check_finite=False)
+        return StepContext(self.grid.h, self.grid.alpha, self._reused, _GRAD, check_finite=False)
 
     # --- forward -----------------------------------------------------------------------------
     def forward(self, start: dict[int, tuple[torch.Tensor, ...]]) -> torch.Tensor:
@@ -160,22 +196,21 @@ class _Run:
         if self.coupled:  # EDICT returns x; y gets no gradient from the output
             grads[0] = [g0, torch.zeros_like(g0)]
         pgrads: list[torch.Tensor | None] = [None] * len(self.params)
-        state = self.end_state
         rebuilt: dict[int, list] = {}
+        rebuild = self._rebuild(rebuilt, top) if self.gradient == "reversible" else None
         for n in range(0, min(self.start_parts)):  # the steps the forward run made (not the given window)
             have = min(self.method.k, top - n)
             step = _pick(self.method, have)
-            if self.gradient == "reversible":
+            if rebuild is not None:
                 need = n + step.k
-                if need > state.hi and need <= top:
-                    with torch.no_grad():
-                        state = lms.invert(self.recording(rebuilt), state, self.grid, self.method, mode=self.mode,
-                                           stop=need)
-                parts = {p: self._parts_at(state, p) for p in range(n + 1, n + step.k + 1)}
+                with torch.no_grad():  # the core's arithmetic; the network calls build their graphs themselves
+                    while max(rebuild.window) < need:
+                        core_step(rebuild)
+                parts = {p: self._parts_at(rebuild.window, p) for p in range(n + 1, n + step.k + 1)}
             else:
                 parts = {p: self.kept[p] for p in range(n + 1, n + step.k + 1)}
             g = grads.pop(n)
-            leaves = {p: tuple(t.detach().requires_grad_(True) for t in ps) for p, ps in parts.items()}
+            leaves = {p: tuple(self._leaf(t) for t in ps) for p, ps in parts.items()}
             with torch.enable_grad():
                 out = step.forward(self.context(), n, {p: _entry(ls, self.coupled) for p, ls in leaves.items()})
                 outs = tuple(out)
@@ -194,8 +229,15 @@ class _Run:
             for j, gp in zip(live, got[k:]):
                 if gp is not None:
                     pgrads[j] = gp if pgrads[j] is None else pgrads[j] + gp
-        if self.gradient == "reversible":
-            self._check_rebuild(state, rebuilt, top)
+            # graphs of points at or below n + 1 serve no later step (step m needs points above m)
+            self.graphs = {key: gr for key, gr in self.graphs.items() if gr[1] > n + 1}
+        self.graphs = {}
+        if rebuild is not None:
+            with torch.no_grad():
+                while not rebuild.done:  # the rest of the given window (checked against it below)
+                    core_step(rebuild)
+            self.graphs = {}
+            self._check_rebuild(rebuild.window, rebuilt, top)
         count = 1 + max(j for idxs in self.layout.values() for j in idxs)
         start_grads: list[torch.Tensor | None] = [None] * count
         for i, idxs in self.layout.items():
@@ -204,12 +246,29 @@ class _Run:
                     start_grads[j] = gg if start_grads[j] is None else start_grads[j] + gg
         return start_grads, pgrads
 
-    def _parts_at(self, state: State, p: int) -> tuple[torch.Tensor, ...]:
-        if p in state.window:
-            return _parts(state.window[p])
+    def _rebuild(self, store: dict[int, list], top: int) -> Run:
+        """The inversion that rebuilds the states, from the forward run's end window up to the noise end,
+        stepped only as far as each backward step needs (the core's own steps, in the run's mode)."""
+        end = self.end_state
+        grid = self.grid
+        ctx = StepContext(grid.h, grid.alpha, self.rebuilding(store), get_backend(end.x), True,
+                          lambda i: f"grid index {i}")
+        return start_on(ctx, resolve_mode(self.method, self.mode), dict(end.window), "backward", top, end.metadata)
+
+    def _leaf(self, t: torch.Tensor) -> torch.Tensor:
+        """The leaf standing for array t in a step's graph: the one the rebuild evaluated the network on,
+        when it did (so its graph is reused), else a new one."""
+        got = self.graphs.get(id(t))
+        if got is not None and got[0] is t:
+            return got[2]
+        return t.detach().requires_grad_(True)
+
+    def _parts_at(self, window: Mapping[int, Any], p: int) -> tuple[torch.Tensor, ...]:
+        if p in window:
+            return _parts(window[p])
         return self.start_parts[p]
 
-    def _check_rebuild(self, state: State, rebuilt: dict[int, list], top: int) -> None:
+    def _check_rebuild(self, window: Mapping[int, Any], rebuilt: dict[int, list], top: int) -> None:
         """The rebuilt run must be the forward run: bit for bit in mode 'bits', to rounding otherwise."""
         if self.mode.startswith("bits"):
             for i, seen in rebuilt.items():
@@ -220,9 +279,9 @@ class _Run:
                     )
             return
         for i, parts in self.start_parts.items():
-            if i not in state.window:
+            if i not in window:
                 continue
-            for t, r in zip(parts, _parts(state.window[i])):
+            for t, r in zip(parts, _parts(window[i])):
                 tol = 1e-3 if t.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-7
                 err = float((r.double() - t.double()).norm() / max(float(t.double().norm()), 1e-30))
                 if not err <= tol:

@@ -5,8 +5,10 @@ coefficients, so that is the one hot operation a backend supplies. The bit-exact
 (:mod:`linmultistep.fixedpoint`) also needs a few integer operations: rounding onto a
 binary fixed-point grid (int64), exact integer sums, converting back to the network's
 dtype, and a switch to deterministic kernels. A backend may also fuse a whole step of that
-mode into one pass (an optional method ``shear``, see :func:`linmultistep.fixedkernels.shear`);
-without it the step is composed from the operations below, with the same numbers.
+mode into one pass (an optional method ``shear``, see :func:`linmultistep.fixedkernels.shear`),
+and a whole step of mode 'stable' into one call (an optional method ``stable_shear``, see
+:func:`linmultistep.forms.stable_shear`); without them the steps are composed from the operations
+below, with the same numbers.
 """
 
 from __future__ import annotations

@@ -156,7 +156,9 @@ class Form:
     def check_run(self, ctx: StepContext, direction: str, window: Mapping[int, Any]) -> None:
         """Warnings the method's coefficients predict for this run, before it starts (PrecisionWarning)."""
         if direction == "forward" and len(window) == 1 and max(window) == len(ctx.h) - 1:
-            undamped_start_check(self.method, ctx)
+            # once per method and grid (the check warns at most once per method and grid anyway; its
+            # product over the grid's coefficients was most of a short run's set-up time)
+            ctx.plan(("undamped start checked", _plan_key(self.method)), _undamped_start_checked, self.method, ctx)
 
     def begin(self, ctx: StepContext, direction: str, window: Mapping[int, Any],
               metadata: Mapping[str, Any] | None = None) -> tuple[Any, dict[int, Entry]]:
@@ -237,6 +239,19 @@ class RecurrenceForm(Form):
         return hash((RecurrenceForm, id(self.method)))
 
 
+def _undamped_start_checked(method: Method, ctx: StepContext) -> bool:
+    undamped_start_check(method, ctx)
+    return True
+
+
+def _plan_key(method: Method) -> Any:
+    """The key of a method's plans: its coefficient rules (:func:`_rules_key`: the rule objects themselves,
+    free to compute for the fresh method object every ``sample("obelm", ...)`` builds), else its
+    ``plan_key`` (a digest of the rule's values)."""
+    key = _rules_key(method)
+    return ("rules", key) if key is not None else method.plan_key
+
+
 def as_form(method: "Method | Form") -> Form:
     """A form as it is; a plain method in mode 'recurrence' (what a method object means by itself)."""
     if isinstance(method, Form):
@@ -279,8 +294,63 @@ class TwoStepTables:
         return float(self.c_start[1])
 
 
+def stable_shear(ctx: StepContext, eps: Any, c: float, v: Any, xbar: Any, w: float, s: float) -> tuple[Any, Any, Any]:
+    """The arithmetic of one step of mode 'stable' (:mod:`linmultistep.stable`), either direction:
+
+        v' = -v + c eps   (c eps when v is None: the starter),   xbar' = xbar + w v',   x' = s xbar'
+
+    (sampling: w = -w_i; inverting: w = +w_n). ``c``, ``w``, ``s`` are float64 host numbers from the
+    run's :class:`TwoStepTables`. A backend may do it in one call (a method ``stable_shear(eps, c, v,
+    xbar, w, s)``, the torch and numpy backends: fewer temporaries and one Python call instead of
+    three); it must give the bits of the composition below, which every other backend runs."""
+    fused = getattr(ctx.backend, "stable_shear", None)
+    if fused is not None:
+        return fused(eps, c, v, xbar, w, s)
+    v = ctx.lincomb([c], [eps]) if v is None else ctx.lincomb([-1.0, c], [v, eps])
+    xbar = ctx.lincomb([1.0, w], [xbar, v])
+    return v, xbar, ctx.lincomb([s], [xbar])
+
+
+#: the coefficient rules check_two_step_belm accepted (the probes are pure functions of the rules)
+_TWO_STEP_OK: "dict[tuple, bool]" = {}
+_TWO_STEP_OK_SIZE = 64
+
+
 def check_two_step_belm(method: Method, mode: str) -> LinearMultistep:
-    """Refuse (MethodError) anything but a consistent 2-step BELM started by a one-step a=[1] method."""
+    """Refuse (MethodError) anything but a consistent 2-step BELM started by a one-step a=[1] method.
+
+    An accepted method is remembered by its coefficient rules (the method's and its starter's rule
+    objects, k and parameters), so that resolving the mode at every call of ``sample`` does not probe
+    the rules again; a refused one is checked (and its reason worded) every time."""
+    key = _rules_key(method)
+    if key is not None and key in _TWO_STEP_OK:
+        return method  # type: ignore[return-value]
+    _check_two_step_belm(method, mode)
+    if key is not None:
+        if len(_TWO_STEP_OK) >= _TWO_STEP_OK_SIZE:
+            _TWO_STEP_OK.pop(next(iter(_TWO_STEP_OK)))
+        _TWO_STEP_OK[key] = True
+    return method  # type: ignore[return-value]
+
+
+def _rules_key(method: Method) -> "tuple | None":
+    """What check_two_step_belm's verdict depends on, or None (not cached) for anything but a linear
+    multistep method with a linear multistep starter (or none)."""
+    if not isinstance(method, LinearMultistep):
+        return None
+    st = method.starter
+    if st is not None and not isinstance(st, LinearMultistep):
+        return None
+    try:
+        key = (type(method), method.rule, method.k, method.params,
+               None if st is None else (type(st), st.rule, st.k, st.params, st.starter is None))
+        hash(key)
+    except TypeError:  # an unhashable rule or parameter: check every time
+        return None
+    return key
+
+
+def _check_two_step_belm(method: Method, mode: str) -> LinearMultistep:
     if not isinstance(method, LinearMultistep) or method.k != 2:
         raise MethodError(
             f"mode {mode!r} exists for 2-step BELMs (O-BELM, BDIA, belm(k=2)); {method.spec} has "
@@ -305,9 +375,9 @@ def check_two_step_belm(method: Method, mode: str) -> LinearMultistep:
 
 
 def two_step_tables(method: LinearMultistep, ctx: StepContext) -> TwoStepTables:
-    """Weights and coefficients of the shear form for the context's grid (computed once per grid and
-    method: cached in the context's plans under the key (TwoStepTables, method.plan_key))."""
-    return ctx.plan((TwoStepTables, method.plan_key), _build_tables, method, ctx)
+    """Weights and coefficients of the shear form for the context's grid, in float64 (computed once per
+    grid and method: cached in the context's plans under the key (TwoStepTables, the method's rules))."""
+    return ctx.plan((TwoStepTables, _plan_key(method)), _build_tables, method, ctx)
 
 
 def _build_tables(method: LinearMultistep, ctx: StepContext) -> TwoStepTables:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -31,8 +32,27 @@ class NumpyBackend:
                 out += tmp
         return out
 
+    def stable_shear(self, eps: np.ndarray, c: float, v: "np.ndarray | None", xbar: np.ndarray, w: float,
+                     s: float) -> "tuple[np.ndarray, np.ndarray, np.ndarray]":
+        """Mode 'stable''s step in one call: v' = -v + c eps (c eps when v is None), xbar' = xbar + w v',
+        x' = s xbar' (:func:`linmultistep.forms.stable_shear`), rounded as :meth:`lincomb` rounds (each
+        product, then each sum), so the same bits, with one new array per output and no temporaries."""
+        dtype = np.result_type(eps, xbar) if v is None else np.result_type(eps, v, xbar)
+        t = dtype.type
+        with np.errstate(over="ignore", invalid="ignore"):
+            v_new = np.multiply(eps, t(c), dtype=dtype)
+            if v is not None:
+                np.subtract(v_new, v, out=v_new)  # fl(fl(c eps) - v): lincomb's fl(-v + fl(c eps))
+            xbar_new = np.multiply(v_new, t(w), dtype=dtype)
+            np.add(xbar, xbar_new, out=xbar_new)
+            return v_new, xbar_new, np.multiply(xbar_new, t(s), dtype=dtype)
+
     def all_finite(self, x: np.ndarray) -> bool:
         if np.asarray(x).dtype.kind in "iub":  # integers (the fixed-point state) are always finite
+            return True
+        # the sum first (one reduction, no mask), finite whenever every entry is; a non-finite sum (NaN,
+        # inf, or finite values overflowing) is settled by the exact test
+        if np.size(x) and np.asarray(x).dtype.kind == "f" and math.isfinite(self.finite_flag(x)):
             return True
         return bool(np.isfinite(x).all())
 

@@ -41,7 +41,8 @@ from typing import Any, Mapping, MutableMapping, NamedTuple
 from .context import StepContext
 from .entries import Entry
 from .errors import MethodError
-from .forms import Form, Stable, StateProbes, Stepped, TwoStepTables, check_two_step_belm, two_step_tables
+from .forms import (Form, Stable, StateProbes, Stepped, TwoStepTables, check_two_step_belm, stable_shear,
+                    two_step_tables)
 from .methods import LinearMultistep
 
 __all__ = ["StableEntry", "StableBelm", "StableRun"]
@@ -98,11 +99,8 @@ class StableBelm(Form):
         above = window[i]
         starter = len(window) < 2
         c = t.c_start[i] if starter else t.c[i]
-        eps = ctx.slope(i, above.x)
-        v = ctx.lincomb([c], [eps]) if above.v is None else ctx.lincomb([-1.0, c], [above.v, eps])
-        xbar = ctx.lincomb([1.0, -t.w[i]], [above.xbar, v])
-        entry = StableEntry(ctx.lincomb([t.s[n]], [xbar]), xbar, v)
-        return Stepped(entry, self.method.starter.spec if starter else self.spec, True)
+        v, xbar, x = stable_shear(ctx, ctx.slope(i, above.x), c, above.v, above.xbar, -t.w[i], t.s[n])
+        return Stepped(StableEntry(x, xbar, v), self.method.starter.spec if starter else self.spec, True)
 
     def backward(self, ctx: StepContext, run: StableRun, n: int, window: MutableMapping[int, Entry]) -> Stepped:
         """Inversion step n-1 -> n, the sampling step's two shears undone in reverse order:
@@ -118,13 +116,16 @@ class StableBelm(Form):
         below = window[n - 1]
         starter = len(window) < 2
         if starter:
-            below = below._replace(v=ctx.lincomb([t.c_start[n]], [ctx.evaluate(below.x, n)]))
+            v, xbar, x = stable_shear(ctx, ctx.evaluate(below.x, n), t.c_start[n], None, below.xbar, t.w[n], t.s[n])
         elif below.v is None and 0 < n - 1 < t.N:  # open: complete it with the network output at n-1
-            below = below._replace(v=ctx.lincomb([-1.0, t.c[n - 1]], [window[n - 2].v, ctx.slope(n - 1, below.x)]))
-        window[n - 1] = below
-        xbar = ctx.lincomb([1.0, t.w[n]], [below.xbar, below.v])
-        entry = StableEntry(ctx.lincomb([t.s[n]], [xbar]), xbar, None)
-        return Stepped(entry, self.method.starter.spec if starter else self.spec, not starter)
+            v, xbar, x = stable_shear(ctx, ctx.slope(n - 1, below.x), t.c[n - 1], window[n - 2].v, below.xbar,
+                                      t.w[n], t.s[n])
+        else:
+            v = below.v
+            xbar = ctx.lincomb([1.0, t.w[n]], [below.xbar, v])
+            x = ctx.lincomb([t.s[n]], [xbar])
+        window[n - 1] = below._replace(v=v)
+        return Stepped(StableEntry(x, xbar, None), self.method.starter.spec if starter else self.spec, not starter)
 
     # --- the run around them -------------------------------------------------------------------------
     def begin(self, ctx: StepContext, direction: str, window: Mapping[int, Any],

@@ -188,6 +188,7 @@ class _GridSchedulerBase(SchedulerMixin, ConfigMixin):
         """The core grid (None when method 'ddim' runs diffusers' own step instead: clip_sample,
         thresholding, or a zero-SNR point the core cannot hold)."""
         self.run, self._calls, self._reference, self._eta_reference, self.grid = None, [], None, None, None
+        self._host_timesteps = None  # set with self.timesteps by _set_calls
         if self.memoryless and not self._uses_reference:
             ts, acs = grid_points(self.config, num_inference_steps)
             if (acs == 0).any() and self.config.rescale_betas_zero_snr:
@@ -215,6 +216,7 @@ class _GridSchedulerBase(SchedulerMixin, ConfigMixin):
         self._call_indices = indices
         self._index = dict(zip(ts, indices))
         self.timesteps = torch.tensor(ts, dtype=torch.int64, device=device)
+        self._host_timesteps = ts  # self.timesteps on the host, for _listed_timestep
 
     def _start(self, window: "dict[int, Any]", stop: int, metadata: "dict | None" = None) -> Run:
         """A new core run from ``window`` on the scheduler's context (its cached plans are kept)."""
@@ -228,13 +230,31 @@ class _GridSchedulerBase(SchedulerMixin, ConfigMixin):
 
     def _grid_index(self, timestep: Any) -> int:
         self._require_timesteps()
-        t = _timestep_value(timestep)
+        t = self._timestep_int(timestep)
         if t not in self._index:
             raise ValueError(
                 f"timestep {t} is not on this scheduler's grid of {self.num_inference_steps} steps: "
                 f"scheduler.timesteps = {_listed([int(s) for s in self.timesteps])}; step() takes those timesteps, "
                 "in that order (for t in scheduler.timesteps: ...)")
         return self._index[t]
+
+    def _timestep_int(self, timestep: Any) -> int:
+        """The integer timestep a pipeline passed (an element of ``timesteps`` without reading the device)."""
+        t = self._listed_timestep(timestep)
+        return _timestep_value(timestep) if t is None else t
+
+    def _listed_timestep(self, timestep: Any) -> "int | None":
+        """The value of an element of ``self.timesteps``, read from the host copy by its place in the tensor
+        (a pipeline's ``for t in scheduler.timesteps`` yields such elements), so that a step on a GPU does not
+        wait for the device to read it; None for anything else (then read as given)."""
+        ts, host = self.timesteps, getattr(self, "_host_timesteps", None)
+        if (not isinstance(timestep, torch.Tensor) or host is None
+                or not isinstance(ts, torch.Tensor) or timestep.dim() != 0 or ts.dim() != 1 or ts.numel() != len(host)
+                or timestep.dtype != ts.dtype or timestep.device != ts.device
+                or timestep.untyped_storage().data_ptr() != ts.untyped_storage().data_ptr()):
+            return None
+        k, r = divmod(timestep.storage_offset() - ts.storage_offset(), ts.stride(0) or 1)
+        return host[k] if r == 0 and 0 <= k < len(host) else None
 
     def _timestep(self, i: int) -> int:
         return int(self.grid.timesteps[i])
@@ -244,13 +264,18 @@ class _GridSchedulerBase(SchedulerMixin, ConfigMixin):
         if not isinstance(model_output, torch.Tensor) or not isinstance(sample, torch.Tensor):
             raise TypeError(f"model_output and sample must be torch tensors, got {type(model_output).__name__} and "
                             f"{type(sample).__name__}")
-        out = model_output.to(sample.dtype)
+        out = model_output if model_output.dtype == sample.dtype else model_output.to(sample.dtype)
         if out.shape != sample.shape:
             raise ValueError(f"model_output has shape {tuple(out.shape)}, the sample {tuple(sample.shape)}")
         return to_epsilon(out, sample, float(self.grid.alpha[m]), float(self.grid.sigma[m]), self.config.prediction_type)
 
-    def _pred_original(self, sample: torch.Tensor, eps: torch.Tensor, i: int) -> torch.Tensor:
-        """x0 = (x_i - sigma_i eps) / alpha_i (float64 coefficients)."""
+    def _pred_original(self, sample: torch.Tensor, eps: torch.Tensor, i: int, entry: Any = None) -> torch.Tensor:
+        """x0 = (x_i - sigma_i eps) / alpha_i (float64 coefficients); in one pass, x0 = xbar_i - sigmabar_i eps,
+        when the run's entry at i holds xbar_i = x_i / alpha_i (mode 'stable': the same value, rounded once
+        instead of twice)."""
+        xbar = getattr(entry, "xbar", None)
+        if isinstance(xbar, torch.Tensor) and xbar.shape == eps.shape and xbar.dtype == eps.dtype:
+            return torch.add(xbar, eps, alpha=-float(self.grid.sigmabar[i]))
         return torch.sub(sample, eps, alpha=float(self.grid.sigma[i])).div_(float(self.grid.alpha[i]))
 
     # --- diffusers' helpers ---------------------------------------------------------------
@@ -344,8 +369,11 @@ class BELMScheduler(_GridSchedulerBase):
 
     def _check_continues(self, i: int, sample: torch.Tensor) -> None:
         """A call inside a run: at the run's newest point, with the sample this scheduler returned."""
-        run, t = self.run, self._timestep(i)
-        prev_i = self._calls[-1]
+        run, prev_i = self.run, self._calls[-1]
+        want = min(run.window)
+        if not run.done and i == want and _same(sample, run.window[i].x):
+            return  # the usual call: nothing to word
+        t = self._timestep(i)
         if run.done:
             raise ValueError(
                 f"step() got timestep {t} after this run reached the data end at the previous step; iterate over "
@@ -434,12 +462,15 @@ class BELMScheduler(_GridSchedulerBase):
             self._check_continues(i, sample)
         self._output.give(i, eps)
         run = self.run
-        with torch.no_grad():
+        if torch.is_grad_enabled():  # pipelines call step under no_grad already: no second switch per step
+            with torch.no_grad():
+                step(run)
+        else:
             step(run)
         if run.done:
             finish(run)
         self._calls.append(i)
-        return _output(run.window[i - 1].x, self._pred_original(sample, eps, i), return_dict)
+        return _output(run.window[i - 1].x, self._pred_original(sample, eps, i, run.window.get(i)), return_dict)
 
 
 class BELMInverseScheduler(_GridSchedulerBase):
@@ -662,7 +693,7 @@ class BELMInverseScheduler(_GridSchedulerBase):
     def _exact_step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, return_dict: bool) -> Any:
         """Convention 'ddim': the call at t_m gets eps(x_m, t_m) and returns x_{m+1} (x_N at t_N)."""
         m = self._grid_index(timestep)
-        t = _timestep_value(timestep)
+        t = self._timestep_int(timestep)
         if not self._calls:
             self._expect(m, t, sample, self._call_indices[0], None)
             if m == 0:
@@ -696,7 +727,7 @@ class BELMInverseScheduler(_GridSchedulerBase):
     def _lagged_step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, return_dict: bool) -> Any:
         """Convention 'lagged': call n makes x_n from x_{n-1} with the model at t_1 (n = 1, DDIM
         inversion) or t_{n-1} (the exact relation at its own lower point)."""
-        t = _timestep_value(timestep)
+        t = self._timestep_int(timestep)
         self._grid_index(timestep)  # off the grid: the general error first
         k = len(self._calls)
         zero = self._call_indices[0] == 0 and len(self._call_indices) > len(self._lagged)
