@@ -30,7 +30,7 @@ import numpy as np
 from .context import StepContext
 from .entries import Entry
 from .errors import MethodError
-from .guards import rounding_growth_check, undamped_start_check
+from .guards import rounding_growth_check, sampler_checks
 from .methods import PROBES, LinearMultistep, Method, MethodSpec
 
 __all__ = [
@@ -156,7 +156,7 @@ class Form:
     def check_run(self, ctx: StepContext, direction: str, window: Mapping[int, Any]) -> None:
         """Warnings the method's coefficients predict for this run, before it starts (PrecisionWarning)."""
         if direction == "forward" and len(window) == 1 and max(window) == len(ctx.h) - 1:
-            undamped_start_check(self.method, ctx)
+            sampler_checks(self.method, ctx)
 
     def begin(self, ctx: StepContext, direction: str, window: Mapping[int, Any],
               metadata: Mapping[str, Any] | None = None) -> tuple[Any, dict[int, Entry]]:
