@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 import numpy as np
 
 from .arrays import ArrayBackend
+from .caller import outside_stacklevel
 
 __all__ = ["shear", "Sheared", "compose_shear", "available", "disabled", "runs_on", "kernel_shear", "KernelWarning",
            "checksum_rows", "checksum_weights"]
@@ -233,7 +234,7 @@ def kernel_shear(f: np.ndarray, factor: float, bound: float, V: "np.ndarray | No
         first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[:1]  # numba colours its messages
         warnings.warn(f"linmultistep: the compiled step of mode 'bits' is unavailable ({type(exc).__name__}: "
                       f"{first[0] if first else ''}); using array operations (same results, slower)",
-                      KernelWarning, stacklevel=2)
+                      KernelWarning, stacklevel=outside_stacklevel())
         return None
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from .context import StepContext
 from .entries import Entry
 from .errors import MethodError
-from .guards import rounding_growth_check, undamped_start_check
+from .guards import rounding_growth_check, sampler_checks
 from .methods import PROBES, LinearMultistep, Method, MethodSpec
 
 __all__ = [
@@ -156,9 +156,9 @@ class Form:
     def check_run(self, ctx: StepContext, direction: str, window: Mapping[int, Any]) -> None:
         """Warnings the method's coefficients predict for this run, before it starts (PrecisionWarning)."""
         if direction == "forward" and len(window) == 1 and max(window) == len(ctx.h) - 1:
-            # once per method and grid (the check warns at most once per method and grid anyway; its
-            # product over the grid's coefficients was most of a short run's set-up time)
-            ctx.plan(("undamped start checked", _plan_key(self.method)), _undamped_start_checked, self.method, ctx)
+            # once per method and grid (the checks warn at most once per method and grid anyway; their
+            # products over the grid's coefficients were most of a short run's set-up time)
+            ctx.plan(("sampler checked", _plan_key(self.method)), _sampler_checked, self.method, ctx)
 
     def begin(self, ctx: StepContext, direction: str, window: Mapping[int, Any],
               metadata: Mapping[str, Any] | None = None) -> tuple[Any, dict[int, Entry]]:
@@ -239,8 +239,8 @@ class RecurrenceForm(Form):
         return hash((RecurrenceForm, id(self.method)))
 
 
-def _undamped_start_checked(method: Method, ctx: StepContext) -> bool:
-    undamped_start_check(method, ctx)
+def _sampler_checked(method: Method, ctx: StepContext) -> bool:
+    sampler_checks(method, ctx)
     return True
 
 

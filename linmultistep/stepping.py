@@ -31,6 +31,7 @@ from .context import StepContext
 from .entries import Entry
 from .errors import GridError, NonFiniteError
 from .forms import Form, StateProbes, as_form
+from .guards import RoundingMeter, rounding_meter
 from .methods import Method
 from .modes import resolve_mode
 
@@ -72,6 +73,7 @@ class Run:
     count: int = 0
     total: int = 0
     probes: StateProbes = "every"
+    meter: "RoundingMeter | None" = None  # the float round trip's expected error (guards.RoundingMeter)
 
     @property
     def method(self) -> Form:
@@ -115,7 +117,8 @@ def start_on(ctx: StepContext, method: "Form | Method", window: dict[int, Any], 
     with form.guard(ctx):
         state, entries = form.begin(ctx, direction, window, metadata)
     total = (idx[0] - stop) if direction == "forward" else (stop - idx[-1])
-    return Run(ctx, form, direction, entries, int(stop), state, 0, max(total, 0), form.probes(ctx, state))
+    meter = rounding_meter(form, ctx, direction, window)
+    return Run(ctx, form, direction, entries, int(stop), state, 0, max(total, 0), form.probes(ctx, state), meter)
 
 
 def start(
@@ -159,6 +162,8 @@ def step(run: Run) -> StepInfo:
             lo, hi = n - K + 1, n
     entry = window[n] = made.entry
     run.count += 1
+    if run.meter is not None:
+        run.meter.add(n, entry.x)
     if run.probes == "every" or (run.probes == "due" and (ctx.due(run.count) or run.done)):
         ctx.watch_state(n, entry.x, (run.direction, made.by))
     elif run.probes == "due":
@@ -189,6 +194,9 @@ def finish(run: Run) -> "dict[int, Entry]":
                     raise NonFiniteError(f"part {name!r} of the state at grid index {n} ({ctx.describe(n)}) is NaN "
                                          "or infinite at the end of the run: rounding errors grew past the "
                                          "floating-point range (docs/precision.md)")
+    if run.meter is not None:
+        meter, run.meter = run.meter, None  # once per run, even if finish is called again
+        meter.report()
     return run.window
 
 

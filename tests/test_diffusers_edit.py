@@ -12,6 +12,8 @@ from linmultistep.backends.diffusers.attention import SharedSelfAttention  # noq
 from linmultistep.backends.diffusers.adapters import encode_prompts  # noqa: E402
 from linmultistep.backends.diffusers.pipeline import encode_images, parts_of  # noqa: E402
 from linmultistep.backends.diffusers.testing import sample_images  # noqa: E402
+from linmultistep.backends.diffusers.grid import grid_from_config  # noqa: E402
+from bounds import round_trip_bound  # noqa: E402
 
 
 def rel(a, b):
@@ -25,7 +27,7 @@ def test_edit_to_the_same_prompt_reproduces_the_input(pipe, direct, method):
     for strength in (1.0, 0.5):
         _, z0 = edit(pipe, x, "a cat", "a cat", num_steps=6, method=method, strength=strength, guidance_scale=2.0,
                      source_guidance_scale=2.0, direct_inversion=direct, self_attention_steps=1.0, return_dict=False)[:2]
-        assert rel(z0, z) < 1e-5
+        assert rel(z0, z) <= round_trip_bound(torch.float32, grid_from_config(pipe.scheduler, 6))
 
 
 def test_edit_changes_the_image_and_the_variants_differ(pipe):

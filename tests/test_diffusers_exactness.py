@@ -12,6 +12,7 @@ import linmultistep as lms  # noqa: E402
 from linmultistep.backends.diffusers import invert, reconstruct  # noqa: E402
 from linmultistep.backends.diffusers.adapters import UNetEps, encode_prompts, to_epsilon  # noqa: E402
 from linmultistep.backends.diffusers.grid import grid_from_config  # noqa: E402
+from bounds import round_trip_bound  # noqa: E402
 from linmultistep.backends.diffusers.pipeline import decode_latents, encode_images, parts_of  # noqa: E402
 from linmultistep.backends.diffusers.testing import (  # noqa: E402
     ddim_config, same_entry, sample_images, tiny_sd_pipeline, tiny_unet2d,
@@ -80,7 +81,7 @@ def test_latent_round_trip_float32(pipe, method, guidance):
     images, z0 = reconstruct(pipe, latent, return_dict=False)
     z_true = encode_images(parts_of(pipe), x)
     assert z0.dtype == torch.float32
-    assert rel(z0, z_true) <= 1e-5
+    assert rel(z0, z_true) <= round_trip_bound(torch.float32, grid_from_config(pipe.scheduler, 10))
     assert isinstance(images, torch.Tensor) and images.shape == x.shape
 
 
@@ -137,7 +138,7 @@ def test_v_prediction_sd2_layout_inverts_exactly():
     latent = invert(pipe, x, "a cat", num_steps=10, method="obelm", guidance_scale=2.0)
     assert latent.metadata["prediction_type"] == "v_prediction"
     _, z0 = reconstruct(pipe, latent, return_dict=False)
-    assert rel(z0, encode_images(parts_of(pipe), x)) <= 1e-5
+    assert rel(z0, encode_images(parts_of(pipe), x)) <= round_trip_bound(torch.float32, grid_from_config(pipe.scheduler, 10))
 
 
 @pytest.mark.parametrize("prediction_type", ["sample", "epsilon", "v_prediction"])
@@ -163,7 +164,7 @@ def test_sampling_reaches_the_same_point_with_prompt_embeddings(pipe):
     with pytest.raises(ValueError, match="no prompt"):
         reconstruct(pipe, b)
     _, z0 = reconstruct(pipe, b, prompt_embeds=cond.cond, negative_prompt_embeds=cond.uncond, return_dict=False)
-    assert rel(z0, encode_images(parts_of(pipe), x)) <= 1e-5
+    assert rel(z0, encode_images(parts_of(pipe), x)) <= round_trip_bound(torch.float32, grid_from_config(pipe.scheduler, 6))
 
 
 def test_importing_the_binding_package_does_not_import_torch():
@@ -191,6 +192,6 @@ def test_round_trip_on_the_gpu_uses_the_pipeline_device():
         assert latent.x.device.type == "cuda"
         images, z0 = reconstruct(pipe, latent, return_dict=False)
         assert images.device.type == "cuda"
-        assert rel(z0, encode_images(parts_of(pipe), x)) <= 1e-5
+        assert rel(z0, encode_images(parts_of(pipe), x)) <= round_trip_bound(torch.float32, grid_from_config(pipe.scheduler, 10))
     finally:
         use_deterministic(False)

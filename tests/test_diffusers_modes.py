@@ -12,6 +12,7 @@ from linmultistep import FixedPointRangeError, LatentMismatchError  # noqa: E402
 from linmultistep.backends.diffusers import BELMScheduler, edit, invert, load_latent, reconstruct, save_latent  # noqa: E402
 from linmultistep.backends.diffusers.adapters import UNetEps, encode_prompts  # noqa: E402
 from linmultistep.backends.diffusers.grid import grid_from_config  # noqa: E402
+from bounds import round_trip_bound  # noqa: E402
 from linmultistep.backends.diffusers.pipeline import encode_images, parts_of  # noqa: E402
 from linmultistep.backends.diffusers.testing import same_entry, sample_images  # noqa: E402
 
@@ -73,7 +74,7 @@ def test_edit_to_the_same_prompt_reproduces_the_input_in_the_default_mode(pipe):
     x = sample_images(1)
     _, z0 = edit(pipe, x, "a cat", "a cat", num_steps=6, guidance_scale=1.0, output_type="pt", return_dict=False)[:2]
     ref = encode_images(parts_of(pipe), x)
-    assert float((z0 - ref).norm() / ref.norm()) < 1e-5
+    assert float((z0 - ref).norm() / ref.norm()) <= round_trip_bound(torch.float32, grid_from_config(pipe.scheduler, 6))
 
 
 @pytest.mark.parametrize("mode", ["recurrence", "bits"])
@@ -97,8 +98,8 @@ def test_scheduler_started_mid_way_reads_the_form_state_off_a_ddim_step(pipe, mo
     obelm = lms.get_method("obelm")
     ref = lms.sample(f, lms.State({5: lms.Point(start), 4: lms.Point(x4)}, obelm.spec, grid.fingerprint), grid, obelm, mode="recurrence")
     assert torch.equal(out["recurrence"], ref)
-    assert float((out["stable"] - ref).norm() / ref.norm()) < 1e-5
-    assert float((out[mode] - ref).norm() / ref.norm()) < 1e-5
+    assert float((out["stable"] - ref).norm() / ref.norm()) <= round_trip_bound(torch.float32, grid)
+    assert float((out[mode] - ref).norm() / ref.norm()) <= round_trip_bound(torch.float32, grid)
 
 
 @pytest.mark.parametrize("mode", ["recurrence", "stable", "bits"])
@@ -122,7 +123,7 @@ def test_bits_latents_can_be_edited(pipe):
     ref = encode_images(parts_of(pipe), x)
     _, same = edit(pipe, x, "a cat", "a cat", num_steps=6, guidance_scale=1.0, mode="bits",
                    output_type="pt", return_dict=False)[:2]
-    assert float((same - ref).norm() / ref.norm()) < 1e-5  # batched with the source branch: rounding apart
+    assert float((same - ref).norm() / ref.norm()) <= round_trip_bound(torch.float32, grid_from_config(pipe.scheduler, 6))  # batched with the source branch: rounding apart
     _, dog = edit(pipe, x, "a cat", "a dog", num_steps=6, guidance_scale=3.0, mode="bits",
                   output_type="pt", return_dict=False)[:2]
     latent = invert(pipe, x, "a cat", num_steps=6, mode="bits")

@@ -13,6 +13,7 @@ from linmultistep import LatentMismatchError, MethodError  # noqa: E402
 from linmultistep.backends.diffusers import BELMInverseScheduler, BELMScheduler, invert  # noqa: E402
 from linmultistep.backends.diffusers.adapters import UNetEps, encode_prompts  # noqa: E402
 from linmultistep.backends.diffusers.grid import grid_from_config  # noqa: E402
+from bounds import round_trip_bound  # noqa: E402
 from linmultistep.backends.diffusers.pipeline import encode_images, parts_of  # noqa: E402
 from linmultistep.backends.diffusers.testing import ddim_config, same_entry, sample_images, tiny_sd_pipeline  # noqa: E402
 
@@ -119,7 +120,7 @@ def test_inverse_scheduler_equals_core_invert_and_pipeline_continues_exactly(pip
     pipe.scheduler.load_state(inv.state)
     out = pipe("a cat", num_inference_steps=7, height=16, width=16, guidance_scale=1.0,
                latents=inv.state.x.clone(), output_type="latent").images
-    assert float((out - z0).norm() / z0.norm()) < 1e-5
+    assert float((out - z0).norm() / z0.norm()) <= round_trip_bound(torch.float32, grid_from_config(pipe.scheduler, 7))
     if mode == "bits":  # the pipeline's model outputs equal the core's here: the round trip is exact
         assert torch.equal(out, z0)
     # without the stored x_{N-1} the pipeline's first step is DDIM: not a reconstruction (in mode bits a fresh
@@ -207,4 +208,4 @@ def test_inverse_scheduler_in_diffedit_with_ddims_timesteps_inverts_exactly(pipe
     pipe.scheduler.load_state(inv.state)
     back = pipe("a cat", num_inference_steps=7, height=16, width=16, guidance_scale=1.0,
                 latents=inv.state.x.clone(), output_type="latent").images
-    assert float((back - z0).norm() / z0.norm()) < 1e-5
+    assert float((back - z0).norm() / z0.norm()) <= round_trip_bound(torch.float32, grid_from_config(pipe.scheduler, 7))

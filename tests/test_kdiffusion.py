@@ -13,6 +13,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import linmultistep as lm  # noqa: E402
 from linmultistep.backends import kdiffusion as K  # noqa: E402
+from bounds import ROUNDINGS, unit_roundoff  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"x", "i", "sigma", "sigma_hat", "denoised"}
@@ -69,8 +70,11 @@ def test_ddim_equals_diffusers_euler_discrete_scheduler():
     ours32 = K.sample_ddim(den, noise * sigmas[0], sigmas)
     ours64 = K.sample_ddim(den, (noise * sigmas[0]).double(), sigmas)
     assert ours32.dtype == torch.float32 and ours64.dtype == torch.float64
-    assert float((ours32 - x).abs().max()) <= 1e-5 * scale
-    assert float((ours64 - x.double()).abs().max()) <= 1e-5 * scale
+    # diffusers' float32 loop against ours: each of the len(sigmas) - 1 steps rounds a few terms of the state's
+    # size in float32, in another order (tests/bounds.py: ROUNDINGS per step), in either comparison
+    bound = ROUNDINGS * (len(sigmas) - 1) * unit_roundoff(torch.float32) * scale
+    assert float((ours32 - x).abs().max()) <= bound
+    assert float((ours64 - x.double()).abs().max()) <= bound
     # the comparison discriminates: a second-order method lands elsewhere
     assert float((K.sample_obelm(den, (noise * sigmas[0]).double(), sigmas) - x.double()).abs().max()) > 1e-3 * scale
 
