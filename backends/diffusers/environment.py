@@ -35,6 +35,7 @@ from typing import Any, Mapping
 import torch
 
 from linmultistep import Grid, LatentMismatchError
+from linmultistep.caller import outside_stacklevel
 
 __all__ = ["ENVIRONMENT_KEY", "EnvironmentMismatchError", "EnvironmentWarning", "ApproximateReconstructionWarning",
            "describe", "probe", "check", "format_environment", "expected_error", "validate_record"]
@@ -192,7 +193,7 @@ def check(recorded: Mapping[str, Any] | None, here: Mapping[str, Any], grid: Gri
                 f"this mode-'bits' latent was inverted in another environment ({format_environment(recorded)}; "
                 f"here: {format_environment(here)}; differs: {'; '.join(diff)}). The network's output on the probe "
                 "input is bit-identical here, so the reconstruction is expected to be exact; every step is checked",
-                EnvironmentWarning, stacklevel=4)
+                EnvironmentWarning, stacklevel=outside_stacklevel())
         return
     err = expected_error(recorded, here, grid, method)
     estimate = f"below about {err:.1e} (a first-order bound on max |error| in model space)" if err is not None else "unknown (no probe values recorded)"
@@ -206,7 +207,7 @@ def check(recorded: Mapping[str, Any] | None, here: Mapping[str, Any], grid: Gri
     warnings.warn(
         f"approximate reconstruction (exact=False): this latent was inverted in {format_environment(recorded)}, "
         f"here the network computes other bits ({format_environment(here)}); expected error {estimate}",
-        ApproximateReconstructionWarning, stacklevel=4)
+        ApproximateReconstructionWarning, stacklevel=outside_stacklevel())
 
 
 def validate_record(env: Any) -> str | None:

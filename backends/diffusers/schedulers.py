@@ -37,6 +37,7 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from linmultistep import (
     Grid, LatentMismatchError, LinearMultistep, Method, MethodError, Point, State, get_method, resolve_mode,
 )
+from linmultistep.caller import outside_stacklevel
 from linmultistep.context import StepContext
 from linmultistep.stepping import Run, finish, records, start_on, step
 
@@ -540,7 +541,7 @@ class BELMInverseScheduler(_GridSchedulerBase):
                              "undo a thresholded sampling run: pass thresholding=False")
         if kwargs.get("set_alpha_to_zero") is not None:  # DDIMInverseScheduler's deprecated name, same meaning
             warnings.warn("set_alpha_to_zero is deprecated (as in DDIMInverseScheduler): use set_alpha_to_one",
-                          FutureWarning, stacklevel=2)
+                          FutureWarning, stacklevel=outside_stacklevel())
             set_alpha_to_one = bool(kwargs["set_alpha_to_zero"])
             self.register_to_config(set_alpha_to_one=set_alpha_to_one)
         if timestep_convention not in TIMESTEP_CONVENTIONS:
