@@ -1,0 +1,235 @@
+"""Write the runner's outcomes: ``report.md`` (markdown tables and pictures), ``results.json``, figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .measures import mean_std
+from .runner import Outcome
+
+__all__ = ["write_report", "grid_image", "md_table"]
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def grid_image(rows: Sequence[torch.Tensor], path: Path, titles: "Sequence[str] | None" = None,
+               col_titles: "Sequence[str] | None" = None, dpi: int = 80) -> Path:
+    """A picture grid: each row a (K, C, H, W) tensor in [-1, 1] (grey for C = 1)."""
+    plt = _plt()
+    nrow, ncol = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(0.55 * ncol + (1.9 if titles else 0), 0.6 * nrow + 0.4), squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(ncol):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for sp in ax.spines.values():
+                sp.set_visible(False)
+            if c < len(row):
+                img = row[c].float().clamp(-1, 1)
+                if img.shape[0] == 1:
+                    ax.imshow(img[0].numpy(), cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+                else:
+                    ax.imshow(((img + 1) / 2).permute(1, 2, 0).numpy(), interpolation="nearest")
+            if c == 0 and titles:
+                ax.set_ylabel(titles[r], rotation=0, ha="right", va="center", fontsize=6)
+            if r == 0 and col_titles and c < len(col_titles):
+                ax.set_title(col_titles[c], fontsize=7)
+    fig.tight_layout(pad=0.2)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def _slug(name: str) -> str:
+    return "_".join(name.lower().split())
+
+
+# --- sections --------------------------------------------------------------------------------------
+def _reconstruction(o: Outcome, subject: Any, out: Path) -> list[str]:
+    exp, r = o.experiment, o.result
+    labels = [s.label for s in exp.samplers]
+    latent = subject.latent_space
+    md = [f"## Reconstruction (Tables 2/3 analogue): {exp.name}" if exp.name != "reconstruction"
+          else "## Reconstruction (Tables 2/3 analogue)", ""]
+    if latent:
+        md += [f"Pixel MSE of decode(reconstruct(invert(x))) against x on {r['images']} held-out images ([-1, 1] "
+               f"range), next to the autoencoder's own round trip decode(encode(x)) (the floor: "
+               f"{r['ae_floor']:.2e}); and latent MSE of the sampled-back latent against the encoded one "
+               f"(mean square of the latents: {r['latent_mean_square']:.2f}). `stable` and `bits` are the precision "
+               "modes of docs/precision.md; `bits` is exact to the last bit.", ""]
+    else:
+        md += [f"Pixel MSE of reconstruct(invert(x)) on {r['images']} held-out digits ([-1, 1] range). "
+               "`stable` and `bits` are the precision modes of docs/precision.md; `bits` is exact to the last bit.", ""]
+    for key in r["pixel_mse"]:
+        dtype, w = key.split(" ")
+        title = f"{dtype} states, guidance w = {w.removeprefix('w=')}"
+        for measure in (("pixel_mse", "latent_mse") if latent else ("pixel_mse",)):
+            table = r[measure][key]
+            md += [f"**{title}" + (f", {measure.replace('_', ' ').replace('mse', 'MSE')}**" if latent else "**"), "",
+                   md_table(["steps"] + labels, [[str(n)] + [f"{table[lab][n]:.2e}" for lab in labels] for n in exp.steps]), ""]
+    drift = _cfg_drift_line(r, labels, exp.steps)
+    if drift:
+        md += [drift, ""]
+    return md
+
+
+def _cfg_drift_line(r: dict, labels: list[str], steps: Sequence[int]) -> str:
+    """The guided round trip in one line: the exact sampler stays at 0, DDIM inversion drifts more with CFG."""
+    keys = [k for k in r["latent_mse"] if not k.endswith("w=1")]
+    exact = next((lab for lab in ("O-BELM bits", "O-BELM stable", "O-BELM") if lab in labels), None)
+    plain = next((lab for lab in ("DDIM", "Euler") if lab in labels), None)
+    if not keys or exact is None or plain is None:
+        return ""
+    key, n = keys[0], max(steps)
+    one = key.split(" ")[0] + " w=1"
+    parts = [f"with guidance ({key}, N = {n}): {exact} latent MSE {r['latent_mse'][key][exact][n]:.2e}, "
+             f"{plain} inversion {r['latent_mse'][key][plain][n]:.2e}"]
+    if one in r["latent_mse"]:
+        parts.append(f"(without guidance {plain} {r['latent_mse'][one][plain][n]:.2e})")
+    return "Reconstruction with classifier-free guidance is exact; DDIM-type inversion with guidance drifts: " + " ".join(parts) + "."
+
+
+def _generation(o: Outcome, subject: Any, out: Path) -> list[str]:
+    exp, r = o.experiment, o.result
+    labels = [s.label for s in exp.samplers]
+    ref = r["reference"]
+    md = ["## Generation quality (Table 4 analogue)", "",
+          f"{r['samples']} samples per seed (conditions {subject.prompt_note}), guidance w = {r['guidance']:g}, seeds "
+          f"{r['seeds']}, the same noise for every sampler; mean ± std over seeds. FD: Fréchet distance of the judge's "
+          "features against the held-out images (lower is better). Error: RMS difference of the final model-space "
+          f"x_0 to a {r['reference_steps']}-step O-BELM solution of the probability-flow ODE from the same noise "
+          f"(float64 states; its own error, RMS against {r['reference_steps'] // 2} steps on the first seed: "
+          f"{mean_std(ref['error'], '.1e') if ref['error'] else '-'}). Reference: FD {mean_std(ref['frechet'])}, "
+          + ", ".join(f"{h} accuracy {mean_std(v)}" for h, v in ref["accuracy"].items()) + ".", ""]
+    blocks = [(f"{h} accuracy" if h != "digit" or len(r["accuracy"]) > 1 else "class accuracy", r["accuracy"][h], ".3f")
+              for h in r["accuracy"]]
+    blocks += [("Fréchet distance", r["frechet"], ".3f"), ("error vs the PF-ODE solution", r["error"], ".4f")]
+    for title, metric, fmt in blocks:
+        if not metric:
+            continue
+        md += [f"**{title}**", "", md_table(["steps"] + labels,
+                                            [[str(n)] + [mean_std(metric[lab][n], fmt) for lab in labels] for n in exp.steps]), ""]
+    err = r["error"]
+    plain = next((lab for lab in ("DDIM", "Euler") if lab in err), None)
+    if plain and "O-BELM" in err:
+        md += [f"error({plain}) / error(O-BELM): " + ", ".join(
+            f"N={n}: {np.mean(err[plain][n]) / np.mean(err['O-BELM'][n]):.2f}" for n in exp.steps), ""]
+    return md
+
+
+def _edit(o: Outcome, subject: Any, out: Path) -> list[str]:
+    exp, r = o.experiment, o.result
+    md = [f"## Editing" + ("" if exp.name == "editing" else f": {exp.name.removeprefix('editing ')}"), ""]
+    what = {"digit": "the digit a becomes b = (a + 5) mod 10", "thickness": "thin <-> thick", "width": "narrow <-> wide",
+            "slant": "the slant moves to the next word"}
+    for change, e in r["changes"].items():
+        slug = _slug(f"{exp.name} {change}")
+        md += [f"{r['images']} held-out images edited ({what[change]}"
+               + (", one word of the caption" if subject.text else "") + f") through exact "
+               f"{exp.samplers[0].label} inversion ({r['steps']} steps, target guidance w = {r['guidance']:g}). "
+               "Strength = share of the grid inverted (1 = to pure noise).", ""]
+        if subject.text:
+            md += [f"Example: `{e['sources'][0]}` -> `{e['targets'][0]}`.", ""]
+        rows = [[f"judged as the target, {v}"] + [f"{x:.2f}" for x in e["share"][v]] for v in e["share"]]
+        rows += [[f"RMS distance to source, {v}"] + [f"{x:.3f}" for x in e["distance"][v]] for v in e["distance"]]
+        md += [md_table(["strength"] + [f"{s:g}" for s in r["strengths"]], rows), ""]
+        fresh_share = "-" if e["fresh_share"] is None else f"{e['fresh_share']:.2f}"
+        md += [f"A fresh sample of the target: judged as the target {fresh_share}, RMS distance to the source "
+               f"{e['fresh_distance']:.3f}.", ""]
+        pics = o.pictures[change]
+        if pics["edits"]:
+            _edit_figures(pics, e, r, subject, out, slug)
+            md += [f"![edit grid]({slug}_grid.png)", ""]
+            if e["share"]:
+                md += [f"![edit metrics]({slug}_metrics.png)", ""]
+    md += [f"- {note}" for note in r["notes"]] + ([""] if r["notes"] else [])
+    return md
+
+
+def _edit_figures(pics: dict, e: dict, r: dict, subject: Any, out: Path, slug: str) -> None:
+    rows, titles = [], []
+    short = {"plain": "plain", "direct inversion": "DI", "prompt-to-prompt": "P2P"}
+    for j in range(min(6, len(pics["sources"]))):
+        for variant, grid in pics["edits"].items():
+            rows.append(torch.cat([pics["sources"][j:j + 1], grid[:, j], pics["fresh"][j:j + 1]]))
+            src, tgt = e["sources"][j], e["targets"][j]
+            pair = f"{src}->{tgt}" if not subject.text else _word_change(src, tgt)
+            titles.append(f"{pair} {short.get(variant, variant)}")
+    grid_image(rows, out / f"{slug}_grid.png", titles, ["source"] + [f"s={v:g}" for v in r["strengths"]] + ["fresh"])
+    if e["share"]:
+        plt = _plt()
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3))
+        for (variant, share), marker in zip(e["share"].items(), "os^"):
+            a1.plot(r["strengths"], share, marker=marker, label=variant)
+            a2.plot(r["strengths"], e["distance"][variant], marker=marker, label=variant)
+        if e["fresh_share"] is not None:
+            a1.axhline(e["fresh_share"], color="gray", ls="--", label="fresh sample of the target")
+        a2.axhline(e["fresh_distance"], color="gray", ls="--", label="fresh sample of the target")
+        a1.set(xlabel="strength", ylabel="share judged as the target", ylim=(-0.02, 1.02))
+        a2.set(xlabel="strength", ylabel="RMS distance to the source")
+        a1.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / f"{slug}_metrics.png", dpi=80)
+        plt.close(fig)
+
+
+def _word_change(src: str, tgt: str) -> str:
+    a, b = src.split(), tgt.split()
+    diff = [(x, y) for x, y in zip(a, b) if x != y]
+    return ",".join(f"{x}->{y}" for x, y in diff) or "same"
+
+
+def _interpolation(o: Outcome, subject: Any, out: Path) -> list[str]:
+    r, rows = o.result, o.pictures["rows"]
+    grid_image(list(rows.values()), out / "interpolation.png", list(rows),
+               [f"t={t:.2f}" for t in np.linspace(0, 1, r["frames"])])
+    space = "latents" if subject.latent_space else "pixels"
+    return ["## Interpolation", "",
+            f"Spherical interpolation between the exact unconditional latents of two held-out images ({r['steps']} "
+            "steps; every window entry interpolated with the same weight). Max endpoint error in model space "
+            f"({space}; t = 0, 1 must give the inputs back): "
+            + ", ".join(f"{lab} {err:.1e}" for lab, err in r["endpoint_error"].items()) + ".", "",
+            "![interpolation](interpolation.png)", ""]
+
+
+SECTIONS: dict[str, Callable[[Outcome, Any, Path], list[str]]] = {
+    "reconstruction": _reconstruction, "generation": _generation, "edit": _edit, "interpolation": _interpolation}
+
+
+def write_report(outcomes: Sequence[Outcome], subject: Any, out: Path, header: Sequence[str] = (),
+                 seconds: float = 0.0, threads: int = 1) -> Path:
+    """``out/report.md`` (header, then one section per experiment), ``out/results.json`` (every number, with
+    each experiment's definition) and the figures; returns the report's path."""
+    import dataclasses
+
+    out.mkdir(parents=True, exist_ok=True)
+    md = list(header)
+    data: dict[str, Any] = {"model": subject.name, "experiments": {}}
+    for o in outcomes:
+        md += SECTIONS[o.experiment.kind](o, subject, out)
+        data["experiments"][o.experiment.name] = {"definition": dataclasses.asdict(o.experiment), "result": o.result,
+                                                  "seconds": round(o.seconds, 1)}
+    md += [f"Total time {seconds:.0f} s on {threads} thread(s)."]
+    (out / "results.json").write_text(json.dumps(data, indent=1, default=float) + "\n")
+    report = out / "report.md"
+    report.write_text("\n".join(md) + "\n")
+    return report
