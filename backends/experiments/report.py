@@ -155,9 +155,10 @@ def _edit(o: Outcome, subject: Any, out: Path) -> list[str]:
         fresh_share = "-" if e["fresh_share"] is None else f"{e['fresh_share']:.2f}"
         md += [f"A fresh sample of the target: judged as the target {fresh_share}, RMS distance to the source "
                f"{e['fresh_distance']:.3f}.", ""]
-        pics = o.pictures[change]
-        if pics["edits"]:
+        pics = o.pictures.get(change)
+        if pics is not None and pics["edits"]:
             _edit_figures(pics, e, r, subject, out, slug)
+        if e["distance"]:
             md += [f"![edit grid]({slug}_grid.png)", ""]
             if e["share"]:
                 md += [f"![edit metrics]({slug}_metrics.png)", ""]
@@ -199,9 +200,10 @@ def _word_change(src: str, tgt: str) -> str:
 
 
 def _interpolation(o: Outcome, subject: Any, out: Path) -> list[str]:
-    r, rows = o.result, o.pictures["rows"]
-    grid_image(list(rows.values()), out / "interpolation.png", list(rows),
-               [f"t={t:.2f}" for t in np.linspace(0, 1, r["frames"])])
+    r, rows = o.result, o.pictures.get("rows")
+    if rows:
+        grid_image(list(rows.values()), out / "interpolation.png", list(rows),
+                   [f"t={t:.2f}" for t in np.linspace(0, 1, r["frames"])])
     space = "latents" if subject.latent_space else "pixels"
     return ["## Interpolation", "",
             f"Spherical interpolation between the exact unconditional latents of two held-out images ({r['steps']} "
@@ -223,7 +225,9 @@ def write_report(outcomes: Sequence[Outcome], subject: Any, out: Path, header: S
 
     out.mkdir(parents=True, exist_ok=True)
     md = list(header)
-    data: dict[str, Any] = {"model": subject.name, "experiments": {}}
+    data: dict[str, Any] = {"model": subject.name, "subject": {
+        "latent_space": bool(subject.latent_space), "text": bool(subject.text),
+        "prompt_note": getattr(subject, "prompt_note", "")}, "experiments": {}}
     for o in outcomes:
         md += SECTIONS[o.experiment.kind](o, subject, out)
         data["experiments"][o.experiment.name] = {"definition": dataclasses.asdict(o.experiment), "result": o.result,
@@ -233,3 +237,89 @@ def write_report(outcomes: Sequence[Outcome], subject: Any, out: Path, header: S
     report = out / "report.md"
     report.write_text("\n".join(md) + "\n")
     return report
+
+
+# --- joining the parts of one report run in parallel ----------------------------------------------
+def _merge(a: Any, b: Any) -> Any:
+    """Deep union of two results (dicts merged key by key, per-seed lists joined; otherwise the second wins)."""
+    if isinstance(a, list) and isinstance(b, list):
+        return a + b
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = _merge(a[k], v) if k in a else v
+        return out
+    return b
+
+
+def _experiment(d: dict) -> Any:
+    from .definitions import EditVariant, Experiment, Sampler
+
+    d = dict(d)
+    d["samplers"] = tuple(Sampler(**s) for s in d["samplers"])
+    d["variants"] = tuple(EditVariant(**v) for v in d["variants"])
+    for k in ("steps", "guidance", "dtypes", "seeds", "strengths", "changes", "measures"):
+        d[k] = tuple(d[k])
+    return Experiment(**d)
+
+
+def _int_keys(x: Any) -> Any:
+    """JSON turned the step counts into strings: back to ints where a key is a number."""
+    if isinstance(x, dict):
+        return {(int(k) if isinstance(k, str) and k.isdigit() else k): _int_keys(v) for k, v in x.items()}
+    return x
+
+
+def merge_reports(parts: Sequence["str | Path"], out: "str | Path", order: Sequence[str] = ()) -> Path:
+    """Join report folders of one model run in parts (``reproduce --only``) into ``out``: results merged
+    (an experiment in several parts, e.g. by guidance, is the union of its tables; the definition's
+    guidance/dtypes the union too), figures copied, report.md re-rendered in ``order`` (default: first seen)."""
+    import shutil
+    from types import SimpleNamespace
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    merged: dict[str, Any] = {}
+    seconds, header, meta = 0.0, [], {}
+    for part in map(Path, parts):
+        data = json.loads((part / "results.json").read_text())
+        meta = {**data.get("subject", {}), **meta}
+        text = (part / "report.md").read_text().splitlines()
+        first_section = next((i for i, line in enumerate(text) if line.startswith("## ")), len(text))
+        header = header or text[:first_section]
+        for name, e in data["experiments"].items():
+            if name in merged:
+                old = merged[name]
+                d = dict(old["definition"])
+                for k in ("guidance", "dtypes", "steps"):
+                    d[k] = sorted(set(d[k]) | set(e["definition"][k]), key=lambda v: (str(type(v)), v))
+                merged[name] = {"definition": d, "result": _merge(old["result"], e["result"]),
+                                "seconds": old["seconds"] + e["seconds"]}
+            else:
+                merged[name] = e
+            seconds += e["seconds"]
+        for png in part.glob("*.png"):
+            if part.resolve() != out.resolve():
+                shutil.copy2(png, out / png.name)
+    names = [n for n in order if n in merged] + [n for n in merged if n not in order]
+    subject = SimpleNamespace(name=data.get("model", ""), **meta)
+    outcomes = [Outcome(_experiment(merged[n]["definition"]), _int_keys(merged[n]["result"]), {}, merged[n]["seconds"])
+                for n in names]
+    header = [line for line in header if not line.startswith("Command: ")]
+    return write_report(outcomes, subject, out, header=header, seconds=seconds, threads=1)
+
+
+def main(argv: "Sequence[str] | None" = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description="join report folders of one model run in parts (reproduce --only)")
+    p.add_argument("--merge", nargs="+", required=True, help="the part folders")
+    p.add_argument("--out", required=True)
+    p.add_argument("--order", nargs="*", default=(), help="experiment names in report order")
+    a = p.parse_args(argv)
+    print(merge_reports(a.merge, a.out, a.order))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
