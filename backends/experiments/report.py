@@ -68,24 +68,30 @@ def _reconstruction(o: Outcome, subject: Any, out: Path) -> list[str]:
     exp, r = o.experiment, o.result
     labels = [s.label for s in exp.samplers]
     latent = subject.latent_space
-    md = [f"## Reconstruction (Tables 2/3 analogue): {exp.name}" if exp.name != "reconstruction"
-          else "## Reconstruction (Tables 2/3 analogue)", ""]
+    md = [f"## {exp.name[0].upper() + exp.name[1:]} (Tables 2/3 analogue)", ""]
     if latent:
+        floor = "-" if r.get("ae_floor") is None else f"{r['ae_floor']:.2e}"
+        scale = "-" if r.get("latent_mean_square") is None else f"{r['latent_mean_square']:.2f}"
         md += [f"Pixel MSE of decode(reconstruct(invert(x))) against x on {r['images']} held-out images ([-1, 1] "
-               f"range), next to the autoencoder's own round trip decode(encode(x)) (the floor: "
-               f"{r['ae_floor']:.2e}); and latent MSE of the sampled-back latent against the encoded one "
-               f"(mean square of the latents: {r['latent_mean_square']:.2f}). `stable` and `bits` are the precision "
-               "modes of docs/precision.md; `bits` is exact to the last bit.", ""]
+               f"range), next to the autoencoder's own round trip decode(encode(x)) (the floor: {floor}); and latent "
+               f"MSE of the sampled-back latent against the encoded one (mean square of the latents: {scale}). "
+               "`stable` and `bits` are the precision modes of docs/precision.md; `bits` is exact to the last bit.", ""]
     else:
         md += [f"Pixel MSE of reconstruct(invert(x)) on {r['images']} held-out digits ([-1, 1] range). "
                "`stable` and `bits` are the precision modes of docs/precision.md; `bits` is exact to the last bit.", ""]
-    for key in r["pixel_mse"]:
+    def cell(table: dict, lab: str, n: int) -> str:
+        v = table.get(lab, {}).get(n)
+        return "–" if v is None else f"{v:.2e}"
+
+    for key in sorted(r["pixel_mse"], key=lambda k: (k.split(" ")[0], float(k.split("=")[1]))):
         dtype, w = key.split(" ")
         title = f"{dtype} states, guidance w = {w.removeprefix('w=')}"
         for measure in (("pixel_mse", "latent_mse") if latent else ("pixel_mse",)):
             table = r[measure][key]
+            cols = [lab for lab in labels if lab in table]  # a part of a merged run may lack a column
+            rows = [n for n in exp.steps if any(n in table[lab] for lab in cols)]
             md += [f"**{title}" + (f", {measure.replace('_', ' ').replace('mse', 'MSE')}**" if latent else "**"), "",
-                   md_table(["steps"] + labels, [[str(n)] + [f"{table[lab][n]:.2e}" for lab in labels] for n in exp.steps]), ""]
+                   md_table(["steps"] + cols, [[str(n)] + [cell(table, lab, n) for lab in cols] for n in rows]), ""]
     drift = _cfg_drift_line(r, labels, exp.steps)
     if drift:
         md += [drift, ""]
@@ -95,15 +101,20 @@ def _reconstruction(o: Outcome, subject: Any, out: Path) -> list[str]:
 def _cfg_drift_line(r: dict, labels: list[str], steps: Sequence[int]) -> str:
     """The guided round trip in one line: the exact sampler stays at 0, DDIM inversion drifts more with CFG."""
     keys = [k for k in r["latent_mse"] if not k.endswith("w=1")]
-    exact = next((lab for lab in ("O-BELM bits", "O-BELM stable", "O-BELM") if lab in labels), None)
+    present = {lab for k in keys for lab in r["latent_mse"][k]}
+    exact = next((lab for lab in ("O-BELM bits", "O-BELM stable", "O-BELM") if lab in present), None)
     plain = next((lab for lab in ("DDIM", "Euler") if lab in labels), None)
     if not keys or exact is None or plain is None:
         return ""
-    key, n = keys[0], max(steps)
+    key = keys[0]
+    lat = r["latent_mse"][key]
+    common = [n for n in steps if n in lat.get(exact, {}) and n in lat.get(plain, {})]
+    if not common:
+        return ""
+    n = max(common)
     one = key.split(" ")[0] + " w=1"
-    parts = [f"with guidance ({key}, N = {n}): {exact} latent MSE {r['latent_mse'][key][exact][n]:.2e}, "
-             f"{plain} inversion {r['latent_mse'][key][plain][n]:.2e}"]
-    if one in r["latent_mse"]:
+    parts = [f"with guidance ({key}, N = {n}): {exact} latent MSE {lat[exact][n]:.2e}, {plain} inversion {lat[plain][n]:.2e}"]
+    if n in r["latent_mse"].get(one, {}).get(plain, {}):
         parts.append(f"(without guidance {plain} {r['latent_mse'][one][plain][n]:.2e})")
     return "Reconstruction with classifier-free guidance is exact; DDIM-type inversion with guidance drifts: " + " ".join(parts) + "."
 
@@ -117,7 +128,7 @@ def _generation(o: Outcome, subject: Any, out: Path) -> list[str]:
           f"{r['seeds']}, the same noise for every sampler; mean ± std over seeds. FD: Fréchet distance of the judge's "
           "features against the held-out images (lower is better). Error: RMS difference of the final model-space "
           f"x_0 to a {r['reference_steps']}-step O-BELM solution of the probability-flow ODE from the same noise "
-          f"(float64 states; its own error, RMS against {r['reference_steps'] // 2} steps on the first seed: "
+          f"(float64 states; its own error, RMS against {r['reference_steps'] // 2} steps: "
           f"{mean_std(ref['error'], '.1e') if ref['error'] else '-'}). Reference: FD {mean_std(ref['frechet'])}, "
           + ", ".join(f"{h} accuracy {mean_std(v)}" for h, v in ref["accuracy"].items()) + ".", ""]
     blocks = [(f"{h} accuracy" if h != "digit" or len(r["accuracy"]) > 1 else "class accuracy", r["accuracy"][h], ".3f")
@@ -270,7 +281,19 @@ def _int_keys(x: Any) -> Any:
     return x
 
 
-def merge_reports(parts: Sequence["str | Path"], out: "str | Path", order: Sequence[str] = ()) -> Path:
+def _sampler_rank(model: str, name: str, label: str) -> int:
+    """A column's place in the model's own list (merged parts keep the report's usual column order)."""
+    from .definitions import definitions_for
+
+    try:
+        exp = next(e for e in definitions_for(model) if e.name == name)
+        return [s.label for s in exp.samplers].index(label)
+    except (ValueError, StopIteration):
+        return 1000
+
+
+def merge_reports(parts: Sequence["str | Path"], out: "str | Path", order: Sequence[str] = (),
+                  notes: Sequence[str] = ()) -> Path:
     """Join report folders of one model run in parts (``reproduce --only``) into ``out``: results merged
     (an experiment in several parts, e.g. by guidance, is the union of its tables; the definition's
     guidance/dtypes the union too), figures copied, report.md re-rendered in ``order`` (default: first seen)."""
@@ -293,6 +316,9 @@ def merge_reports(parts: Sequence["str | Path"], out: "str | Path", order: Seque
                 d = dict(old["definition"])
                 for k in ("guidance", "dtypes", "steps"):
                     d[k] = sorted(set(d[k]) | set(e["definition"][k]), key=lambda v: (str(type(v)), v))
+                known = [s["label"] for s in d["samplers"]]
+                d["samplers"] = d["samplers"] + [s for s in e["definition"]["samplers"] if s["label"] not in known]
+                d["samplers"] = sorted(d["samplers"], key=lambda s: _sampler_rank(data.get("model", ""), name, s["label"]))
                 merged[name] = {"definition": d, "result": _merge(old["result"], e["result"]),
                                 "seconds": old["seconds"] + e["seconds"]}
             else:
@@ -305,7 +331,7 @@ def merge_reports(parts: Sequence["str | Path"], out: "str | Path", order: Seque
     subject = SimpleNamespace(name=data.get("model", ""), **meta)
     outcomes = [Outcome(_experiment(merged[n]["definition"]), _int_keys(merged[n]["result"]), {}, merged[n]["seconds"])
                 for n in names]
-    header = [line for line in header if not line.startswith("Command: ")]
+    header = [line for line in header if not line.startswith("Command: ")] + [f"{n}\n" for n in notes]
     return write_report(outcomes, subject, out, header=header, seconds=seconds, threads=1)
 
 
@@ -316,8 +342,9 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     p.add_argument("--merge", nargs="+", required=True, help="the part folders")
     p.add_argument("--out", required=True)
     p.add_argument("--order", nargs="*", default=(), help="experiment names in report order")
+    p.add_argument("--note", nargs="*", default=(), help="paragraphs added to the header (how the parts were run)")
     a = p.parse_args(argv)
-    print(merge_reports(a.merge, a.out, a.order))
+    print(merge_reports(a.merge, a.out, a.order, a.note))
     return 0
 
 

@@ -91,6 +91,9 @@ def generation(exp: Experiment, subject: Any, progress: Progress) -> Outcome:
                 res["frechet"].setdefault(s.label, {}).setdefault(n, []).append(M.frechet(judge, x, held_features))
                 if ref_z is not None:
                     res["error"].setdefault(s.label, {}).setdefault(n, []).append(M.rms(z, ref_z))
+                progress(f"  {exp.name} seed {seed} {s.label} N={n}: FD {res['frechet'][s.label][n][-1]:.2f}, error "
+                         f"{res['error'].get(s.label, {}).get(n, [float('nan')])[-1]:.4f}, accuracy "
+                         + ", ".join(f"{h} {res['accuracy'][h][s.label][n][-1]:.3f}" for h in res["accuracy"]))
         progress(f"  {exp.name} seed {seed}: reference FD {res['reference']['frechet'][-1] if ref_z is not None else '-'}")
     return Outcome(exp, res)
 
