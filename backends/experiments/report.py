@@ -119,6 +119,9 @@ def _cfg_drift_line(r: dict, labels: list[str], steps: Sequence[int]) -> str:
     return "Reconstruction with classifier-free guidance is exact; DDIM-type inversion with guidance drifts: " + " ".join(parts) + "."
 
 
+_METHOD_NAMES = {"obelm": "O-BELM", "ddim": "DDIM/Euler", "edict": "EDICT", "bdia": "BDIA"}
+
+
 def _generation(o: Outcome, subject: Any, out: Path) -> list[str]:
     exp, r = o.experiment, o.result
     labels = [s.label for s in exp.samplers]
@@ -127,7 +130,8 @@ def _generation(o: Outcome, subject: Any, out: Path) -> list[str]:
           f"{r['samples']} samples per seed (conditions {subject.prompt_note}), guidance w = {r['guidance']:g}, seeds "
           f"{r['seeds']}, the same noise for every sampler; mean ± std over seeds. FD: Fréchet distance of the judge's "
           "features against the held-out images (lower is better). Error: RMS difference of the final model-space "
-          f"x_0 to a {r['reference_steps']}-step O-BELM solution of the probability-flow ODE from the same noise "
+          f"x_0 to a {r['reference_steps']}-step {_METHOD_NAMES.get(exp.reference_method, exp.reference_method)} solution of "
+          "the probability-flow ODE from the same noise "
           f"(float64 states; its own error, RMS against {r['reference_steps'] // 2} steps: "
           f"{mean_std(ref['error'], '.1e') if ref['error'] else '-'}). Reference: FD {mean_std(ref['frechet'])}, "
           + ", ".join(f"{h} accuracy {mean_std(v)}" for h, v in ref["accuracy"].items()) + ".", ""]
@@ -271,6 +275,7 @@ def _experiment(d: dict) -> Any:
     d["variants"] = tuple(EditVariant(**v) for v in d["variants"])
     for k in ("steps", "guidance", "dtypes", "seeds", "strengths", "changes", "measures"):
         d[k] = tuple(d[k])
+    d.setdefault("reference_method", "obelm")  # parts written before the field existed
     return Experiment(**d)
 
 

@@ -67,7 +67,7 @@ def reconstruction(exp: Experiment, subject: Any, progress: Progress) -> Outcome
 def generation(exp: Experiment, subject: Any, progress: Progress) -> Outcome:
     judge, w = subject.judge, exp.guidance[0]
     held_features = judge.features(subject.heldout.images.float()).numpy()
-    reference = Sampler("O-BELM", "obelm")
+    reference = Sampler("reference", exp.reference_method)
     res: dict[str, Any] = {"samples": exp.samples, "seeds": list(exp.seeds), "guidance": w,
                            "reference_steps": exp.reference_steps, "accuracy": {}, "frechet": {}, "error": {},
                            "reference": {"accuracy": {}, "frechet": [], "error": []}}
