@@ -66,6 +66,8 @@ def _recon(**kw):
                                  measures=("target_share",))),
     ("changes", lambda: _recon(kind="edit", strengths=(1.0,), variants=(PLAIN,), changes=("colour",),
                                measures=("target_share",))),
+    ("reference_method", lambda: _recon(kind="generation", samples=10, reference_steps=100, reference_method="rk4",
+                                        measures=("accuracy",))),
     ("Sampler.method", lambda: Sampler("RK4", "rk4")),
     ("Sampler.mode", lambda: Sampler("fast", "obelm", "fast")),
     ("EditVariant.cross_attention_steps", lambda: EditVariant("p2p", cross_attention_steps=1.5)),
@@ -86,11 +88,13 @@ def test_the_mnist_sd_list_covers_the_issues_tables():
     """Issue 20 item 3: Tables 2/3 for DDIM, EDICT, BDIA, O-BELM in each mode at 10/20/50/100 steps, guidance 1
     and 3, float32 and float64; Table 4 at 10/20/50; editing the digit and an attribute three ways."""
     exps = definitions_for("mnist-sd")
-    rec = next(e for e in exps if e.kind == "reconstruction")
-    assert {s.method for s in rec.samplers} == {"ddim", "edict", "bdia", "obelm"}
-    assert {s.mode for s in rec.samplers if s.method == "obelm"} == {"recurrence", "stable", "bits"}
-    assert rec.steps == (10, 20, 50, 100) and rec.guidance == (1.0, 3.0) and set(rec.dtypes) == {"float32", "float64"}
-    assert set(rec.measures) == {"pixel_mse", "latent_mse", "ae_floor"}
+    recs = [e for e in exps if e.kind == "reconstruction"]
+    assert {d for e in recs for d in e.dtypes} == {"float32", "float64"}
+    for rec in recs:  # every method, in each dtype
+        assert {s.method for s in rec.samplers} == {"ddim", "edict", "bdia", "obelm"}
+        assert rec.steps == (10, 20, 50, 100) and rec.guidance == (1.0, 3.0)
+        assert set(rec.measures) == {"pixel_mse", "latent_mse", "ae_floor"}
+    assert {s.mode for e in recs for s in e.samplers if s.method == "obelm"} == {"recurrence", "stable", "bits"}
     gen = next(e for e in exps if e.kind == "generation")
     assert gen.steps == (10, 20, 50) and len(gen.seeds) > 1 and set(gen.measures) == {"accuracy", "frechet", "reference_error"}
     edits = [e for e in exps if e.kind == "edit"]
