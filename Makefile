@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/linmultistep study --out $(OUT)/study
 	$(BIN)/linmultistep reproduce --quick --out $(OUT)/reproduce
+	$(BIN)/linmultistep reproduce --model mnist-sd --quick --out $(OUT)/reproduce-mnist-sd
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q

@@ -32,7 +32,7 @@ def main() -> None:
     from linmultistep.backends.diffusers.adapters import UNetEps, encode_classes, null_class
     from linmultistep.backends.diffusers.grid import grid_from_config
     from linmultistep.backends.digits import load_classifier, load_pipeline
-    from linmultistep.backends.digits.reproduce import _grid_image
+    from linmultistep.backends.experiments.report import grid_image as _grid_image
 
     pipe, classifier = load_pipeline(), load_classifier()
     classifier.requires_grad_(False)

@@ -208,19 +208,23 @@ def test_missing_or_corrupt_model_folder_is_a_clear_error(tmp_path):
 
 
 def test_reproduce_writes_a_report(tmp_path):
-    from linmultistep.backends.digits.reproduce import Settings, run_all
+    from linmultistep.backends.experiments.definitions import DIGITS_SAMPLERS, definitions_for
+    from linmultistep.backends.experiments.models import subject_for
+    from linmultistep.backends.experiments.runner import run
 
-    s = Settings.quick_settings(recon_steps=(5,), recon_images=4, samplers=[("DDIM", "ddim", "recurrence"),
-                                ("O-BELM bits", "obelm", "bits")], edit_images=3, strengths=(1.0,), edit_steps=6,
-                                threads=1)
-    report = run_all(s, tmp_path, progress=lambda _: None)
+    quick = {e.kind: e for e in definitions_for("digits", quick=True)}
+    exps = [quick["reconstruction"].replace(steps=(5,), images=4, samplers=(DIGITS_SAMPLERS[0], DIGITS_SAMPLERS[7])),
+            quick["edit"].replace(images=3, strengths=(1.0,), steps=(6,)), quick["interpolation"]]
+    subject, header = subject_for("digits")
+    report = run(exps, subject, tmp_path, progress=lambda _: None, threads=1, header=header)
     text = report.read_text()
     assert "Reconstruction" in text and "Editing" in text and "Interpolation" in text
-    results = json.loads((tmp_path / "results.json").read_text())
-    rec = results["reconstruction"]["float32 w=1"]
+    results = json.loads((tmp_path / "results.json").read_text())["experiments"]
+    rec = results["reconstruction"]["result"]["pixel_mse"]["float32 w=1"]
     assert rec["O-BELM bits"]["5"] == 0.0 and rec["DDIM"]["5"] > 1e-4
-    assert results["interpolation"]["O-BELM"] < 1e-10 < results["interpolation"]["DDIM"]
-    for f in ("edit_grid.png", "edit_metrics.png", "interpolation.png"):
+    ends = results["interpolation"]["result"]["endpoint_error"]
+    assert ends["O-BELM"] < 1e-10 < ends["DDIM"]
+    for f in ("editing_digit_grid.png", "editing_digit_metrics.png", "interpolation.png"):
         assert (tmp_path / f).stat().st_size > 1000
 
 
@@ -250,6 +254,7 @@ def test_reproduce_on_another_local_model(tmp_path, capsys):
     assert re.search("--images", cli_error(capsys, ["reproduce", "--model", str(tmp_path / "sd"), "--out", str(tmp_path / "r0")]))
     assert main(["reproduce", "--model", str(tmp_path / "sd"), "--quick", "--threads", "1", "--out", str(tmp_path / "r"),
                  "--images", *map(str, paths), "--prompt", "a cat"]) == 0
-    results = json.loads((tmp_path / "r" / "results.json").read_text())
-    assert results["reconstruction"]["float32 w=1"]["O-BELM bits"]["10"] < results["reconstruction"]["float32 w=1"]["DDIM"]["10"]
+    results = json.loads((tmp_path / "r" / "results.json").read_text())["experiments"]
+    rec = results["reconstruction"]["result"]["latent_mse"]["float32 w=1"]
+    assert rec["O-BELM bits"]["10"] < rec["DDIM"]["10"]
     assert Image.open(tmp_path / "r" / "interpolation.png").size[0] > 100
