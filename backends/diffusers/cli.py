@@ -420,9 +420,13 @@ def edit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance-scale", type=float, default=7.5, help="guidance of the target branch")
     parser.add_argument("--source-guidance-scale", type=float, default=1.0, help="guidance of the inversion")
     parser.add_argument("--no-direct-inversion", action="store_true",
-                        help="plain edit: no pinned source branch, no self-attention sharing")
+                        help="no pinned source branch (with --cross-attention-steps: classical Prompt-to-Prompt, the "
+                             "source branch sampled freely; else a plain edit, nothing shared)")
     parser.add_argument("--self-attention-steps", type=float, default=0.4,
                         help="fraction of the (noise-most) steps with source self-attention maps, in [0, 1]")
+    parser.add_argument("--cross-attention-steps", type=float, default=0.0,
+                        help="Prompt-to-Prompt word swap: fraction of the (noise-most) steps with the source's "
+                             "cross-attention maps, in [0, 1] (prompts of equal token counts)")
     parser.add_argument("--save-latent", default=None, metavar="FILE.safetensors",
                         help="also write the exact latent of the source images (reconstruct gives them back)")
     parser.add_argument("--grid", action="store_true",
@@ -461,7 +465,8 @@ def edit_command(args: argparse.Namespace) -> int:
                        (".safetensors",), args.overwrite, option="--save-latent")
     method, mode = _method(args), _mode(args)
     check_edit_numbers(strength=args.strength, self_attention_steps=args.self_attention_steps,
-                       guidance_scale=args.guidance_scale, source_guidance_scale=args.source_guidance_scale)
+                       guidance_scale=args.guidance_scale, source_guidance_scale=args.source_guidance_scale,
+                       cross_attention_steps=args.cross_attention_steps)
     if args.freeze_last < 0:
         raise UsageError(f"--freeze-last must be >= 0, got {args.freeze_last}")
     source = per_image_prompts(args.source_prompt, args.images, prompt_file=args.prompt_file,
@@ -480,7 +485,8 @@ def edit_command(args: argparse.Namespace) -> int:
                method=method, strength=args.strength, freeze_last=args.freeze_last,
                source_guidance_scale=args.source_guidance_scale, guidance_scale=args.guidance_scale,
                negative_prompt=args.negative_prompt, direct_inversion=not args.no_direct_inversion,
-               self_attention_steps=args.self_attention_steps, state_dtype=_dtype(args.state_dtype),
+               self_attention_steps=args.self_attention_steps, cross_attention_steps=args.cross_attention_steps,
+               state_dtype=_dtype(args.state_dtype),
                resize=args.resize, output_type="pil", progress=not args.quiet, **mode)
     if args.grid:
         _write_edit_grid(images, out.images, n, count, args.output)

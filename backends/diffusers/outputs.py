@@ -43,11 +43,14 @@ class ReconstructionOutput(BaseOutput):
 class EditOutput(BaseOutput):
     """``images`` and ``latents`` of the edited result, as in :class:`ReconstructionOutput`, and
     ``inversion``: the exact latent of the source images (with the source prompt and guidance), from
-    which ``reconstruct`` gives the inputs back; ``save_latent`` writes it (``edit --save-latent``)."""
+    which ``reconstruct`` gives the inputs back; ``save_latent`` writes it (``edit --save-latent``).
+    ``source_latents``: the x_0 of the freely sampled source branch of a classical Prompt-to-Prompt
+    edit (``direct_inversion=False, cross_attention_steps > 0``), else None (and left out of the tuple)."""
 
     images: Any
     latents: torch.Tensor
     inversion: State
+    source_latents: "torch.Tensor | None" = None
 
 
 def pipeline_progress(pipe: Any, progress: "bool | dict | None") -> "bool | dict":

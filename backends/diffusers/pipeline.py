@@ -24,7 +24,7 @@ from linmultistep import FixedPointRangeError, Grid, LatentMismatchError, Method
 from .adapters import Conditioning, UNetEps, encode_classes, encode_prompts, is_class_conditional, is_conditional
 from .arguments import check_edit_numbers, check_finite
 from . import environment
-from .attention import SharedSelfAttention
+from .attention import SharedAttention
 from .grid import grid_from_config, scheduler_config
 from .images import read_images, resize_to, to_pil
 from .outputs import EditOutput, ReconstructionOutput, pipeline_progress
@@ -67,8 +67,11 @@ class Parts:
 
     @property
     def channels(self) -> int:
-        """Image channels: 3 (RGB) through a VAE; the UNet's own input channels in pixel space."""
-        return 3 if self.vae is not None else int(self.unet.config.in_channels)
+        """Image channels: the VAE's input channels (3, RGB, for Stable Diffusion; 1 for the grey mnist-sd);
+        the UNet's own input channels in pixel space."""
+        if self.vae is not None:
+            return int(getattr(self.vae.config, "in_channels", 3) or 3)
+        return int(self.unet.config.in_channels)
 
     @property
     def size_multiple(self) -> int:
@@ -466,6 +469,7 @@ def edit(
     negative_prompt: "str | Sequence[str] | None" = None,
     direct_inversion: bool = True,
     self_attention_steps: float = 0.4,
+    cross_attention_steps: float = 0.0,
     state_dtype: torch.dtype | None = None,
     resize: str | None = None,
     generator: torch.Generator | None = None,
@@ -484,29 +488,47 @@ def edit(
     2. Sample the target branch from the exact latent at n_s down to 0 with the target prompt at
        ``guidance_scale``; the last ``freeze_last`` steps (grid indices freeze_last..1, the data
        end) use the source prompt instead (keeps fine texture).
-    3. With ``direct_inversion`` (O-BELM + Direct Inversion, Ju et al. ICLR 2024; seed sec. 4.4):
-       a source branch runs alongside in the same UNet batch, PINNED to the inversion: at every
-       network call its latent is the network input the inversion used at that grid index
-       (mirrored call order; for O-BELM/BDIA exactly the inverted x_i, for EDICT the matching
-       coupled state), so it cannot drift whatever the guidance; and while grid index
-       i > (1 - self_attention_steps) * n_s the
-       target branch's self-attention maps are replaced by the source branch's
-       (softmax(Q_src K_src^T / sqrt(d)) V_tgt; Prompt-to-Prompt / PnP-style structure injection).
-       Cross-attention is left to the target prompt.
+    3. A **source branch** runs alongside in the same UNet batch (layout of :mod:`.attention`) when
+       ``direct_inversion`` or ``cross_attention_steps > 0``:
+
+       - ``direct_inversion=True`` (O-BELM + Direct Inversion, Ju et al. ICLR 2024; seed sec. 4.4): the
+         source branch is PINNED to the inversion: at every network call its latent is the network
+         input the inversion used at that grid index (mirrored call order; for O-BELM/BDIA exactly the
+         inverted x_i, for EDICT the matching coupled state), with the source prompt at ``guidance_scale``,
+         so it cannot drift whatever the guidance.
+       - ``direct_inversion=False`` and ``cross_attention_steps > 0`` (classical Prompt-to-Prompt): the
+         source branch is sampled freely from the same exact latent with the source prompt at
+         ``source_guidance_scale``. For an exact method it retraces the inversion (to float rounding);
+         for DDIM it drifts, and the maps it injects drift with it. Its x_0 is returned as
+         ``EditOutput.source_latents``.
+
+       While grid index i > (1 - ``self_attention_steps``) * n_s the target's self-attention maps are
+       the source branch's (softmax(Q_src K_src^T / sqrt(d)) V_tgt; PnP-style structure injection); while
+       i > (1 - ``cross_attention_steps``) * n_s its cross-attention maps (``attn2``) are the source's
+       too, with the target prompt's values: Prompt-to-Prompt word swap (Hertz et al. 2022). Word swap
+       aligns token position t of the two prompts, so every source prompt must tokenize to as many
+       tokens as its target prompt (the tokenizer pads both to the same maximum length, so the
+       positions after the prompts align too); otherwise a ValueError names both prompts.
+       Without a source branch (``direct_inversion=False``, ``cross_attention_steps=0``) nothing is shared.
 
     With target = source prompt and equal guidance every variant reproduces the input (exactness).
     ``mode`` / ``mode_options`` as in :func:`invert` (None: the core's default).
-    Returns an :class:`EditOutput` (``return_dict=False``: the tuple (images, latents, inversion)):
-    the edited images of the input kind (at the inputs' sizes before ``resize=``, unless
+    Returns an :class:`EditOutput` (``return_dict=False``: the tuple (images, latents, inversion[,
+    source_latents])): the edited images of the input kind (at the inputs' sizes before ``resize=``, unless
     ``restore_size=False``), the model-space edited x_0, and the exact latent of the source images
     (``save_latent`` writes it; ``reconstruct`` gives the inputs back from it).
     """
     parts = parts_of(pipe)
     _check_arguments(generator, state_dtype)
     check_edit_numbers(strength=strength, self_attention_steps=self_attention_steps, guidance_scale=guidance_scale,
-                       source_guidance_scale=source_guidance_scale)
+                       source_guidance_scale=source_guidance_scale, cross_attention_steps=cross_attention_steps)
     if isinstance(freeze_last, bool) or not isinstance(freeze_last, int):
         raise TypeError(f"freeze_last must be an integer number of steps, got {freeze_last!r}")
+    if not (is_conditional(parts.unet) or is_class_conditional(parts.unet)):
+        raise ValueError("edit needs a conditional UNet (text: UNet2DConditionModel; or a class-conditional UNet2DModel)")
+    cross = float(cross_attention_steps) > 0
+    if cross:
+        check_word_swap(parts, source_prompt, target_prompt)
     read = read_images(images, parts.size_multiple, resize, channels=parts.channels)
     x, kind = read.x, read.kind
     batch = x.shape[0]
@@ -517,8 +539,6 @@ def edit(
         raise ValueError(f"{method_obj.spec} needs {method_obj.k} steps; {num_steps} steps at strength {strength} give {n_s}")
     if not 0 <= int(freeze_last) < n_s:
         raise ValueError(f"freeze_last must be in [0, {n_s}), got {freeze_last!r}")
-    if not (is_conditional(parts.unet) or is_class_conditional(parts.unet)):
-        raise ValueError("edit needs a conditional UNet (text: UNet2DConditionModel; or a class-conditional UNet2DModel)")
 
     def encode(prompt: Any, scale: float) -> Conditioning:
         return _conditioning(parts, batch, prompt, scale, negative_prompt, None, None)
@@ -529,7 +549,7 @@ def edit(
 
     x0 = encode_images(parts, x, generator).to(dtype=state_dtype or parts.dtype)
     inverter = UNetEps(parts.unet, grid, parts.prediction_type, src)
-    # the network inputs of the inversion, per grid index, in call order (the source branch)
+    # the network inputs of the inversion, per grid index, in call order (the pinned source branch)
     inputs: dict[int, list[torch.Tensor]] = {}
 
     def recording(xt: torch.Tensor, i: int) -> torch.Tensor:
@@ -545,10 +565,16 @@ def edit(
         | environment.record(parts.unet, grid, tuple(x0.shape), method_obj.mode, None, None))
     latent = _as_edit(inversion)  # the target branch's outputs differ from the inversion's by design
     predictor = UNetEps(parts.unet, grid, parts.prediction_type, tgt)
-    inject_from = (1.0 - float(self_attention_steps)) * n_s
+    self_from = (1.0 - float(self_attention_steps)) * n_s
+    cross_from = (1.0 - float(cross_attention_steps)) * n_s
+    source_z0 = None
+
+    def share(sharing: SharedAttention, i: int) -> None:
+        sharing.self_active = i > self_from
+        sharing.cross_active = cross and i > cross_from
 
     if direct_inversion:
-        sharing = SharedSelfAttention(parts.unet, batch)
+        sharing = SharedAttention(parts.unet, batch)
         both_tgt = Conditioning.concat([src_edit, tgt], float(guidance_scale))
         both_src = Conditioning.concat([src_edit, src_edit], float(guidance_scale))
         used: dict[int, int] = {}
@@ -560,15 +586,30 @@ def edit(
             used[i] = k + 1
             recorded = inputs.get(i) or [xt]
             pinned = recorded[max(0, len(recorded) - 1 - k)].to(xt.dtype)
-            sharing.active = i > inject_from
+            share(sharing, i)
             cond = both_src if i <= freeze_last else both_tgt
             return predictor.eps(torch.cat([pinned, xt]), i, cond)[batch:]
 
-        try:
-            with sharing:
-                z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=progress)
-        finally:
-            sharing.active = False
+        with sharing:
+            z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=progress)
+    elif cross:
+        # classical Prompt-to-Prompt: [source, target] sampled together from two copies of the latent
+        sharing = SharedAttention(parts.unet, batch)
+        need_uncond = float(source_guidance_scale) != 1.0 or float(guidance_scale) != 1.0
+        pair = {
+            False: branch_pair(encode(source_prompt, source_guidance_scale), tgt, need_uncond, x0,
+                               lambda: encode(source_prompt, 2.0).uncond, lambda: encode(target_prompt, 2.0).uncond),
+            True: branch_pair(encode(source_prompt, source_guidance_scale), src_edit, need_uncond, x0,
+                              lambda: encode(source_prompt, 2.0).uncond, lambda: encode(source_prompt, 2.0).uncond),
+        }
+
+        def eps_fn(xt: torch.Tensor, i: int) -> torch.Tensor:
+            share(sharing, i)
+            return predictor.eps(xt, i, pair[i <= freeze_last])
+
+        with sharing:
+            both = lms.sample(eps_fn, stack_rows(latent, 2), grid, method_obj, mode=method_obj.mode, progress=progress)
+        source_z0, z0 = both[:batch], both[batch:]
     else:
         def eps_fn(xt: torch.Tensor, i: int) -> torch.Tensor:
             return predictor.eps(xt, i, src_edit if i <= freeze_last else tgt)
@@ -576,5 +617,66 @@ def edit(
         z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=progress)
     x = decode_latents(parts, z0)
     sizes = inversion.metadata.get("input_sizes") if restore_size else None
-    out = EditOutput(images=_output(x, kind, output_type, sizes), latents=z0, inversion=inversion)
+    out = EditOutput(images=_output(x, kind, output_type, sizes), latents=z0, inversion=inversion,
+                     source_latents=source_z0)
     return out if return_dict else out.to_tuple()
+
+
+def check_word_swap(parts: Parts, source_prompt: Any, target_prompt: Any) -> None:
+    """Prompt-to-Prompt word swap maps token position t of each source prompt to position t of its
+    target prompt: refuse, naming both prompts, a pair whose token counts differ (the text encoder's
+    tokenizer counts, before padding to its maximum length)."""
+    if not is_conditional(parts.unet):
+        raise ValueError("cross_attention_steps needs a text-conditioned UNet (a class-conditional UNet has no "
+                         "cross-attention to share); give cross_attention_steps=0")
+    tokenizer = getattr(parts.pipe, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError("cross_attention_steps needs the pipeline's tokenizer to align the prompts' tokens")
+    sources = [source_prompt] if isinstance(source_prompt, str) else list(source_prompt)
+    targets = [target_prompt] if isinstance(target_prompt, str) else list(target_prompt)
+    if len(sources) == 1:
+        sources = sources * len(targets)
+    if len(targets) == 1:
+        targets = targets * len(sources)
+    for s, t in zip(sources, targets):
+        if not isinstance(s, str) or not isinstance(t, str):
+            raise TypeError(f"cross_attention_steps needs text prompts, got {s!r} and {t!r}")
+        n_src, n_tgt = (len(tokenizer(p).input_ids) for p in (s, t))
+        if n_src != n_tgt:
+            raise ValueError(
+                f"cross_attention_steps (Prompt-to-Prompt word swap) needs prompts of equal token counts: source "
+                f"prompt {s!r} has {n_src} tokens, target prompt {t!r} has {n_tgt}; swap words for words of one "
+                "token each, or give cross_attention_steps=0")
+
+
+@dataclass(frozen=True)
+class _RowGuidance(Conditioning):
+    """Guidance with one scale per batch row (a (rows, 1, 1, 1) tensor): the two branches of a
+    Prompt-to-Prompt batch may be guided differently; with scale 1 a row is its conditional output."""
+
+    @property
+    def guided(self) -> bool:
+        return True
+
+
+def branch_pair(src: Conditioning, tgt: Conditioning, need_uncond: bool, like: torch.Tensor,
+                src_uncond: Any, tgt_uncond: Any) -> Conditioning:
+    """The conditioning of a [source, target] batch. Equal scales: the plain concatenation (the usual
+    arithmetic, eps_u + w (eps_c - eps_u)); different ones: both unconditional halves (``src_uncond()`` /
+    ``tgt_uncond()`` encode the one a branch at scale 1 lacks) and a per-row scale."""
+    if src.guidance_scale == tgt.guidance_scale or not need_uncond:
+        return Conditioning.concat([src, tgt], float(tgt.guidance_scale))
+    rows = src.cond.shape[0]
+    scales = torch.tensor([float(src.guidance_scale)] * rows + [float(tgt.guidance_scale)] * rows,
+                          dtype=like.dtype, device=like.device)
+    uncond = torch.cat([src.uncond if src.uncond is not None else src_uncond(),
+                        tgt.uncond if tgt.uncond is not None else tgt_uncond()])
+    return _RowGuidance(torch.cat([src.cond, tgt.cond]), uncond, scales.view(-1, 1, 1, 1))
+
+
+def stack_rows(latent: State, copies: int) -> State:
+    """``copies`` copies of a latent's batch stacked along the batch (rows [all of copy 1, all of copy 2, ...])."""
+    def stack(e: Any) -> Any:
+        return type(e)(*(None if p is None else torch.cat([p] * copies) for p in e))
+
+    return dataclasses.replace(latent, window={i: stack(e) for i, e in latent.window.items()})
