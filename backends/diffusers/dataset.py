@@ -54,6 +54,7 @@ from .dataset_files import (IMAGE_EXTENSIONS, MANIFEST, RECORD_FORMAT, RUN_FILE,
 from .images import ImageSizeError, load_image, to_tensor
 from .latents import load_latent, save_latent, take_rows, write_atomic
 from .pipeline import invert, model_digest, parts_of, reconstruct
+from .settings import InversionSettings, settings_of
 
 __all__ = ["Dist", "setup_distributed", "list_inputs", "model_digest", "invert_dataset", "reconstruct_dataset",
            "load_image_latent", "read_manifest", "IMAGE_EXTENSIONS", "DatasetError", "IMAGE_PIXELS_FACTOR"]
@@ -276,23 +277,23 @@ def invert_dataset(
     out: "str | os.PathLike",
     *,
     prompt: Any = "",
-    num_steps: int = 50,
-    method: str = "obelm",
-    mode: str | None = None,
+    settings: InversionSettings | None = None,
     guidance_scale: float = 1.0,
     batch_size: int | None = None,
     shard_size: int = 64,
-    state_dtype: torch.dtype | None = None,
-    resize: str | None = None,
     model: str = "",
-    eval_threads: int | None = 1,
-    eval_chunk: int | None = None,
     max_image_pixels: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
     dist: Dist | None = None,
+    **options: Any,
 ) -> dict:
     """Invert every image of ``source`` into shards under ``out`` (see the module docstring).
+
+    ``settings`` / keywords: the :class:`~.settings.InversionSettings` fields ``num_steps`` (50),
+    ``method`` ('obelm', a name), ``mode``, ``state_dtype``, ``resize``, ``eval_threads`` (default 1 here:
+    a dataset's latents must not depend on the machine's thread count) and ``eval_batch`` (also accepted
+    under its former name ``eval_chunk``).
 
     ``batch_size``: images the sampler advances together (default: as many as one evaluation chunk
     holds); it changes neither the latents nor the network's call size. ``eval_chunk``: rows per
@@ -303,6 +304,14 @@ def invert_dataset(
 
     Returns the summary {images, ok, failed, shards_done, shards_skipped, notes, seconds, images_per_s}
     (``ok`` / ``failed`` count the images of ``source``, ``notes`` what a rerun found and re-did)."""
+    if "eval_chunk" in options:  # the former name of eval_batch
+        if "eval_batch" in options:
+            raise TypeError("give eval_batch or eval_chunk (its former name), not both")
+        options = {**{k: v for k, v in options.items() if k != "eval_chunk"}, "eval_batch": options["eval_chunk"]}
+    pinned = "eval_threads" in options or (settings is not None and settings.eval_threads is not None)
+    s = settings_of("invert_dataset", settings, options, unused=("mode_options", "allow_size_mismatch"))
+    num_steps, method, mode, state_dtype, resize = s.steps(50), s.method or "obelm", s.mode, s.state_dtype, s.resize
+    eval_threads, eval_chunk = s.eval_threads if pinned else 1, s.eval_batch
     for name, v in (("shard_size", shard_size), ("num_steps", num_steps)):
         _positive(name, v)
     for name, v in (("batch_size", batch_size), ("eval_chunk", eval_chunk), ("max_image_pixels", max_image_pixels)):
