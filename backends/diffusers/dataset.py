@@ -277,6 +277,7 @@ def invert_dataset(
     out: "str | os.PathLike",
     *,
     prompt: Any = "",
+    prompt_from_folder: bool = False,
     settings: InversionSettings | None = None,
     guidance_scale: float = 1.0,
     batch_size: int | None = None,
@@ -302,6 +303,9 @@ def invert_dataset(
     (default ``IMAGE_PIXELS_FACTOR`` x the model's trained pixels). ``overwrite``: replace the files of
     an earlier run with other options (or files of the same names) instead of refusing.
 
+    ``prompt_from_folder``: ``source`` is a folder of sub-folders (torchvision's ``ImageFolder`` layout,
+    ``source/<prompt>/<image>``) and each image's prompt or class label is its sub-folder's name.
+
     Returns the summary {images, ok, failed, shards_done, shards_skipped, notes, seconds, images_per_s}
     (``ok`` / ``failed`` count the images of ``source``, ``notes`` what a rerun found and re-did)."""
     if "eval_chunk" in options:  # the former name of eval_batch
@@ -317,7 +321,9 @@ def invert_dataset(
     for name, v in (("batch_size", batch_size), ("eval_chunk", eval_chunk), ("max_image_pixels", max_image_pixels)):
         _positive(name, v, none_ok=True)
     out = Path(out)
-    items = list_inputs(source, prompt)
+    if not isinstance(prompt_from_folder, bool):
+        raise TypeError(f"prompt_from_folder must be True or False, got {prompt_from_folder!r}")
+    items = list_inputs(source, prompt, prompt_from_folder)
     if not items:
         raise DatasetError(f"no images found in {source}")
     src = Path(source)
@@ -331,7 +337,7 @@ def invert_dataset(
     max_pixels = max_image_pixels or IMAGE_PIXELS_FACTOR * _trained_pixels(parts)
     digest = model_digest(parts.unet)
     # what the latents depend on; batch size, shard size and world size do not change them
-    options = {"prompt": prompt, "num_steps": num_steps, "method": str(method), "mode": mode,
+    options = {"prompt": "<sub-folder names>" if prompt_from_folder else prompt, "num_steps": num_steps, "method": str(method), "mode": mode,
                "guidance_scale": float(guidance_scale), "state_dtype": str(state_dtype), "resize": resize,
                "model_digest": digest, "eval_chunk": chunk, "eval_threads": eval_threads}
     resume, wipe = _check_run(out, options, overwrite)
@@ -346,19 +352,22 @@ def invert_dataset(
             out.mkdir(parents=True, exist_ok=True)
             _write_json(out / RUN_FILE, options)
             created_run = True
-    dist.barrier()
-    mine = [(k, shard) for k, shard in plan.todo if k % dist.world == dist.rank]
     bar = None
-    if progress and dist.rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(len(s) for _, s in mine), desc=f"inverting (rank 0 of {dist.world})", unit="img")
-    sizes = [tuple(r["image_size"]) for rs in plan.kept.values() for r in rs if r.get("image_size")]
-    run = _ShardRun(pipe, parts, out, dict(num_steps=num_steps, method=method, mode=mode, guidance_scale=guidance_scale,
-                                     state_dtype=state_dtype, eval_batch=chunk, eval_threads=eval_threads),
-                    resize, batch, max_pixels, model or parts.name, digest, sizes[0] if sizes else None)
     t0, done = time.time(), 0
-    try:
+    try:  # from here on, a failure before the first shard is written removes what this run created
+        dist.barrier()
+        mine = [(k, shard) for k, shard in plan.todo if k % dist.world == dist.rank]
+        if progress and dist.rank == 0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=sum(len(s) for _, s in mine), desc=f"inverting (rank 0 of {dist.world})", unit="img")
+        sizes = [tuple(r["image_size"]) for rs in plan.kept.values() for r in rs if r.get("image_size")]
+        run = _ShardRun(pipe, parts, out, dict(num_steps=num_steps, method=method, mode=mode,
+                                               guidance_scale=guidance_scale, state_dtype=state_dtype, eval_batch=chunk,
+                                               eval_threads=eval_threads,
+                                               allow_size_mismatch=True),  # max_image_pixels is this run's guard
+                        resize, batch, max_pixels, model or parts.name, digest, sizes[0] if sizes else None)
+        t0 = time.time()
         for k, shard in mine:
             run.invert_shard(k, shard)
             done += 1
@@ -368,7 +377,7 @@ def invert_dataset(
     except BaseException:
         if created_run and not any(out.glob("shard-*.json")):  # a failed start leaves nothing behind
             (out / RUN_FILE).unlink(missing_ok=True)
-            if created_dir and not any(out.iterdir()):
+            if created_dir and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()
         raise
     finally:
