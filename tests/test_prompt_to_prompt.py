@@ -77,7 +77,7 @@ def _attention(attn, h, context):
     return probs, v
 
 
-def test_injected_cross_attention_maps_are_the_source_branchs(pipe):
+def check_injected_maps(pipe, x, source, target):
     """Hooks on every attn2 layer see its inputs and output; recomputed here independently: while grid index
     i > (1 - c) n_s the target rows' output is to_out(P_src V_tgt) with P_src the source rows' probabilities
     and V_tgt the target prompt's values; below it, the target's own attention. Source rows: always their own."""
@@ -111,14 +111,17 @@ def test_injected_cross_attention_maps_are_the_source_branchs(pipe):
     handles += [m.register_forward_hook(attn2_hook, with_kwargs=True)
                 for n, m in pipe.unet.named_modules() if n.endswith("attn2")]
     try:
-        edit(pipe, sample_images(1), "a cat", "a dog", num_steps=num_steps, guidance_scale=1.0,
-             source_guidance_scale=1.0, direct_inversion=False, self_attention_steps=0.0,
-             cross_attention_steps=c, progress=False)
+        edit(pipe, x, source, target, num_steps=num_steps, guidance_scale=1.0, source_guidance_scale=1.0,
+             direct_inversion=False, self_attention_steps=0.0, cross_attention_steps=c, progress=False)
     finally:
         for h in handles:
             h.remove()
     assert seen["checked"][True] > 0 and seen["checked"][False] > 0
     assert not any("Shared" in type(p).__name__ for p in pipe.unet.attn_processors.values())
+
+
+def test_injected_cross_attention_maps_are_the_source_branchs(pipe):
+    check_injected_maps(pipe, sample_images(1), "a cat", "a dog")
 
 
 def test_cross_attention_sharing_changes_the_edit(pipe):
@@ -189,6 +192,11 @@ def _sevens(mnist, n):
     _, images, caps, _ = mnist
     idx = [k for k, c in enumerate(caps) if " seven " in c][:n]
     return images[idx], [caps[k] for k in idx]
+
+
+def test_mnist_sd_injected_cross_attention_maps_are_the_source_branchs(mnist):
+    x, caps = _sevens(mnist, 1)
+    check_injected_maps(mnist[0], x, caps, [c.replace(" seven ", " three ") for c in caps])
 
 
 @pytest.mark.parametrize("direct", [True, False])

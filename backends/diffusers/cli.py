@@ -160,7 +160,8 @@ def _method(args: argparse.Namespace) -> Any:
     return method
 
 
-def _dtype(name: str | None) -> Any:
+def dtype_named(name: str | None) -> Any:
+    """The torch dtype of a --dtype / --state-dtype value (None stays None)."""
     import torch
 
     return None if name is None else getattr(torch, name)
@@ -365,7 +366,7 @@ def invert_command(args: argparse.Namespace) -> int:
     extra = _flow_text(args, pipe) if is_flow_pipeline(pipe) else {}
     latent = binding(pipe).invert(pipe, images, prompt, num_steps=args.steps, method=method, **extra,
                                   guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt,
-                                  state_dtype=_dtype(args.state_dtype), resize=args.resize,
+                                  state_dtype=dtype_named(args.state_dtype), resize=args.resize,
                                   allow_size_mismatch=args.allow_size_mismatch, progress=not args.quiet, **mode)
     path = save_latent(_labelled(latent, args, args.images), args.output)
     print(f"wrote {path} ({latent.method}, mode {latent.mode}, {args.steps} steps, {latent.nfe} network evaluations)")
@@ -404,7 +405,7 @@ def _convert(latent: Any, dtype_name: str | None = None, device: Any = None) -> 
         return latent
     import dataclasses
 
-    dt = _dtype(dtype_name)
+    dt = dtype_named(dtype_name)
 
     def convert(t: Any) -> Any:
         if t is None:
@@ -540,7 +541,7 @@ def edit_command(args: argparse.Namespace) -> int:
     out = binding(pipe).edit(pipe, [images[k] for k in rows], row_sources, row_targets, num_steps=args.steps,
                              method=method, strength=args.strength, source_guidance_scale=args.source_guidance_scale,
                              guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt,
-                             state_dtype=_dtype(args.state_dtype), resize=args.resize,
+                             state_dtype=dtype_named(args.state_dtype), resize=args.resize,
                              allow_size_mismatch=args.allow_size_mismatch, output_type="pil",
                              progress=not args.quiet, **extra, **mode)
     if args.grid:
@@ -615,7 +616,7 @@ def generate_command(args: argparse.Namespace) -> int:
     else:
         from .generation import generate
     out = generate(pipe, prompts, **extra, num_steps=args.steps, method=method, guidance_scale=guidance,
-                   negative_prompt=args.negative_prompt, state_dtype=_dtype(args.state_dtype),
+                   negative_prompt=args.negative_prompt, state_dtype=dtype_named(args.state_dtype),
                    generator=torch.Generator().manual_seed(args.seed), output_type="pil",
                    progress=not args.quiet, **mode)
     if args.grid:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from linmultistep.modes import mode_names
 
-from .cli import DTYPES, UsageError, _dtype, load_pipeline
+from .cli import DTYPES, UsageError, dtype_named, load_pipeline
 
 __all__ = ["invert_arguments", "invert_run", "reconstruct_arguments", "reconstruct_run"]
 
@@ -83,7 +83,7 @@ def invert_run(args: argparse.Namespace) -> int:
     summary = invert_dataset(pipe, args.source, args.out, prompt=args.prompt, prompt_from_folder=args.prompt_from_folder,
                              num_steps=args.steps, method=args.method,
                              mode=args.mode, guidance_scale=args.guidance_scale, batch_size=args.batch_size,
-                             shard_size=args.shard_size, state_dtype=_dtype(args.state_dtype), resize=args.resize,
+                             shard_size=args.shard_size, state_dtype=dtype_named(args.state_dtype), resize=args.resize,
                              model=str(args.model), eval_threads=args.eval_threads, eval_chunk=args.eval_chunk,
                              overwrite=args.overwrite, progress=not args.quiet, dist=dist)
     if dist.rank == 0:
