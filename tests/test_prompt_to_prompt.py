@@ -156,7 +156,7 @@ def test_source_branch_may_be_guided_otherwise_than_the_target(pipe):
     assert rel(out.latents, z) > 1e-3  # the target branch was sampled at guidance 3: another image
 
 
-@pytest.mark.bad_input("4 wrong companion")
+@pytest.mark.bad_input("4 companions")
 def test_word_swap_refuses_prompts_of_different_token_counts(pipe):
     with pytest.raises(ValueError, match=r"source prompt 'a cat' has \d+ tokens, target prompt 'a red dog' has \d+"):
         edit(pipe, sample_images(1), "a cat", "a red dog", num_steps=4, cross_attention_steps=0.3)
