@@ -224,3 +224,22 @@ def test_mnist_sd_word_swap_seven_to_three_is_judged_three(mnist):
     z = encode_images(parts_of(pipe), x)
     assert rel(out.source_latents, z) < float32_bound(20)
     assert float((judge.predict(x)["digit"] == 7).float().mean()) >= 0.9  # the inputs were sevens
+
+
+def test_mnist_sd_word_swap_from_the_command_line(mnist, tmp_path, capsys):
+    from PIL import Image
+
+    from linmultistep.cli import main
+
+    x, caps = _sevens(mnist, 1)
+    png = tmp_path / "seven.png"
+    Image.fromarray(((x[0, 0] + 1) * 127.5).round().byte().numpy(), "L").save(png)
+    argv = ["edit", "--model", "mnist-sd", str(png), "--source-prompt", caps[0], "--steps", "6", "--guidance-scale", "3",
+            "--source-guidance-scale", "3", "--cross-attention-steps", "0.4", "--no-direct-inversion", "--quiet",
+            "--threads", "1"]
+    assert main(argv + ["--target-prompt", caps[0].replace(" seven ", " three "), "-o", str(tmp_path / "e.png")]) == 0
+    assert Image.open(tmp_path / "e.png").size == (32, 32)
+    longer = caps[0].replace(" seven ", " seven or three ")
+    assert main(argv + ["--target-prompt", longer, "-o", str(tmp_path / "f.png")]) != 0
+    err = capsys.readouterr().err
+    assert repr(caps[0]) in err and repr(longer) in err and not (tmp_path / "f.png").exists()
