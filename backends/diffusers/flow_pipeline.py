@@ -87,9 +87,14 @@ class FlowParts:
         return int(size or 64)
 
     @property
-    def trained_size(self) -> "tuple[int, int]":
-        side = self.latent_size * self.vae_factor
-        return side, side
+    def trained_size(self) -> "tuple[int, int] | None":
+        """The pixel size the transformer was trained at: its config's ``sample_size`` (SD3: 128 latents,
+        1024 pixels) times the VAE factor; None where the config does not say (FLUX)."""
+        size = getattr(self.transformer.config, "sample_size", None)
+        if size is None:
+            return None
+        h, w = (size, size) if isinstance(size, int) else tuple(size)[:2]
+        return int(h) * self.vae_factor, int(w) * self.vae_factor
 
 
 def flow_parts_of(pipe: Any) -> FlowParts:
