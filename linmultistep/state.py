@@ -68,6 +68,17 @@ class State:
         """The primary array at the window's noise-most point (x_N for an inverted latent)."""
         return self.window[self.hi].x
 
+    def as_edit(self) -> "State":
+        """This latent without its reconstruction checks (mode 'bits': the increment ``dV`` its first
+        sampling step must recompute bit for bit, and the per-step digests): sampling it with another
+        prompt, guidance or network is an edit, whose network outputs differ from the inversion's by design."""
+        from dataclasses import replace
+
+        from .fixedpoint import DIGESTS_KEY
+
+        window = {i: (e._replace(dV=None) if "dV" in e._fields else e) for i, e in self.window.items()}
+        return replace(self, window=window, metadata={k: v for k, v in self.metadata.items() if k != DIGESTS_KEY})
+
     def named_arrays(self) -> dict[str, Any]:
         """Flat {name: array}: 'field[i]' for every known part of every entry ('x[i]'; 'y[i]' for
         EDICT; 'xbar[i]', 'v[i]' in mode 'stable'; 'X[i]', 'V[i]', 'dV[i]' in mode 'bits')."""

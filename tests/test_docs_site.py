@@ -107,4 +107,4 @@ def test_long_signatures_show_one_parameter_a_line(site):
     block = page[start:start + 20000]
     text = html.unescape(re.sub(r"<[^>]+>", "", block[block.index("<pre"):]))
     signature = text[:text.index(")")]
-    assert "\n    num_steps: int = 50,\n" in signature, signature[:300]
+    assert "\n    settings: InversionSettings | None = None,\n" in signature, signature[:300]

@@ -28,12 +28,14 @@ def check_finite(**values: object) -> None:
 
 
 def check_edit_numbers(*, strength: object, self_attention_steps: object, guidance_scale: object,
-                       source_guidance_scale: object) -> None:
+                       source_guidance_scale: object, cross_attention_steps: object = 0.0) -> None:
     """The numbers of :func:`~linmultistep.backends.diffusers.edit`: all finite, ``strength`` in (0, 1] (the
-    fraction of the steps re-sampled) and ``self_attention_steps`` in [0, 1] (a fraction of those steps)."""
+    fraction of the steps re-sampled), ``self_attention_steps`` and ``cross_attention_steps`` in [0, 1]
+    (fractions of those steps)."""
     check_finite(strength=strength, source_guidance_scale=source_guidance_scale, guidance_scale=guidance_scale,
-                 self_attention_steps=self_attention_steps)
+                 self_attention_steps=self_attention_steps, cross_attention_steps=cross_attention_steps)
     if not 0.0 < float(strength) <= 1.0:  # type: ignore[arg-type]
         raise ArgumentError("strength", f"must be in (0, 1], got {strength!r}")
-    if not 0.0 <= float(self_attention_steps) <= 1.0:  # type: ignore[arg-type]
-        raise ArgumentError("self_attention_steps", f"must be a fraction of the steps in [0, 1], got {self_attention_steps!r}")
+    for name, value in (("self_attention_steps", self_attention_steps), ("cross_attention_steps", cross_attention_steps)):
+        if not 0.0 <= float(value) <= 1.0:  # type: ignore[arg-type]
+            raise ArgumentError(name, f"must be a fraction of the steps in [0, 1], got {value!r}")

@@ -78,6 +78,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="dtype of the sampler states (None: the network's); float64 makes round trips ~1e-12")
     parser.add_argument("--device", default=None, help="torch device (None: cuda if available, else cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or loading messages")
+    parser.add_argument("--max-sequence-length", type=int, default=None,
+                        help="flow (SD3-style) models: tokens of the T5 slot of the prompt embeddings (None: the CLIP "
+                             "tokenizer's length when the pipeline has no T5, e.g. 16 for mnist-flow; else diffusers' 256)")
     parser.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
 
 
@@ -157,7 +160,8 @@ def _method(args: argparse.Namespace) -> Any:
     return method
 
 
-def _dtype(name: str | None) -> Any:
+def dtype_named(name: str | None) -> Any:
+    """The torch dtype of a --dtype / --state-dtype value (None stays None)."""
     import torch
 
     return None if name is None else getattr(torch, name)
@@ -298,6 +302,36 @@ def _load(args: argparse.Namespace) -> Any:
     return load_pipeline(args.model, args.dtype, args.device, quiet=args.quiet)
 
 
+def is_flow_pipeline(pipe: Any) -> bool:
+    """A transformer + flow-matching pipeline (SD3, FLUX, the shipped mnist-flow): served by
+    :mod:`.flow_pipeline`; a UNet pipeline by :mod:`.pipeline`."""
+    return getattr(pipe, "unet", None) is None and getattr(pipe, "transformer", None) is not None
+
+
+def binding(pipe: Any) -> Any:
+    """The module whose invert / reconstruct / edit / generate serve ``pipe``."""
+    if is_flow_pipeline(pipe):
+        from . import flow_pipeline
+
+        return flow_pipeline
+    from . import pipeline
+
+    return pipeline
+
+
+def _flow_text(args: argparse.Namespace, pipe: Any) -> dict:
+    """``max_sequence_length`` for a flow pipeline: the option, else the CLIP tokenizer's length when the
+    pipeline has no T5 (its T5 slot is zeros; mnist-flow was trained with 16 of them), else diffusers' default."""
+    msl = getattr(args, "max_sequence_length", None)
+    if msl is None and getattr(pipe, "text_encoder_3", None) is None and getattr(pipe, "tokenizer", None) is not None:
+        msl = int(pipe.tokenizer.model_max_length)
+    return {} if msl is None else {"max_sequence_length": int(msl)}
+
+
+def _network_device(pipe: Any) -> Any:
+    return next((pipe.transformer if is_flow_pipeline(pipe) else pipe.unet).parameters()).device
+
+
 def _labelled(latent: Any, args: argparse.Namespace, images: list) -> Any:
     """The latent with the model folder and input files recorded (the Python API records what it knows)."""
     import dataclasses
@@ -327,12 +361,13 @@ def invert_command(args: argparse.Namespace) -> int:
     folder = check_model_path(args.model)
     images = _read_inputs(args.images, args, folder)
     from .latents import save_latent
-    from .pipeline import invert
 
     pipe = _load(args)
-    latent = invert(pipe, images, prompt, num_steps=args.steps, method=method,
-                    guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt,
-                    state_dtype=_dtype(args.state_dtype), resize=args.resize, progress=not args.quiet, **mode)
+    extra = _flow_text(args, pipe) if is_flow_pipeline(pipe) else {}
+    latent = binding(pipe).invert(pipe, images, prompt, num_steps=args.steps, method=method, **extra,
+                                  guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt,
+                                  state_dtype=dtype_named(args.state_dtype), resize=args.resize,
+                                  allow_size_mismatch=args.allow_size_mismatch, progress=not args.quiet, **mode)
     path = save_latent(_labelled(latent, args, args.images), args.output)
     print(f"wrote {path} ({latent.method}, mode {latent.mode}, {args.steps} steps, {latent.nfe} network evaluations)")
     return 0
@@ -351,6 +386,12 @@ def reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sample a latent inverted with another model's weights anyway (not a reconstruction)")
     parser.add_argument("--no-restore-size", action="store_true",
                         help="keep the model's size for images resized at inversion (--resize)")
+    parser.add_argument("--approximate", action="store_true",
+                        help="a mode-bits latent from another numerics environment (CPU kind, torch build, threads): "
+                             "reconstruct it approximately in float arithmetic (its expected error is stated) "
+                             "instead of refusing")
+    parser.add_argument("--allow-legacy", action="store_true",
+                        help="read a latent file written before integrity digests (unchecked, with a warning)")
     parser.add_argument("-o", "--output", required=True, help="image file to write (index appended for batches)")
 
 
@@ -364,7 +405,7 @@ def _convert(latent: Any, dtype_name: str | None = None, device: Any = None) -> 
         return latent
     import dataclasses
 
-    dt = _dtype(dtype_name)
+    dt = dtype_named(dtype_name)
 
     def convert(t: Any) -> Any:
         if t is None:
@@ -383,19 +424,24 @@ def reconstruct_command(args: argparse.Namespace) -> int:
     check_model_path(args.model)
     from .latents import load_latent
 
-    latent = load_latent(args.latent)  # checked (integrity digest, fields) before the model loads
+    latent = load_latent(args.latent, allow_legacy=args.allow_legacy)  # checked before the model loads
     latent = _convert(latent, args.state_dtype)
     batch = int(latent.x.shape[0])
     prompt = per_image_prompts(args.prompt, [args.latent] * batch, default=None) if args.prompt else None
     paths = _numbered(args.output, batch)
     _check_outputs(paths, args.output, [args.latent], IMAGE_SUFFIXES, args.overwrite)
-    from .pipeline import reconstruct
-
     pipe = _load(args)
-    latent = _convert(latent, device=pipe.unet.device)  # the states live where the network runs
-    images = reconstruct(pipe, latent, prompt, guidance_scale=args.guidance_scale, output_type="pil",
-                         progress=not args.quiet, check_model=not args.ignore_model_mismatch,
-                         restore_size=not args.no_restore_size).images
+    latent = _convert(latent, device=_network_device(pipe))  # the states live where the network runs
+    if is_flow_pipeline(pipe):  # flow latents are float states: no numerics environment, no resize record
+        if args.approximate:
+            raise UsageError("--approximate applies to mode-bits latents of UNet models; a flow model's latent "
+                             "reconstructs in its own mode")
+        extra = {}
+    else:
+        extra = {"restore_size": not args.no_restore_size, "exact": not args.approximate}
+    images = binding(pipe).reconstruct(pipe, latent, prompt, guidance_scale=args.guidance_scale, output_type="pil",
+                                       progress=not args.quiet, check_model=not args.ignore_model_mismatch,
+                                       **extra).images
     for p in _save_images(images, paths):
         print(f"wrote {p}")
     return 0
@@ -420,9 +466,13 @@ def edit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance-scale", type=float, default=7.5, help="guidance of the target branch")
     parser.add_argument("--source-guidance-scale", type=float, default=1.0, help="guidance of the inversion")
     parser.add_argument("--no-direct-inversion", action="store_true",
-                        help="plain edit: no pinned source branch, no self-attention sharing")
+                        help="no pinned source branch (with --cross-attention-steps: classical Prompt-to-Prompt, the "
+                             "source branch sampled freely; else a plain edit, nothing shared)")
     parser.add_argument("--self-attention-steps", type=float, default=0.4,
                         help="fraction of the (noise-most) steps with source self-attention maps, in [0, 1]")
+    parser.add_argument("--cross-attention-steps", type=float, default=0.0,
+                        help="Prompt-to-Prompt word swap: fraction of the (noise-most) steps with the source's "
+                             "cross-attention maps, in [0, 1] (prompts of equal token counts)")
     parser.add_argument("--save-latent", default=None, metavar="FILE.safetensors",
                         help="also write the exact latent of the source images (reconstruct gives them back)")
     parser.add_argument("--grid", action="store_true",
@@ -461,7 +511,8 @@ def edit_command(args: argparse.Namespace) -> int:
                        (".safetensors",), args.overwrite, option="--save-latent")
     method, mode = _method(args), _mode(args)
     check_edit_numbers(strength=args.strength, self_attention_steps=args.self_attention_steps,
-                       guidance_scale=args.guidance_scale, source_guidance_scale=args.source_guidance_scale)
+                       guidance_scale=args.guidance_scale, source_guidance_scale=args.source_guidance_scale,
+                       cross_attention_steps=args.cross_attention_steps)
     if args.freeze_last < 0:
         raise UsageError(f"--freeze-last must be >= 0, got {args.freeze_last}")
     source = per_image_prompts(args.source_prompt, args.images, prompt_file=args.prompt_file,
@@ -472,16 +523,27 @@ def edit_command(args: argparse.Namespace) -> int:
     folder = check_model_path(args.model)
     images = _read_inputs(args.images, args, folder)
     from .latents import save_latent, take_rows
-    from .pipeline import edit
 
     pipe = _load(args)
+    if is_flow_pipeline(pipe):
+        unet_only = [name for name, given in (("--freeze-last", args.freeze_last != 0),
+                                              ("--cross-attention-steps", args.cross_attention_steps != 0))
+                     if given]
+        if unet_only:
+            raise UsageError(f"{', '.join(unet_only)}: UNet models only; {args.model} is a flow (transformer) model")
+        print("flow model: a plain edit (the Direct-Inversion source branch and attention sharing are UNet-only)")
+        extra = _flow_text(args, pipe)
+    else:
+        extra = {"freeze_last": args.freeze_last, "direct_inversion": not args.no_direct_inversion,
+                 "self_attention_steps": args.self_attention_steps,
+                 "cross_attention_steps": args.cross_attention_steps}
     # every (image, target) pair is one row of a single batch: the model runs once per step for all
-    out = edit(pipe, [images[k] for k in rows], row_sources, row_targets, num_steps=args.steps,
-               method=method, strength=args.strength, freeze_last=args.freeze_last,
-               source_guidance_scale=args.source_guidance_scale, guidance_scale=args.guidance_scale,
-               negative_prompt=args.negative_prompt, direct_inversion=not args.no_direct_inversion,
-               self_attention_steps=args.self_attention_steps, state_dtype=_dtype(args.state_dtype),
-               resize=args.resize, output_type="pil", progress=not args.quiet, **mode)
+    out = binding(pipe).edit(pipe, [images[k] for k in rows], row_sources, row_targets, num_steps=args.steps,
+                             method=method, strength=args.strength, source_guidance_scale=args.source_guidance_scale,
+                             guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt,
+                             state_dtype=dtype_named(args.state_dtype), resize=args.resize,
+                             allow_size_mismatch=args.allow_size_mismatch, output_type="pil",
+                             progress=not args.quiet, **extra, **mode)
     if args.grid:
         _write_edit_grid(images, out.images, n, count, args.output)
     else:
@@ -543,13 +605,18 @@ def generate_command(args: argparse.Namespace) -> int:
     model = builtin_model(args.model)
     import torch
 
-    from .generation import generate
-
     pipe = _load(args)
     default = model.guidance_scale if model is not None else 1.0
     guidance = args.guidance_scale if args.guidance_scale is not None else default
-    out = generate(pipe, prompts, num_steps=args.steps, method=method, guidance_scale=guidance,
-                   negative_prompt=args.negative_prompt, state_dtype=_dtype(args.state_dtype),
+    extra = {}
+    if is_flow_pipeline(pipe):
+        from .flow_pipeline import generate
+
+        extra = _flow_text(args, pipe)
+    else:
+        from .generation import generate
+    out = generate(pipe, prompts, **extra, num_steps=args.steps, method=method, guidance_scale=guidance,
+                   negative_prompt=args.negative_prompt, state_dtype=dtype_named(args.state_dtype),
                    generator=torch.Generator().manual_seed(args.seed), output_type="pil",
                    progress=not args.quiet, **mode)
     if args.grid:

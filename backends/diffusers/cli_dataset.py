@@ -11,7 +11,7 @@ from pathlib import Path
 
 from linmultistep.modes import mode_names
 
-from .cli import DTYPES, UsageError, _dtype, load_pipeline
+from .cli import DTYPES, UsageError, dtype_named, load_pipeline
 
 __all__ = ["invert_arguments", "invert_run", "reconstruct_arguments", "reconstruct_run"]
 
@@ -33,6 +33,9 @@ def invert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="folder of images (recursive) or a list file (path[TAB]prompt per line)")
     parser.add_argument("--out", required=True, help="output folder: shard files and manifest.jsonl")
     parser.add_argument("--prompt", default="", help="prompt (or class label) of images without their own (default '')")
+    parser.add_argument("--prompt-from-folder", action="store_true",
+                        help="SOURCE is a folder of sub-folders (ImageFolder layout, SOURCE/<prompt>/<image>): each "
+                             "image's prompt or class label is its sub-folder's name")
     parser.add_argument("--steps", type=int, default=50, help="number of inference steps N (default 50)")
     parser.add_argument("--method", default="obelm", choices=["obelm", "bdia", "edict", "ddim"], help="(default obelm)")
     parser.add_argument("--mode", choices=mode_names(), default=None,
@@ -63,7 +66,7 @@ def _check_invert(args: argparse.Namespace) -> None:
 
     _check_numbers(args, ("batch-size", "shard-size", "steps", "eval-threads", "eval-chunk"))
     distributed_env()
-    items = list_inputs(args.source, args.prompt)
+    items = list_inputs(args.source, args.prompt, args.prompt_from_folder)
     if not items:
         raise UsageError(f"no images found in {args.source}")
     src = Path(args.source)
@@ -77,9 +80,10 @@ def invert_run(args: argparse.Namespace) -> int:
 
     dist = setup_distributed(args.device)
     pipe = load_pipeline(args.model, args.dtype, dist.device)
-    summary = invert_dataset(pipe, args.source, args.out, prompt=args.prompt, num_steps=args.steps, method=args.method,
+    summary = invert_dataset(pipe, args.source, args.out, prompt=args.prompt, prompt_from_folder=args.prompt_from_folder,
+                             num_steps=args.steps, method=args.method,
                              mode=args.mode, guidance_scale=args.guidance_scale, batch_size=args.batch_size,
-                             shard_size=args.shard_size, state_dtype=_dtype(args.state_dtype), resize=args.resize,
+                             shard_size=args.shard_size, state_dtype=dtype_named(args.state_dtype), resize=args.resize,
                              model=str(args.model), eval_threads=args.eval_threads, eval_chunk=args.eval_chunk,
                              overwrite=args.overwrite, progress=not args.quiet, dist=dist)
     if dist.rank == 0:

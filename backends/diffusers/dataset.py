@@ -54,6 +54,7 @@ from .dataset_files import (IMAGE_EXTENSIONS, MANIFEST, RECORD_FORMAT, RUN_FILE,
 from .images import ImageSizeError, load_image, to_tensor
 from .latents import load_latent, save_latent, take_rows, write_atomic
 from .pipeline import invert, model_digest, parts_of, reconstruct
+from .settings import InversionSettings, settings_of
 
 __all__ = ["Dist", "setup_distributed", "list_inputs", "model_digest", "invert_dataset", "reconstruct_dataset",
            "load_image_latent", "read_manifest", "IMAGE_EXTENSIONS", "DatasetError", "IMAGE_PIXELS_FACTOR"]
@@ -276,23 +277,24 @@ def invert_dataset(
     out: "str | os.PathLike",
     *,
     prompt: Any = "",
-    num_steps: int = 50,
-    method: str = "obelm",
-    mode: str | None = None,
+    prompt_from_folder: bool = False,
+    settings: InversionSettings | None = None,
     guidance_scale: float = 1.0,
     batch_size: int | None = None,
     shard_size: int = 64,
-    state_dtype: torch.dtype | None = None,
-    resize: str | None = None,
     model: str = "",
-    eval_threads: int | None = 1,
-    eval_chunk: int | None = None,
     max_image_pixels: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
     dist: Dist | None = None,
+    **options: Any,
 ) -> dict:
     """Invert every image of ``source`` into shards under ``out`` (see the module docstring).
+
+    ``settings`` / keywords: the :class:`~.settings.InversionSettings` fields ``num_steps`` (50),
+    ``method`` ('obelm', a name), ``mode``, ``state_dtype``, ``resize``, ``eval_threads`` (default 1 here:
+    a dataset's latents must not depend on the machine's thread count) and ``eval_batch`` (also accepted
+    under its former name ``eval_chunk``).
 
     ``batch_size``: images the sampler advances together (default: as many as one evaluation chunk
     holds); it changes neither the latents nor the network's call size. ``eval_chunk``: rows per
@@ -301,14 +303,27 @@ def invert_dataset(
     (default ``IMAGE_PIXELS_FACTOR`` x the model's trained pixels). ``overwrite``: replace the files of
     an earlier run with other options (or files of the same names) instead of refusing.
 
+    ``prompt_from_folder``: ``source`` is a folder of sub-folders (torchvision's ``ImageFolder`` layout,
+    ``source/<prompt>/<image>``) and each image's prompt or class label is its sub-folder's name.
+
     Returns the summary {images, ok, failed, shards_done, shards_skipped, notes, seconds, images_per_s}
     (``ok`` / ``failed`` count the images of ``source``, ``notes`` what a rerun found and re-did)."""
+    if "eval_chunk" in options:  # the former name of eval_batch
+        if "eval_batch" in options:
+            raise TypeError("give eval_batch or eval_chunk (its former name), not both")
+        options = {**{k: v for k, v in options.items() if k != "eval_chunk"}, "eval_batch": options["eval_chunk"]}
+    pinned = "eval_threads" in options or (settings is not None and settings.eval_threads is not None)
+    s = settings_of("invert_dataset", settings, options, unused=("mode_options", "allow_size_mismatch"))
+    num_steps, method, mode, state_dtype, resize = s.steps(50), s.method or "obelm", s.mode, s.state_dtype, s.resize
+    eval_threads, eval_chunk = s.eval_threads if pinned else 1, s.eval_batch
     for name, v in (("shard_size", shard_size), ("num_steps", num_steps)):
         _positive(name, v)
     for name, v in (("batch_size", batch_size), ("eval_chunk", eval_chunk), ("max_image_pixels", max_image_pixels)):
         _positive(name, v, none_ok=True)
     out = Path(out)
-    items = list_inputs(source, prompt)
+    if not isinstance(prompt_from_folder, bool):
+        raise TypeError(f"prompt_from_folder must be True or False, got {prompt_from_folder!r}")
+    items = list_inputs(source, prompt, prompt_from_folder)
     if not items:
         raise DatasetError(f"no images found in {source}")
     src = Path(source)
@@ -322,7 +337,7 @@ def invert_dataset(
     max_pixels = max_image_pixels or IMAGE_PIXELS_FACTOR * _trained_pixels(parts)
     digest = model_digest(parts.unet)
     # what the latents depend on; batch size, shard size and world size do not change them
-    options = {"prompt": prompt, "num_steps": num_steps, "method": str(method), "mode": mode,
+    options = {"prompt": "<sub-folder names>" if prompt_from_folder else prompt, "num_steps": num_steps, "method": str(method), "mode": mode,
                "guidance_scale": float(guidance_scale), "state_dtype": str(state_dtype), "resize": resize,
                "model_digest": digest, "eval_chunk": chunk, "eval_threads": eval_threads}
     resume, wipe = _check_run(out, options, overwrite)
@@ -337,19 +352,22 @@ def invert_dataset(
             out.mkdir(parents=True, exist_ok=True)
             _write_json(out / RUN_FILE, options)
             created_run = True
-    dist.barrier()
-    mine = [(k, shard) for k, shard in plan.todo if k % dist.world == dist.rank]
     bar = None
-    if progress and dist.rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(len(s) for _, s in mine), desc=f"inverting (rank 0 of {dist.world})", unit="img")
-    sizes = [tuple(r["image_size"]) for rs in plan.kept.values() for r in rs if r.get("image_size")]
-    run = _ShardRun(pipe, parts, out, dict(num_steps=num_steps, method=method, mode=mode, guidance_scale=guidance_scale,
-                                     state_dtype=state_dtype, eval_batch=chunk, eval_threads=eval_threads),
-                    resize, batch, max_pixels, model or parts.name, digest, sizes[0] if sizes else None)
     t0, done = time.time(), 0
-    try:
+    try:  # from here on, a failure before the first shard is written removes what this run created
+        dist.barrier()
+        mine = [(k, shard) for k, shard in plan.todo if k % dist.world == dist.rank]
+        if progress and dist.rank == 0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=sum(len(s) for _, s in mine), desc=f"inverting (rank 0 of {dist.world})", unit="img")
+        sizes = [tuple(r["image_size"]) for rs in plan.kept.values() for r in rs if r.get("image_size")]
+        run = _ShardRun(pipe, parts, out, dict(num_steps=num_steps, method=method, mode=mode,
+                                               guidance_scale=guidance_scale, state_dtype=state_dtype, eval_batch=chunk,
+                                               eval_threads=eval_threads,
+                                               allow_size_mismatch=True),  # max_image_pixels is this run's guard
+                        resize, batch, max_pixels, model or parts.name, digest, sizes[0] if sizes else None)
+        t0 = time.time()
         for k, shard in mine:
             run.invert_shard(k, shard)
             done += 1
@@ -359,7 +377,7 @@ def invert_dataset(
     except BaseException:
         if created_run and not any(out.glob("shard-*.json")):  # a failed start leaves nothing behind
             (out / RUN_FILE).unlink(missing_ok=True)
-            if created_dir and not any(out.iterdir()):
+            if created_dir and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()
         raise
     finally:

@@ -74,13 +74,27 @@ class Item:
     origin: str = "prompt"  #: 'prompt' (the default prompt) or 'FILE line N' (a list file's own)
 
 
-def list_inputs(source: "str | os.PathLike", prompt: Any = None) -> list[Item]:
+def list_inputs(source: "str | os.PathLike", prompt: Any = None, from_folder: bool = False) -> list[Item]:
     """The images of a folder (recursive, sorted) or of a list file (``path`` or ``path<TAB>prompt``
-    per line; relative paths from the list file's folder; blank and '#' lines skipped)."""
+    per line; relative paths from the list file's folder; blank and '#' lines skipped).
+
+    ``from_folder``: the folder is laid out as torchvision's ``ImageFolder`` (``source/<name>/<image>``) and
+    each image's prompt (or class label) is the name of its sub-folder; an image elsewhere (at the top, or
+    deeper) is refused by name, and so is a list file."""
     src = Path(source)
+    if from_folder and not src.is_dir():
+        raise DatasetError(f"prompts from folder names need a folder of sub-folders (source/<prompt>/<image>); "
+                           f"{src} is not a folder")
     if src.is_dir():
         files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        return [Item(str(p), prompt) for p in files]
+        if not from_folder:
+            return [Item(str(p), prompt) for p in files]
+        misplaced = [str(p) for p in files if len(p.relative_to(src).parts) != 2]
+        if misplaced:
+            raise DatasetError(f"prompts from folder names: every image must sit in a sub-folder of {src} named by its "
+                               f"prompt (source/<prompt>/<image>); not so: {', '.join(misplaced[:3])}"
+                               + (f" and {len(misplaced) - 3} more" if len(misplaced) > 3 else ""))
+        return [Item(str(p), p.parent.name, f"folder {p.parent}") for p in files]
     if src.is_file():
         try:
             text = src.read_text()

@@ -31,17 +31,17 @@ import torch
 
 import linmultistep as lms
 from linmultistep import Grid, LatentMismatchError, Method, State, get_method
-from linmultistep.fixedpoint import DIGESTS_KEY
 from linmultistep.paths import FLOW, check_latent_path, dynamic_shift_mu
 
 from .arguments import check_finite
 from .flow_schedulers import flow_config, flow_grid_from_config
-from .images import read_images, resize_to, to_pil
-from .outputs import EditOutput, ReconstructionOutput, pipeline_progress
-from .pipeline import method_in_mode, model_digest
+from .images import check_trained_size, read_images, resize_to, to_pil
+from .outputs import EditOutput, GenerationOutput, ReconstructionOutput, pipeline_progress
+from .pipeline import model_digest
+from .settings import INVERSION_FIELDS, InversionSettings, settings_of
 
 __all__ = ["FlowParts", "flow_parts_of", "FlowConditioning", "encode_flow_prompts", "TransformerVelocity",
-           "flow_grid_for", "velocity_for", "pack_latents", "unpack_latents", "invert", "reconstruct", "edit",
+           "flow_grid_for", "velocity_for", "pack_latents", "unpack_latents", "invert", "reconstruct", "edit", "generate",
            "encode_images", "decode_latents"]
 
 FLUX_DEFAULT_GUIDANCE = 3.5  # FluxPipeline's default guidance_scale (the embedded guidance)
@@ -79,6 +79,22 @@ class FlowParts:
     @property
     def embedded_guidance(self) -> bool:
         return bool(getattr(self.transformer.config, "guidance_embeds", False))
+
+    @property
+    def latent_size(self) -> int:
+        """The latent side the pipeline samples at by default (its ``default_sample_size``)."""
+        size = getattr(self.pipe, "default_sample_size", None) or getattr(self.transformer.config, "sample_size", None)
+        return int(size or 64)
+
+    @property
+    def trained_size(self) -> "tuple[int, int] | None":
+        """The pixel size the transformer was trained at: its config's ``sample_size`` (SD3: 128 latents,
+        1024 pixels) times the VAE factor; None where the config does not say (FLUX)."""
+        size = getattr(self.transformer.config, "sample_size", None)
+        if size is None:
+            return None
+        h, w = (size, size) if isinstance(size, int) else tuple(size)[:2]
+        return int(h) * self.vae_factor, int(w) * self.vae_factor
 
 
 def flow_parts_of(pipe: Any) -> FlowParts:
@@ -306,16 +322,14 @@ def velocity_for(pipe: Any, prompt: Any, latent_shape: Sequence[int], num_steps:
 
 
 # --- public API -----------------------------------------------------------------------------------------
-def _as_edit(latent: State) -> State:
-    """The latent without mode 'bits'' reconstruction checks (its first step's recorded increment and the
-    per-step digests): sampling it with another prompt or guidance is an edit, not a reconstruction."""
-    window = {i: (e._replace(dV=None) if hasattr(e, "dV") else e) for i, e in latent.window.items()}
-    metadata = {k: v for k, v in latent.metadata.items() if k != DIGESTS_KEY}
-    return dataclasses.replace(latent, window=window, metadata=metadata)
-
-
-def _read(parts: FlowParts, images: Any, resize: "str | None") -> Any:
-    return read_images(images, parts.vae_factor * parts.latent_multiple, resize, channels=3)
+def _read(parts: FlowParts, images: Any, resize: "str | None", allow_size_mismatch: bool = False) -> Any:
+    """The images as the VAE takes them (its ``in_channels``: 3 for SD3 / FLUX, 1 for the grey mnist-flow),
+    refused when far from the model's trained size unless ``allow_size_mismatch``."""
+    read = read_images(images, parts.vae_factor * parts.latent_multiple, resize,
+                       channels=int(getattr(parts.vae.config, "in_channels", 3) or 3))
+    if not allow_size_mismatch:
+        check_trained_size(tuple(read.x.shape[-2:]), parts.trained_size, allow="allow_size_mismatch=True")
+    return read
 
 
 def _output(x: torch.Tensor, kind: str, output_type: "str | None", sizes: Any) -> Any:
@@ -348,13 +362,14 @@ def _invert_latent(parts: FlowParts, z0: torch.Tensor, prompt: Any, num_steps: i
     return state, grid, meta
 
 
-def invert(pipe: Any, images: Any, prompt: Any = "", *, num_steps: int = 28, method: "str | Method" = "obelm",
+def invert(pipe: Any, images: Any, prompt: Any = "", *, settings: "InversionSettings | None" = None,
            guidance_scale: float = 1.0, negative_prompt: Any = None, guidance: "float | None" = None,
            max_sequence_length: "int | None" = None, generator: "torch.Generator | None" = None,
-           state_dtype: "torch.dtype | None" = None, resize: "str | None" = None, stop: "int | None" = None,
-           mode: "str | None" = None, mode_options: "dict | None" = None, progress: Any = None,
-           callback: Any = None) -> State:
+           stop: "int | None" = None, progress: Any = None, callback: Any = None, **options: Any) -> State:
     """Invert images to the noise end (t = 1) of the pipeline's ``num_steps`` grid.
+
+    ``settings`` / keywords: the :class:`~.settings.InversionSettings` fields ``num_steps`` (28),
+    ``method`` ('obelm'), ``mode``, ``mode_options``, ``state_dtype``, ``resize``.
 
     ``images``: PIL image(s)/paths or a float tensor in [-1, 1] (B, 3, H, W), sizes multiples of the
     VAE factor times 2 (FLUX packing) or the patch size (SD3); one prompt or one per image;
@@ -364,10 +379,12 @@ def invert(pipe: Any, images: Any, prompt: Any = "", *, num_steps: int = 28, met
     the pair (x_N, x_{N-1}), on a 'flow-...' grid) with what :func:`reconstruct` needs in ``metadata``.
     """
     parts = flow_parts_of(pipe)
+    s = settings_of("invert", settings, options, unused=("eval_batch", "eval_threads"))
+    num_steps, state_dtype = s.steps(28), s.state_dtype
     if state_dtype is not None and (not isinstance(state_dtype, torch.dtype) or not state_dtype.is_floating_point):
         raise TypeError(f"state_dtype must be a floating-point torch dtype, got {state_dtype!r}")
-    read = _read(parts, images, resize)
-    method_obj = method_in_mode(method, mode, mode_options)
+    read = _read(parts, images, s.resize, s.allow_size_mismatch)
+    method_obj = s.method_object()
     z0 = encode_images(parts, read.x, generator).to(dtype=state_dtype or parts.dtype)
     state, _, meta = _invert_latent(parts, z0, prompt, num_steps, method_obj, guidance_scale, negative_prompt,
                                     guidance, max_sequence_length, stop, progress, callback)
@@ -390,19 +407,21 @@ def _grid_of(parts: FlowParts, latent: State, num_steps: "int | None") -> Grid:
     return grid
 
 
-def reconstruct(pipe: Any, latent: State, prompt: Any = None, *, guidance_scale: "float | None" = None,
-                negative_prompt: Any = None, guidance: "float | None" = None, num_steps: "int | None" = None,
+def reconstruct(pipe: Any, latent: State, prompt: Any = None, *, settings: "InversionSettings | None" = None,
+                guidance_scale: "float | None" = None, negative_prompt: Any = None, guidance: "float | None" = None,
                 output_type: "str | None" = None, return_dict: bool = True, check_model: bool = True,
-                progress: Any = None) -> Any:
+                progress: Any = None, **options: Any) -> Any:
     """Sample back from an inverted latent with its method, grid and mode: the input images (exactly,
     up to the VAE). Prompt and guidance default to the latent's; other values make it an edit.
+    ``settings`` / keywords: ``num_steps`` (None: the latent's; the method and mode are always the latent's).
     A latent of another path (a VP latent of a UNet model), grid or model is refused."""
     if isinstance(latent, EditOutput):
         latent = latent.inversion
     if not isinstance(latent, State):
         raise TypeError(f"latent must be the State returned by invert, got {type(latent).__name__}")
     parts = flow_parts_of(pipe)
-    grid = _grid_of(parts, latent, num_steps)
+    s = settings_of("reconstruct", settings, options, unused=tuple(f for f in INVERSION_FIELDS if f != "num_steps"))
+    grid = _grid_of(parts, latent, s.num_steps)
     meta = dict(latent.metadata)
     recorded = meta.get("model_digest")
     if check_model and recorded is not None and recorded != model_digest(parts.transformer):
@@ -410,7 +429,7 @@ def reconstruct(pipe: Any, latent: State, prompt: Any = None, *, guidance_scale:
                                   "same model, or check_model=False to sample it with this one (an edit)")
     same = prompt is None and guidance_scale is None and guidance is None and negative_prompt is None
     if not same or (not check_model and recorded != model_digest(parts.transformer)):
-        latent = _as_edit(latent)
+        latent = latent.as_edit()
     cond = encode_flow_prompts(
         parts, meta.get("prompt", "") if prompt is None else prompt, latent.x.shape[0],
         meta.get("guidance_scale", 1.0) if guidance_scale is None else guidance_scale,
@@ -424,23 +443,25 @@ def reconstruct(pipe: Any, latent: State, prompt: Any = None, *, guidance_scale:
     return out if return_dict else out.to_tuple()
 
 
-def edit(pipe: Any, images: Any, source_prompt: Any, target_prompt: Any, *, num_steps: int = 28,
-         method: "str | Method" = "obelm", strength: float = 1.0, source_guidance_scale: float = 1.0,
-         guidance_scale: float = 1.0, negative_prompt: Any = None, guidance: "float | None" = None,
-         max_sequence_length: "int | None" = None, state_dtype: "torch.dtype | None" = None,
-         resize: "str | None" = None, output_type: "str | None" = None, return_dict: bool = True,
-         mode: "str | None" = None, mode_options: "dict | None" = None, progress: Any = None) -> Any:
+def edit(pipe: Any, images: Any, source_prompt: Any, target_prompt: Any, *, settings: "InversionSettings | None" = None,
+         strength: float = 1.0, source_guidance_scale: float = 1.0, guidance_scale: float = 1.0,
+         negative_prompt: Any = None, guidance: "float | None" = None, max_sequence_length: "int | None" = None,
+         output_type: "str | None" = None, return_dict: bool = True, progress: Any = None, **options: Any) -> Any:
     """Edit images from ``source_prompt`` to ``target_prompt`` through exact inversion: invert with the
     source prompt (``source_guidance_scale``) to grid index n_s = round(strength N), then sample the
     target prompt (``guidance_scale``) from that exact latent. With target = source and equal guidance
     it reproduces the input. (The UNet binding's Direct-Inversion branch and self-attention sharing
-    are not implemented for transformers.) Returns an :class:`EditOutput` (images, latents, inversion)."""
+    are not implemented for transformers.) ``settings`` / keywords: the :class:`~.settings.InversionSettings`
+    fields ``num_steps`` (28), ``method``, ``mode``, ``mode_options``, ``state_dtype``, ``resize``.
+    Returns an :class:`EditOutput` (images, latents, inversion)."""
     parts = flow_parts_of(pipe)
+    s = settings_of("edit", settings, options, unused=("eval_batch", "eval_threads"))
+    num_steps, state_dtype = s.steps(28), s.state_dtype
     check_finite(strength=strength, guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale)
     if not 0.0 < float(strength) <= 1.0:
         raise ValueError(f"strength must be in (0, 1], got {strength!r}")
-    read = _read(parts, images, resize)
-    method_obj = method_in_mode(method, mode, mode_options)
+    read = _read(parts, images, s.resize, s.allow_size_mismatch)
+    method_obj = s.method_object()
     z0 = encode_images(parts, read.x).to(dtype=state_dtype or parts.dtype)
     grid, _ = flow_grid_for(parts, num_steps, tuple(z0.shape[-2:]))
     n_s = max(method_obj.k, int(round(float(strength) * grid.N)))
@@ -455,8 +476,42 @@ def edit(pipe: Any, images: Any, source_prompt: Any, target_prompt: Any, *, num_
     cond = encode_flow_prompts(parts, target_prompt, z0.shape[0], guidance_scale, negative_prompt, guidance,
                                max_sequence_length)
     same = (target_prompt == source_prompt and float(guidance_scale) == float(source_guidance_scale))
-    z = lms.sample(TransformerVelocity(parts, grid, cond), inversion if same else _as_edit(inversion), grid, method_obj,
+    z = lms.sample(TransformerVelocity(parts, grid, cond), inversion if same else inversion.as_edit(), grid, method_obj,
                    mode=method_obj.mode, progress=pipeline_progress(parts.pipe, progress))
     out = EditOutput(images=_output(decode_latents(parts, z), read.kind, output_type, meta["input_sizes"]),
                      latents=z, inversion=inversion)
+    return out if return_dict else out.to_tuple()
+
+
+@torch.no_grad()
+def generate(pipe: Any, prompt: Any = "", *, settings: "InversionSettings | None" = None, guidance_scale: float = 1.0,
+             negative_prompt: Any = None, guidance: "float | None" = None, max_sequence_length: "int | None" = None,
+             batch: "int | None" = None, noise: "torch.Tensor | None" = None, generator: "torch.Generator | None" = None, output_type: str = "pt",
+             return_dict: bool = True, progress: Any = None, **options: Any) -> Any:
+    """Sample images from noise (t = 1) along the pipeline's ``num_steps`` grid with any method of the core.
+
+    ``noise`` (B, C, h, w) is x_N when given, else standard normal of the pipeline's default latent size,
+    drawn in float64 on the CPU with ``generator`` (B = the number of prompts, or ``batch``).
+    ``settings`` / keywords: ``num_steps`` (28), ``method`` ('obelm'), ``mode``, ``mode_options``,
+    ``state_dtype``. Returns a :class:`~.outputs.GenerationOutput` (images, latents, noise)."""
+    parts = flow_parts_of(pipe)
+    s = settings_of("generate", settings, options, unused=("resize", "eval_batch", "eval_threads", "allow_size_mismatch"))
+    check_finite(guidance_scale=guidance_scale)
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    dtype = s.state_dtype or parts.dtype
+    if noise is None:
+        n = batch or (len(prompt) if isinstance(prompt, (list, tuple)) else 1)
+        side = parts.latent_size
+        shape = (n, int(parts.vae.config.latent_channels), side, side)
+        noise = torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype)
+    elif not isinstance(noise, torch.Tensor) or noise.ndim != 4:
+        raise ValueError(f"noise must be a (B, C, h, w) tensor, got {getattr(noise, 'shape', type(noise).__name__)}")
+    x_n = noise.to(device=parts.device, dtype=dtype)
+    field, grid = velocity_for(parts, prompt, tuple(x_n.shape), s.steps(28), guidance_scale=guidance_scale,
+                               negative_prompt=negative_prompt, guidance=guidance,
+                               max_sequence_length=max_sequence_length)
+    method_obj = s.method_object()
+    z0 = lms.sample(field, x_n, grid, method_obj, mode=method_obj.mode, progress=pipeline_progress(parts.pipe, progress))
+    out = GenerationOutput(images=_output(decode_latents(parts, z0), "pt", output_type, None), latents=z0, noise=x_n)
     return out if return_dict else out.to_tuple()

@@ -7,12 +7,12 @@ from typing import Any, Sequence
 import torch
 
 import linmultistep as lms
-from linmultistep import Method
 
 from .adapters import UNetEps
 from .grid import grid_from_config
-from .outputs import GenerationOutput, pipeline_progress
-from .pipeline import _bound_hint, _check_arguments, _conditioning, _output, decode_latents, method_in_mode, parts_of
+from .outputs import GenerationOutput, output_images, pipeline_progress
+from .pipeline import conditioning_for, decode_latents, parts_of
+from .settings import InversionSettings, bound_hint, check_arguments, settings_of
 
 __all__ = ["generate", "initial_noise"]
 
@@ -34,21 +34,21 @@ def generate(
     pipe: Any,
     prompt: "str | Sequence[Any] | int | None" = "",
     *,
-    num_steps: int = 50,
-    method: "str | Method" = "obelm",
+    settings: InversionSettings | None = None,
     guidance_scale: float = 1.0,
     negative_prompt: "str | Sequence[str] | None" = None,
     batch: int | None = None,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    state_dtype: torch.dtype | None = None,
-    mode: str | None = None,
-    mode_options: dict | None = None,
     output_type: str = "pt",
     return_dict: bool = True,
     progress: bool | dict | None = None,
+    **options: Any,
 ) -> "GenerationOutput | tuple":
     """Sample images from noise x_N along the ``num_steps`` grid of the pipeline's scheduler.
+
+    ``settings`` / keywords: the :class:`~.settings.InversionSettings` fields ``num_steps`` (50),
+    ``method`` ('obelm'), ``mode``, ``mode_options``, ``state_dtype``, ``eval_batch``, ``eval_threads``.
 
     ``prompt``: text (text-conditioned UNets), class label(s) (class-conditional UNet2DModel), or
     nothing (unconditional). ``noise`` (B, C, h, w) is used as x_N when given, else it is drawn with
@@ -58,7 +58,9 @@ def generate(
     the pipeline's ``set_progress_bar_config`` (on by default).
     """
     parts = parts_of(pipe)
-    _check_arguments(generator, state_dtype, guidance_scale=guidance_scale)
+    s = settings_of("generate", settings, options, unused=("resize", "allow_size_mismatch"))
+    state_dtype = s.state_dtype
+    check_arguments(generator, state_dtype, guidance_scale=guidance_scale)
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     if noise is None:
@@ -67,11 +69,11 @@ def generate(
     elif not isinstance(noise, torch.Tensor) or noise.ndim != 4:
         raise ValueError(f"noise must be a (B, C, h, w) tensor, got {getattr(noise, 'shape', type(noise).__name__)}")
     x_n = noise.to(device=parts.device, dtype=state_dtype or noise.dtype)
-    grid = grid_from_config(parts.scheduler, num_steps)
-    method_obj = method_in_mode(method, mode, mode_options)
-    cond = _conditioning(parts, x_n.shape[0], prompt, guidance_scale, negative_prompt, None, None)
-    eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond)
-    with _bound_hint():
+    grid = grid_from_config(parts.scheduler, s.steps(50))
+    method_obj = s.method_object()
+    cond = conditioning_for(parts, x_n.shape[0], prompt, guidance_scale, negative_prompt)
+    eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond, eval_batch=s.eval_batch, eval_threads=s.eval_threads)
+    with bound_hint():
         z0 = lms.sample(eps_fn, x_n, grid, method_obj, mode=method_obj.mode, progress=pipeline_progress(parts.pipe, progress))
-    out = GenerationOutput(images=_output(decode_latents(parts, z0), "pt", output_type), latents=z0, noise=x_n)
+    out = GenerationOutput(images=output_images(decode_latents(parts, z0), "pt", output_type), latents=z0, noise=x_n)
     return out if return_dict else out.to_tuple()

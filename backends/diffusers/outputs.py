@@ -9,6 +9,7 @@ take.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,9 @@ from diffusers.utils import BaseOutput
 
 from linmultistep import State
 
-__all__ = ["GenerationOutput", "ReconstructionOutput", "EditOutput", "pipeline_progress"]
+from .images import resize_to, to_pil
+
+__all__ = ["GenerationOutput", "ReconstructionOutput", "EditOutput", "pipeline_progress", "output_images"]
 
 
 @dataclass
@@ -43,11 +46,14 @@ class ReconstructionOutput(BaseOutput):
 class EditOutput(BaseOutput):
     """``images`` and ``latents`` of the edited result, as in :class:`ReconstructionOutput`, and
     ``inversion``: the exact latent of the source images (with the source prompt and guidance), from
-    which ``reconstruct`` gives the inputs back; ``save_latent`` writes it (``edit --save-latent``)."""
+    which ``reconstruct`` gives the inputs back; ``save_latent`` writes it (``edit --save-latent``).
+    ``source_latents``: the x_0 of the freely sampled source branch of a classical Prompt-to-Prompt
+    edit (``direct_inversion=False, cross_attention_steps > 0``), else None (and left out of the tuple)."""
 
     images: Any
     latents: torch.Tensor
     inversion: State
+    source_latents: "torch.Tensor | None" = None
 
 
 def pipeline_progress(pipe: Any, progress: "bool | dict | None") -> "bool | dict":
@@ -63,3 +69,22 @@ def pipeline_progress(pipe: Any, progress: "bool | dict | None") -> "bool | dict
     if config.get("disable"):
         return False
     return {k: v for k, v in config.items() if k != "disable"} or True
+
+
+def output_images(x: torch.Tensor, kind: str, output_type: str | None, sizes: "list | None" = None) -> Any:
+    """Decoded images ``x`` as ``output_type`` (default: ``kind``, what the inputs were), at ``sizes``
+    (the (height, width) each input had before ``resize=`` fitted it to the model) when given."""
+    out = output_type or kind
+    if out not in ("pil", "pt"):
+        raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+    if sizes and len({tuple(sz) for sz in sizes}) == 1:
+        x, sizes = resize_to(x, tuple(sizes[0])), None
+    if out == "pt":
+        if sizes:
+            warnings.warn("the inputs had different sizes before resize=; a tensor cannot hold them, so the images "
+                          "are returned at the model's size (output_type='pil' restores each size)", UserWarning,
+                          stacklevel=3)
+        return x
+    if sizes:
+        return [to_pil(resize_to(x[k:k + 1], tuple(sz)))[0] for k, sz in enumerate(sizes)]
+    return to_pil(x)

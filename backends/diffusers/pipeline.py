@@ -9,28 +9,28 @@ stepping is done by the core integrator (:func:`linmultistep.invert` / :func:`li
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
 import linmultistep as lms
-from linmultistep.fixedpoint import DIGESTS_KEY
-from linmultistep import FixedPointRangeError, Grid, LatentMismatchError, Method, NondeterministicNetworkError, State, get_method
+from linmultistep import Grid, LatentMismatchError, Method, NondeterministicNetworkError, State, get_method
 
 from .adapters import Conditioning, UNetEps, encode_classes, encode_prompts, is_class_conditional, is_conditional
-from .arguments import check_edit_numbers, check_finite
+from .arguments import check_edit_numbers
 from . import environment
-from .attention import SharedSelfAttention
+from .attention import SharedAttention
 from .grid import grid_from_config, scheduler_config
-from .images import read_images, resize_to, to_pil
-from .outputs import EditOutput, ReconstructionOutput, pipeline_progress
+from .images import check_trained_size, read_images
+from .outputs import EditOutput, ReconstructionOutput, output_images, pipeline_progress
+from .settings import (EDIT_FIELDS, EditSettings, InversionSettings, bound_hint, check_arguments, edit_settings_of,
+                       method_in_mode, settings_of)
 
 __all__ = ["Parts", "parts_of", "invert", "reconstruct", "edit", "encode_images", "decode_latents", "method_of",
-           "method_in_mode", "model_digest", "ReconstructionOutput", "EditOutput"]
+           "method_in_mode", "model_digest", "conditioning_for", "check_word_swap", "InversionSettings", "EditSettings",
+           "ReconstructionOutput", "EditOutput"]
 
 
 @dataclass
@@ -74,6 +74,15 @@ class Parts:
         return int(self.unet.config.in_channels)
 
     @property
+    def trained_size(self) -> "tuple[int, int] | None":
+        """The (height, width) in pixels the model was trained at: the UNet's ``sample_size`` times the VAE factor."""
+        size = getattr(self.unet.config, "sample_size", None)
+        if size is None:
+            return None
+        h, w = (size, size) if isinstance(size, int) else tuple(size)[:2]
+        return int(h) * self.vae_factor, int(w) * self.vae_factor
+
+    @property
     def size_multiple(self) -> int:
         """Pixel sizes must be multiples of this: the VAE factor (the conditional UNet pads its
         up-sampling itself); an unconditional UNet2DModel also needs 2^(down-sampling blocks)."""
@@ -101,15 +110,6 @@ def parts_of(pipe: Any) -> Parts:
 def method_of(spec: lms.MethodSpec) -> Method:
     """The method object a latent's recorded spec names."""
     return get_method(spec.name, **dict(spec.params))
-
-
-def method_in_mode(method: "str | Method", mode: str | None, mode_options: dict | None = None) -> Method:
-    """``method`` computed in ``mode`` with the mode's keyword options (e.g. ``{"eps_bound": 256}``
-    for 'bits'); mode None: the method object's own mode if not 'recurrence', else the core's
-    :func:`linmultistep.default_mode`."""
-    if mode_options is not None and not isinstance(mode_options, dict):
-        raise TypeError(f"mode_options must be a dict such as {{'eps_bound': 256}}, got {type(mode_options).__name__}")
-    return lms.resolve_mode(method, mode, options=mode_options)
 
 
 def model_digest(unet: Any) -> str:
@@ -180,8 +180,9 @@ def decode_latents(parts: Parts, z: torch.Tensor) -> torch.Tensor:
     return x.float().clamp(-1, 1)
 
 
-def _conditioning(parts: Parts, batch: int, prompt, guidance_scale, negative_prompt, prompt_embeds,
-                  negative_prompt_embeds) -> Conditioning | None:
+def conditioning_for(parts: Parts, batch: int, prompt: Any, guidance_scale: float, negative_prompt: Any = None,
+                     prompt_embeds: Any = None, negative_prompt_embeds: Any = None) -> Conditioning | None:
+    """The conditioning of a batch for this pipeline's UNet: class labels, text (prompts or embeddings) or none."""
     if is_class_conditional(parts.unet):
         # class labels play the role of the prompt; the null class is the unconditional half
         if prompt_embeds is not None or negative_prompt is not None or negative_prompt_embeds is not None:
@@ -198,27 +199,6 @@ def _conditioning(parts: Parts, batch: int, prompt, guidance_scale, negative_pro
                           negative_prompt_embeds, device=parts.device)
 
 
-@contextlib.contextmanager
-def _bound_hint():
-    """Say how to raise the bounds of mode 'bits' in this API (guidance can push |eps| past 64)."""
-    try:
-        yield
-    except FixedPointRangeError as exc:
-        raise FixedPointRangeError(
-            f"{exc}. Here: mode='bits', mode_options={{'eps_bound': ...}} (or 'data_bound'); classifier-free "
-            "guidance scales eps differences by the guidance scale"
-        ) from None
-
-
-def _as_edit(latent: State) -> State:
-    """The latent without mode 'bits'' reconstruction checks (the increment dV its first sampling step
-    must recompute bit for bit, the per-step digests): sampling it with another prompt or guidance is
-    an edit, whose network outputs differ from the inversion's by design."""
-    window = {i: (e._replace(dV=None) if hasattr(e, "dV") else e) for i, e in latent.window.items()}
-    metadata = {k: v for k, v in latent.metadata.items() if k != DIGESTS_KEY}
-    return dataclasses.replace(latent, window=window, metadata=metadata)
-
-
 def _jsonable_prompt(prompt: Any) -> Any:
     """The prompt as recorded in a latent's metadata: text, class labels (ints), or None for embeddings."""
     if prompt is None or isinstance(prompt, str):
@@ -232,42 +212,28 @@ def _jsonable_prompt(prompt: Any) -> Any:
     return [int(p) if hasattr(p, "__index__") and not isinstance(p, bool) else p for p in prompt]
 
 
-def _check_arguments(generator: Any = None, state_dtype: Any = None, **values: Any) -> None:
-    """Arguments that would otherwise fail deep inside torch or compute something else silently."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        hint = f" (e.g. torch.Generator().manual_seed({generator}))" if isinstance(generator, int) else ""
-        raise TypeError(f"generator must be a torch.Generator{hint} or None, got {type(generator).__name__}")
-    if state_dtype is not None and (not isinstance(state_dtype, torch.dtype) or not state_dtype.is_floating_point
-                                    or state_dtype.is_complex):
-        raise TypeError(f"state_dtype must be a real floating-point torch dtype (torch.float32, torch.float64, ...), "
-                        f"got {state_dtype!r}: an integer state would truncate the latent")
-    check_finite(**values)
-
-
 # --- public API -----------------------------------------------------------------------------
 def invert(
     pipe: Any,
     images: Any,
     prompt: "str | Sequence[str] | None" = "",
     *,
-    num_steps: int = 50,
-    method: "str | Method" = "obelm",
+    settings: InversionSettings | None = None,
     guidance_scale: float = 1.0,
     negative_prompt: "str | Sequence[str] | None" = None,
     prompt_embeds: torch.Tensor | None = None,
     negative_prompt_embeds: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    state_dtype: torch.dtype | None = None,
-    resize: str | None = None,
     stop: int | None = None,
-    mode: str | None = None,
-    mode_options: dict | None = None,
     progress: bool | dict | None = None,
     callback: Any = None,
-    eval_batch: int | None = None,
-    eval_threads: int | None = None,
+    **options: Any,
 ) -> State:
     """Invert images to the noise end of a ``num_steps`` grid of the pipeline's scheduler.
+
+    ``settings``: an :class:`~.settings.InversionSettings` (num_steps 50 and method 'obelm' by default);
+    each of its fields may also be given as a keyword (``num_steps=10, method="edict", mode="bits"``),
+    which overrides ``settings``.
 
     ``images``: PIL image(s)/paths (any mode, see :mod:`.images`) or a float tensor in [-1, 1],
     (B, 3, H, W). One prompt for the batch or one per image. With ``guidance_scale != 1`` the
@@ -289,22 +255,34 @@ def invert(
     with this many intra-op threads (kernels split their sums by thread count), also recorded.
     """
     parts = parts_of(pipe)
-    _check_arguments(generator, state_dtype, guidance_scale=guidance_scale)
-    read = read_images(images, parts.size_multiple, resize, channels=parts.channels)
+    s = settings_of("invert", settings, options)
+    num_steps, state_dtype, eval_batch, eval_threads = s.steps(50), s.state_dtype, s.eval_batch, s.eval_threads
+    check_arguments(generator, state_dtype, guidance_scale=guidance_scale)
+    read = read_sized(parts, images, s)
     x = read.x
     batch = x.shape[0]
     grid = grid_from_config(parts.scheduler, num_steps)
-    method_obj = method_in_mode(method, mode, mode_options)
-    cond = _conditioning(parts, batch, prompt, guidance_scale, negative_prompt, prompt_embeds, negative_prompt_embeds)
+    method_obj = s.method_object()
+    cond = conditioning_for(parts, batch, prompt, guidance_scale, negative_prompt, prompt_embeds, negative_prompt_embeds)
     x0 = encode_images(parts, x, generator).to(dtype=state_dtype or parts.dtype)
     eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond, eval_batch=eval_batch, eval_threads=eval_threads)
-    with _bound_hint():
+    with bound_hint():
         state = lms.invert(eps_fn, x0, grid, method_obj, stop=stop, mode=method_obj.mode,
                            progress=pipeline_progress(parts.pipe, progress), callback=callback)
     metadata = _latent_metadata(parts, read, num_steps, method_obj, prompt if prompt_embeds is None else None,
                                 negative_prompt, guidance_scale, generator, eval_batch, eval_threads)
     metadata.update(environment.record(parts.unet, grid, tuple(x0.shape), method_obj.mode, eval_batch, eval_threads))
     return dataclasses.replace(state, metadata=metadata)
+
+
+def read_sized(parts: Parts, images: Any, settings: InversionSettings) -> Any:
+    """The images as the model takes them (:func:`.images.read_images`), refused when far from the model's
+    trained size (:func:`.images.check_trained_size`: the cost grows with the pixels and the output is
+    garbage) unless ``settings.allow_size_mismatch``."""
+    read = read_images(images, parts.size_multiple, settings.resize, channels=parts.channels)
+    if not settings.allow_size_mismatch:
+        check_trained_size(tuple(read.x.shape[-2:]), parts.trained_size, allow="allow_size_mismatch=True")
+    return read
 
 
 def _latent_metadata(parts: Parts, read: Any, num_steps: int, method_obj: Method, prompt: Any, negative_prompt: Any,
@@ -352,48 +330,28 @@ def _grid_for(parts: Parts, latent: State, num_steps: int | None) -> Grid:
     return grid
 
 
-def _output(x: torch.Tensor, kind: str, output_type: str | None, sizes: "list | None" = None) -> Any:
-    """Decoded images ``x`` as ``output_type`` (default: ``kind``, what the inputs were), at ``sizes``
-    (the (height, width) each input had before ``resize=`` fitted it to the model) when given."""
-    out = output_type or kind
-    if out not in ("pil", "pt"):
-        raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
-    if sizes and len({tuple(sz) for sz in sizes}) == 1:
-        x, sizes = resize_to(x, tuple(sizes[0])), None
-    if out == "pt":
-        if sizes:
-            warnings.warn("the inputs had different sizes before resize=; a tensor cannot hold them, so the images "
-                          "are returned at the model's size (output_type='pil' restores each size)", UserWarning,
-                          stacklevel=3)
-        return x
-    if sizes:
-        return [to_pil(resize_to(x[k:k + 1], tuple(sz)))[0] for k, sz in enumerate(sizes)]
-    return to_pil(x)
-
-
 def reconstruct(
     pipe: Any,
     latent: State,
     prompt: "str | Sequence[str] | None" = None,
     *,
+    settings: InversionSettings | None = None,
     guidance_scale: float | None = None,
     negative_prompt: "str | Sequence[str] | None" = None,
     prompt_embeds: torch.Tensor | None = None,
     negative_prompt_embeds: torch.Tensor | None = None,
-    num_steps: int | None = None,
-    method: "str | Method | None" = None,
     output_type: str | None = None,
     return_dict: bool = True,
     restore_size: bool = True,
-    mode: str | None = None,
-    mode_options: dict | None = None,
     progress: bool | dict | None = None,
-    eval_batch: int | None = None,
-    eval_threads: int | None = None,
     check_model: bool = True,
     exact: bool = True,
+    **options: Any,
 ) -> "ReconstructionOutput | tuple":
     """Sample back from an inverted latent to images with the same method and grid.
+
+    ``settings`` / keywords: the :class:`~.settings.InversionSettings` fields ``num_steps``, ``method``,
+    ``mode``, ``mode_options``, ``eval_batch``, ``eval_threads``; each None (the default) is the latent's.
 
     Prompt, guidance, negative prompt, num_steps and the method default to what the latent
     records; give other values to edit (a different prompt) instead of reconstruct. Returns a
@@ -415,13 +373,16 @@ def reconstruct(
     if not isinstance(latent, State):
         raise TypeError(f"latent must be the State returned by invert (or load_latent), got {type(latent).__name__}")
     parts = parts_of(pipe)
+    s = settings_of("reconstruct", settings, options, unused=("state_dtype", "resize", "allow_size_mismatch"))
+    num_steps, method, mode, mode_options = s.num_steps, s.method, s.mode, s.mode_options
+    eval_batch, eval_threads = s.eval_batch, s.eval_threads
     if guidance_scale is not None:
-        _check_arguments(guidance_scale=guidance_scale)
+        check_arguments(guidance_scale=guidance_scale)
     meta = dict(latent.metadata)
     if check_model:
         _check_model(parts, latent)
     elif meta.get("model_digest") not in (None, model_digest(parts.unet)):
-        latent = _as_edit(latent)  # other weights by request: an edit, whose network outputs differ by design
+        latent = latent.as_edit()  # other weights by request: an edit, whose network outputs differ by design
     grid = _grid_for(parts, latent, num_steps)
     method_obj = get_method(method) if method is not None else method_of(latent.method)
     method_obj = method_in_mode(method_obj, latent.mode if mode is None and not mode_options else mode, mode_options)
@@ -431,25 +392,25 @@ def reconstruct(
             raise ValueError("the latent records no prompt (it was inverted from embeddings): pass prompt or prompt_embeds")
         negative_prompt = negative_prompt if negative_prompt is not None else meta.get("negative_prompt")
     elif prompt is not None and _jsonable_prompt(prompt) != meta.get("prompt"):
-        latent = _as_edit(latent)
+        latent = latent.as_edit()
     guidance = float(meta.get("guidance_scale", 1.0) if guidance_scale is None else guidance_scale)
     if guidance != float(meta.get("guidance_scale", 1.0)):
-        latent = _as_edit(latent)
+        latent = latent.as_edit()
     batch = latent.x.shape[0]
-    cond = _conditioning(parts, batch, prompt, guidance, negative_prompt, prompt_embeds, negative_prompt_embeds)
+    cond = conditioning_for(parts, batch, prompt, guidance, negative_prompt, prompt_embeds, negative_prompt_embeds)
     chunk = eval_batch if eval_batch is not None else meta.get("eval_batch")  # the inversion's, by default
     threads = eval_threads if eval_threads is not None else meta.get("eval_threads")
     eps_fn = UNetEps(parts.unet, grid, parts.prediction_type, cond, eval_batch=chunk, eval_threads=threads)
     here = environment.before_reconstruction(parts.unet, latent, grid, method_obj, chunk, threads, exact)
     if not exact:
-        latent = _as_edit(latent)  # no bit-for-bit checks: this environment's network outputs, float arithmetic
+        latent = latent.as_edit()  # no bit-for-bit checks: this environment's network outputs, float arithmetic
     try:
         z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode,
                         progress=pipeline_progress(parts.pipe, progress))
     except NondeterministicNetworkError as exc:  # a per-step check failed: name where the latent came from
         raise NondeterministicNetworkError(environment.explain(exc, meta.get(environment.ENVIRONMENT_KEY), here)) from None
     x = decode_latents(parts, z0)
-    images = _output(x, meta.get("image_kind", "pt"), output_type, meta.get("input_sizes") if restore_size else None)
+    images = output_images(x, meta.get("image_kind", "pt"), output_type, meta.get("input_sizes") if restore_size else None)
     out = ReconstructionOutput(images=images, latents=z0)
     return out if return_dict else out.to_tuple()
 
@@ -460,26 +421,24 @@ def edit(
     source_prompt: "str | Sequence[str]",
     target_prompt: "str | Sequence[str]",
     *,
-    num_steps: int = 50,
-    method: "str | Method" = "obelm",
-    strength: float = 1.0,
-    freeze_last: int = 0,
+    settings: InversionSettings | None = None,
+    editing: EditSettings | None = None,
     source_guidance_scale: float = 1.0,
     guidance_scale: float = 7.5,
     negative_prompt: "str | Sequence[str] | None" = None,
-    direct_inversion: bool = True,
-    self_attention_steps: float = 0.4,
-    state_dtype: torch.dtype | None = None,
-    resize: str | None = None,
     generator: torch.Generator | None = None,
     output_type: str | None = None,
     return_dict: bool = True,
     restore_size: bool = True,
-    mode: str | None = None,
-    mode_options: dict | None = None,
     progress: bool | dict | None = None,
+    **options: Any,
 ) -> "EditOutput | tuple":
     """Edit images from ``source_prompt`` to ``target_prompt`` through exact inversion.
+
+    ``settings``: the :class:`~.settings.InversionSettings` (num_steps 50, method 'obelm' by default);
+    ``editing``: the :class:`~.settings.EditSettings` (``strength``, ``freeze_last``,
+    ``direct_inversion``, ``self_attention_steps``, ``cross_attention_steps``); every field of either may
+    also be given as a keyword, which overrides them.
 
     1. Invert with the source prompt at ``source_guidance_scale`` to grid index
        n_s = round(strength * N) (``strength`` < 1 skips the noise-most steps, keeping more of the
@@ -487,44 +446,65 @@ def edit(
     2. Sample the target branch from the exact latent at n_s down to 0 with the target prompt at
        ``guidance_scale``; the last ``freeze_last`` steps (grid indices freeze_last..1, the data
        end) use the source prompt instead (keeps fine texture).
-    3. With ``direct_inversion`` (O-BELM + Direct Inversion, Ju et al. ICLR 2024; seed sec. 4.4):
-       a source branch runs alongside in the same UNet batch, PINNED to the inversion: at every
-       network call its latent is the network input the inversion used at that grid index
-       (mirrored call order; for O-BELM/BDIA exactly the inverted x_i, for EDICT the matching
-       coupled state), so it cannot drift whatever the guidance; and while grid index
-       i > (1 - self_attention_steps) * n_s the
-       target branch's self-attention maps are replaced by the source branch's
-       (softmax(Q_src K_src^T / sqrt(d)) V_tgt; Prompt-to-Prompt / PnP-style structure injection).
-       Cross-attention is left to the target prompt.
+    3. A **source branch** runs alongside in the same UNet batch (layout of :mod:`.attention`) when
+       ``direct_inversion`` or ``cross_attention_steps > 0``:
+
+       - ``direct_inversion=True`` (O-BELM + Direct Inversion, Ju et al. ICLR 2024; seed sec. 4.4): the
+         source branch is PINNED to the inversion: at every network call its latent is the network
+         input the inversion used at that grid index (mirrored call order; for O-BELM/BDIA exactly the
+         inverted x_i, for EDICT the matching coupled state), with the source prompt at ``guidance_scale``,
+         so it cannot drift whatever the guidance.
+       - ``direct_inversion=False`` and ``cross_attention_steps > 0`` (classical Prompt-to-Prompt): the
+         source branch is sampled freely from the same exact latent with the source prompt at
+         ``source_guidance_scale``. For an exact method it retraces the inversion (to float rounding);
+         for DDIM it drifts, and the maps it injects drift with it. Its x_0 is returned as
+         ``EditOutput.source_latents``.
+
+       While grid index i > (1 - ``self_attention_steps``) * n_s the target's self-attention maps are
+       the source branch's (softmax(Q_src K_src^T / sqrt(d)) V_tgt; PnP-style structure injection); while
+       i > (1 - ``cross_attention_steps``) * n_s its cross-attention maps (``attn2``) are the source's
+       too, with the target prompt's values: Prompt-to-Prompt word swap (Hertz et al. 2022). Word swap
+       aligns token position t of the two prompts, so every source prompt must tokenize to as many
+       tokens as its target prompt (the tokenizer pads both to the same maximum length, so the
+       positions after the prompts align too); otherwise a ValueError names both prompts.
+       Without a source branch (``direct_inversion=False``, ``cross_attention_steps=0``) nothing is shared.
 
     With target = source prompt and equal guidance every variant reproduces the input (exactness).
     ``mode`` / ``mode_options`` as in :func:`invert` (None: the core's default).
-    Returns an :class:`EditOutput` (``return_dict=False``: the tuple (images, latents, inversion)):
-    the edited images of the input kind (at the inputs' sizes before ``resize=``, unless
+    Returns an :class:`EditOutput` (``return_dict=False``: the tuple (images, latents, inversion[,
+    source_latents])): the edited images of the input kind (at the inputs' sizes before ``resize=``, unless
     ``restore_size=False``), the model-space edited x_0, and the exact latent of the source images
     (``save_latent`` writes it; ``reconstruct`` gives the inputs back from it).
     """
     parts = parts_of(pipe)
-    _check_arguments(generator, state_dtype)
+    s = settings_of("edit", settings, options, unused=("eval_batch", "eval_threads"), also=EDIT_FIELDS)
+    e = edit_settings_of(editing, options)
+    num_steps, state_dtype = s.steps(50), s.state_dtype
+    strength, freeze_last, direct_inversion = e.strength, e.freeze_last, e.direct_inversion
+    self_attention_steps, cross_attention_steps = e.self_attention_steps, e.cross_attention_steps
+    check_arguments(generator, state_dtype)
     check_edit_numbers(strength=strength, self_attention_steps=self_attention_steps, guidance_scale=guidance_scale,
-                       source_guidance_scale=source_guidance_scale)
+                       source_guidance_scale=source_guidance_scale, cross_attention_steps=cross_attention_steps)
     if isinstance(freeze_last, bool) or not isinstance(freeze_last, int):
         raise TypeError(f"freeze_last must be an integer number of steps, got {freeze_last!r}")
-    read = read_images(images, parts.size_multiple, resize, channels=parts.channels)
+    if not (is_conditional(parts.unet) or is_class_conditional(parts.unet)):
+        raise ValueError("edit needs a conditional UNet (text: UNet2DConditionModel; or a class-conditional UNet2DModel)")
+    cross = float(cross_attention_steps) > 0
+    if cross:
+        check_word_swap(parts, source_prompt, target_prompt)
+    read = read_sized(parts, images, s)
     x, kind = read.x, read.kind
     batch = x.shape[0]
     grid = grid_from_config(parts.scheduler, num_steps)
-    method_obj = method_in_mode(method, mode, mode_options)
+    method_obj = s.method_object()
     n_s = max(method_obj.k, int(round(float(strength) * grid.N)))
     if n_s > grid.N:
         raise ValueError(f"{method_obj.spec} needs {method_obj.k} steps; {num_steps} steps at strength {strength} give {n_s}")
     if not 0 <= int(freeze_last) < n_s:
         raise ValueError(f"freeze_last must be in [0, {n_s}), got {freeze_last!r}")
-    if not (is_conditional(parts.unet) or is_class_conditional(parts.unet)):
-        raise ValueError("edit needs a conditional UNet (text: UNet2DConditionModel; or a class-conditional UNet2DModel)")
 
     def encode(prompt: Any, scale: float) -> Conditioning:
-        return _conditioning(parts, batch, prompt, scale, negative_prompt, None, None)
+        return conditioning_for(parts, batch, prompt, scale, negative_prompt, None, None)
 
     src = encode(source_prompt, source_guidance_scale)
     src_edit = encode(source_prompt, guidance_scale)
@@ -532,7 +512,7 @@ def edit(
 
     x0 = encode_images(parts, x, generator).to(dtype=state_dtype or parts.dtype)
     inverter = UNetEps(parts.unet, grid, parts.prediction_type, src)
-    # the network inputs of the inversion, per grid index, in call order (the source branch)
+    # the network inputs of the inversion, per grid index, in call order (the pinned source branch)
     inputs: dict[int, list[torch.Tensor]] = {}
 
     def recording(xt: torch.Tensor, i: int) -> torch.Tensor:
@@ -540,18 +520,24 @@ def edit(
         return inverter(xt, i)
 
     progress = pipeline_progress(parts.pipe, progress)
-    with _bound_hint():
+    with bound_hint():
         inversion = lms.invert(recording if direct_inversion else inverter, x0, grid, method_obj, stop=n_s,
                                mode=method_obj.mode, progress=progress)
     inversion = dataclasses.replace(inversion, metadata=_latent_metadata(
         parts, read, num_steps, method_obj, source_prompt, negative_prompt, source_guidance_scale, generator, None, None)
         | environment.record(parts.unet, grid, tuple(x0.shape), method_obj.mode, None, None))
-    latent = _as_edit(inversion)  # the target branch's outputs differ from the inversion's by design
+    latent = inversion.as_edit()  # the target branch's outputs differ from the inversion's by design
     predictor = UNetEps(parts.unet, grid, parts.prediction_type, tgt)
-    inject_from = (1.0 - float(self_attention_steps)) * n_s
+    self_from = (1.0 - float(self_attention_steps)) * n_s
+    cross_from = (1.0 - float(cross_attention_steps)) * n_s
+    source_z0 = None
+
+    def share(sharing: SharedAttention, i: int) -> None:
+        sharing.self_active = i > self_from
+        sharing.cross_active = cross and i > cross_from
 
     if direct_inversion:
-        sharing = SharedSelfAttention(parts.unet, batch)
+        sharing = SharedAttention(parts.unet, batch)
         both_tgt = Conditioning.concat([src_edit, tgt], float(guidance_scale))
         both_src = Conditioning.concat([src_edit, src_edit], float(guidance_scale))
         used: dict[int, int] = {}
@@ -563,15 +549,30 @@ def edit(
             used[i] = k + 1
             recorded = inputs.get(i) or [xt]
             pinned = recorded[max(0, len(recorded) - 1 - k)].to(xt.dtype)
-            sharing.active = i > inject_from
+            share(sharing, i)
             cond = both_src if i <= freeze_last else both_tgt
             return predictor.eps(torch.cat([pinned, xt]), i, cond)[batch:]
 
-        try:
-            with sharing:
-                z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=progress)
-        finally:
-            sharing.active = False
+        with sharing:
+            z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=progress)
+    elif cross:
+        # classical Prompt-to-Prompt: [source, target] sampled together from two copies of the latent
+        sharing = SharedAttention(parts.unet, batch)
+        need_uncond = float(source_guidance_scale) != 1.0 or float(guidance_scale) != 1.0
+        pair = {
+            False: branch_pair(encode(source_prompt, source_guidance_scale), tgt, need_uncond, x0,
+                               lambda: encode(source_prompt, 2.0).uncond, lambda: encode(target_prompt, 2.0).uncond),
+            True: branch_pair(encode(source_prompt, source_guidance_scale), src_edit, need_uncond, x0,
+                              lambda: encode(source_prompt, 2.0).uncond, lambda: encode(source_prompt, 2.0).uncond),
+        }
+
+        def eps_fn(xt: torch.Tensor, i: int) -> torch.Tensor:
+            share(sharing, i)
+            return predictor.eps(xt, i, pair[i <= freeze_last])
+
+        with sharing:
+            both = lms.sample(eps_fn, stack_rows(latent, 2), grid, method_obj, mode=method_obj.mode, progress=progress)
+        source_z0, z0 = both[:batch], both[batch:]
     else:
         def eps_fn(xt: torch.Tensor, i: int) -> torch.Tensor:
             return predictor.eps(xt, i, src_edit if i <= freeze_last else tgt)
@@ -579,5 +580,66 @@ def edit(
         z0 = lms.sample(eps_fn, latent, grid, method_obj, mode=method_obj.mode, progress=progress)
     x = decode_latents(parts, z0)
     sizes = inversion.metadata.get("input_sizes") if restore_size else None
-    out = EditOutput(images=_output(x, kind, output_type, sizes), latents=z0, inversion=inversion)
+    out = EditOutput(images=output_images(x, kind, output_type, sizes), latents=z0, inversion=inversion,
+                     source_latents=source_z0)
     return out if return_dict else out.to_tuple()
+
+
+def check_word_swap(parts: Parts, source_prompt: Any, target_prompt: Any) -> None:
+    """Prompt-to-Prompt word swap maps token position t of each source prompt to position t of its
+    target prompt: refuse, naming both prompts, a pair whose token counts differ (the text encoder's
+    tokenizer counts, before padding to its maximum length)."""
+    if not is_conditional(parts.unet):
+        raise ValueError("cross_attention_steps needs a text-conditioned UNet (a class-conditional UNet has no "
+                         "cross-attention to share); give cross_attention_steps=0")
+    tokenizer = getattr(parts.pipe, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError("cross_attention_steps needs the pipeline's tokenizer to align the prompts' tokens")
+    sources = [source_prompt] if isinstance(source_prompt, str) else list(source_prompt)
+    targets = [target_prompt] if isinstance(target_prompt, str) else list(target_prompt)
+    if len(sources) == 1:
+        sources = sources * len(targets)
+    if len(targets) == 1:
+        targets = targets * len(sources)
+    for s, t in zip(sources, targets):
+        if not isinstance(s, str) or not isinstance(t, str):
+            raise TypeError(f"cross_attention_steps needs text prompts, got {s!r} and {t!r}")
+        n_src, n_tgt = (len(tokenizer(p).input_ids) for p in (s, t))
+        if n_src != n_tgt:
+            raise ValueError(
+                f"cross_attention_steps (Prompt-to-Prompt word swap) needs prompts of equal token counts: source "
+                f"prompt {s!r} has {n_src} tokens, target prompt {t!r} has {n_tgt}; swap words for words of one "
+                "token each, or give cross_attention_steps=0")
+
+
+@dataclass(frozen=True)
+class _RowGuidance(Conditioning):
+    """Guidance with one scale per batch row (a (rows, 1, 1, 1) tensor): the two branches of a
+    Prompt-to-Prompt batch may be guided differently; with scale 1 a row is its conditional output."""
+
+    @property
+    def guided(self) -> bool:
+        return True
+
+
+def branch_pair(src: Conditioning, tgt: Conditioning, need_uncond: bool, like: torch.Tensor,
+                src_uncond: Any, tgt_uncond: Any) -> Conditioning:
+    """The conditioning of a [source, target] batch. Equal scales: the plain concatenation (the usual
+    arithmetic, eps_u + w (eps_c - eps_u)); different ones: both unconditional halves (``src_uncond()`` /
+    ``tgt_uncond()`` encode the one a branch at scale 1 lacks) and a per-row scale."""
+    if src.guidance_scale == tgt.guidance_scale or not need_uncond:
+        return Conditioning.concat([src, tgt], float(tgt.guidance_scale))
+    rows = src.cond.shape[0]
+    scales = torch.tensor([float(src.guidance_scale)] * rows + [float(tgt.guidance_scale)] * rows,
+                          dtype=like.dtype, device=like.device)
+    uncond = torch.cat([src.uncond if src.uncond is not None else src_uncond(),
+                        tgt.uncond if tgt.uncond is not None else tgt_uncond()])
+    return _RowGuidance(torch.cat([src.cond, tgt.cond]), uncond, scales.view(-1, 1, 1, 1))
+
+
+def stack_rows(latent: State, copies: int) -> State:
+    """``copies`` copies of a latent's batch stacked along the batch (rows [all of copy 1, all of copy 2, ...])."""
+    def stack(e: Any) -> Any:
+        return type(e)(*(None if p is None else torch.cat([p] * copies) for p in e))
+
+    return dataclasses.replace(latent, window={i: stack(e) for i, e in latent.window.items()})
