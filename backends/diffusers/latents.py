@@ -45,6 +45,7 @@ from safetensors import safe_open
 from safetensors.torch import save as _save_bytes
 
 from linmultistep import MethodSpec, State
+from linmultistep.caller import outside_stacklevel
 from linmultistep.fixedpoint import DIGESTS_KEY
 
 #: metadata fields that hold one value per image of the batch (when they are lists of batch length)
@@ -190,7 +191,7 @@ def load_latent(path: "str | os.PathLike", device: "str | torch.device | None" =
                              "existed or the field was removed, so edits and flipped bits cannot be detected; pass "
                              "allow_legacy=True to read it unchecked")
         warnings.warn(f"{path}: reading a latent without integrity digest (allow_legacy=True): edits and flipped "
-                      "bits in it cannot be detected", UserWarning, stacklevel=2)
+                      "bits in it cannot be detected", UserWarning, stacklevel=outside_stacklevel())
     else:
         try:
             recorded = json.loads(meta["digest"])

@@ -17,6 +17,7 @@ import torch
 from diffusers.utils import BaseOutput
 
 from linmultistep import State
+from linmultistep.caller import outside_stacklevel
 
 from .images import resize_to, to_pil
 
@@ -83,7 +84,7 @@ def output_images(x: torch.Tensor, kind: str, output_type: str | None, sizes: "l
         if sizes:
             warnings.warn("the inputs had different sizes before resize=; a tensor cannot hold them, so the images "
                           "are returned at the model's size (output_type='pil' restores each size)", UserWarning,
-                          stacklevel=3)
+                          stacklevel=outside_stacklevel())
         return x
     if sizes:
         return [to_pil(resize_to(x[k:k + 1], tuple(sz)))[0] for k, sz in enumerate(sizes)]
