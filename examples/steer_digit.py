@@ -32,7 +32,7 @@ def main() -> None:
     from linmultistep.backends.diffusers.adapters import UNetEps, encode_classes, null_class
     from linmultistep.backends.diffusers.grid import grid_from_config
     from linmultistep.backends.digits import load_classifier, load_pipeline
-    from linmultistep.backends.experiments.report import grid_image as _grid_image
+    from linmultistep.backends.experiments.report import grid_image
 
     pipe, classifier = load_pipeline(), load_classifier()
     classifier.requires_grad_(False)
@@ -63,8 +63,8 @@ def main() -> None:
     titles = ["before", "after"]
     out = __import__("pathlib").Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _grid_image([before, after], out, titles,
-                [f"{int(s)}->{int(t)}" for s, t in zip(start_class, target)], scale=6)
+    grid_image([before, after], out, titles,
+               [f"{int(s)}->{int(t)}" for s, t in zip(start_class, target)])
     print(f"wrote {a.out}")
 
 
