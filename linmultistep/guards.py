@@ -172,9 +172,13 @@ def undamped_start_check(method: Method, ctx: StepContext, a2: "np.ndarray | Non
     share = h[N] / float(np.sum(h[1:]))
     if damping < 0.5 or share <= _LONG_FIRST_STEP:
         return False
+    # O-BELM damps the starter's error only where the grid's steps shrink toward the data: on this grid the
+    # advice is another grid (or DDIM), not O-BELM itself
+    advice = ("a grid whose steps shrink toward the data end (e.g. the model's own timestep spacing), method='ddim', "
+              "or more steps" if method.spec.name == "obelm" else "O-BELM (or more steps)")
     warn_precision(f"sampling from noise with {method.spec}: its first step (the DDIM starter, {share:.0%} of the noise "
                    f"range on this grid) leaves an error that the method carries to the data end undamped (prod "
-                   f"|a_(i,2)| = {damping:.2g}); for generation use O-BELM (or more steps). Latents it inverted are not "
+                   f"|a_(i,2)| = {damping:.2g}); for generation use {advice}. Latents it inverted are not "
                    "affected: their reconstruction starts from the stored pair, without the starter")
     return True
 

@@ -107,3 +107,12 @@ def test_bdia_gamma_one_from_noise_after_a_long_first_step_warns_with_the_altern
     with pytest.warns(lm.PrecisionWarning, match=r"sampling from noise with bdia\(gamma=1.0\).*use O-BELM") as rec:
         lm.sample(lambda x, i: 0.1 * x, np.ones((2, 3)), grid, "bdia")
     assert len(rec) == 1 and rec[0].filename == __file__
+
+
+def test_obelm_on_a_uniform_grid_is_advised_another_grid_not_itself():
+    """On equal steps O-BELM is the leapfrog rule (a_{i,2} = 1): the starter's error is carried undamped,
+    and the advice must be what helps -- another grid or DDIM -- never "use O-BELM"."""
+    grid = lm.Grid.from_sigmabar(np.linspace(0.0, 2.0, 6))
+    with pytest.warns(lm.PrecisionWarning, match=r"sampling from noise with obelm.*grid whose steps shrink") as rec:
+        lm.sample(lambda x, i: 0.5 * x, np.ones(3), grid, "obelm")
+    assert not any("use O-BELM" in str(w.message) for w in rec)
