@@ -16,7 +16,6 @@ and ``features(x)``.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -28,7 +27,7 @@ from linmultistep import PrecisionWarning
 
 from .definitions import EditVariant, Sampler
 
-__all__ = ["Heldout", "UNetSubject", "FlowSubject", "ClassifierJudge", "slerp", "supports_cross_attention"]
+__all__ = ["Heldout", "UNetSubject", "FlowSubject", "ClassifierJudge", "slerp"]
 
 
 @dataclass
@@ -90,13 +89,6 @@ def blend_latents(la: Any, lb: Any, t: float) -> Any:
 def _mode_options(sampler: Sampler, guidance: float) -> "dict | None":
     # mode 'bits' needs a bound on |eps|; guidance widens it (the digits report's choice, kept)
     return {"eps_bound": 64.0 * max(1.0, guidance)} if sampler.mode == "bits" else None
-
-
-def supports_cross_attention() -> bool:
-    """Whether the pipeline's ``edit`` takes ``cross_attention_steps`` (Prompt-to-Prompt word swap)."""
-    from ..diffusers.pipeline import edit
-
-    return "cross_attention_steps" in inspect.signature(edit).parameters
 
 
 class UNetSubject:
@@ -174,9 +166,9 @@ class UNetSubject:
     # --- editing ----------------------------------------------------------------------------------
     def edit_variant_note(self, variant: EditVariant) -> "str | None":
         """Why ``variant`` cannot run on this pipeline (None: it can)."""
-        if variant.cross_attention_steps is not None and not supports_cross_attention():
-            return ("Prompt-to-Prompt skipped: this build's `edit` has no `cross_attention_steps` keyword "
-                    "(the cross-attention word swap is not merged yet)")
+        if variant.cross_attention_steps is not None and getattr(self.pipe.unet.config, "cross_attention_dim", None) is None:
+            return ("Prompt-to-Prompt skipped: it swaps a word's cross-attention maps, and this model's UNet has no "
+                    "cross-attention (no text prompt)")
         return None
 
     def edit(self, x: torch.Tensor, source: list, target: list, sampler: Sampler, steps: int, strength: float,
