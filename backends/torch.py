@@ -42,7 +42,7 @@ class TorchBackend:
     def stable_shear(self, eps: torch.Tensor, c: float, v: "torch.Tensor | None", xbar: torch.Tensor, w: float,
                      s: float) -> "tuple[torch.Tensor, torch.Tensor, torch.Tensor]":
         """Mode 'stable''s step in one call: v' = -v + c eps (c eps when v is None), xbar' = xbar + w v',
-        x' = s xbar' (:func:`linmultistep.forms.stable_shear`), with the rounding of :meth:`lincomb`, so
+        x' = s xbar' (:func:`linmultistep.stable.stable_shear`), with the rounding of :meth:`lincomb`, so
         the same bits: on contiguous CPU float32/float64 tensors one compiled pass
         (:mod:`linmultistep.shearkernels`, when it reproduces torch's kernels on this machine), else four
         torch operations into three new tensors."""

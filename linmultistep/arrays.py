@@ -7,7 +7,7 @@ binary fixed-point grid (int64), exact integer sums, converting back to the netw
 dtype, and a switch to deterministic kernels. A backend may also fuse a whole step of that
 mode into one pass (an optional method ``shear``, see :func:`linmultistep.fixedkernels.shear`),
 and a whole step of mode 'stable' into one call (an optional method ``stable_shear``, see
-:func:`linmultistep.forms.stable_shear`); without them the steps are composed from the operations
+:func:`linmultistep.stable.stable_shear`); without them the steps are composed from the operations
 below, with the same numbers.
 """
 

@@ -35,7 +35,7 @@ class NumpyBackend:
     def stable_shear(self, eps: np.ndarray, c: float, v: "np.ndarray | None", xbar: np.ndarray, w: float,
                      s: float) -> "tuple[np.ndarray, np.ndarray, np.ndarray]":
         """Mode 'stable''s step in one call: v' = -v + c eps (c eps when v is None), xbar' = xbar + w v',
-        x' = s xbar' (:func:`linmultistep.forms.stable_shear`), rounded as :meth:`lincomb` rounds (each
+        x' = s xbar' (:func:`linmultistep.stable.stable_shear`), rounded as :meth:`lincomb` rounds (each
         product, then each sum), so the same bits, with one new array per output and no temporaries."""
         dtype = np.result_type(eps, xbar) if v is None else np.result_type(eps, v, xbar)
         t = dtype.type

@@ -1,6 +1,6 @@
 """Mode 'stable''s step as one compiled pass (numba, the optional extra ``linmultistep[fast]``).
 
-A step of the shear form (:mod:`linmultistep.stable`, :func:`linmultistep.forms.stable_shear`) is
+A step of the shear form (:mod:`linmultistep.stable`, :func:`linmultistep.stable.stable_shear`) is
 
     v' = -v + c eps   (c eps at the starter),   xbar' = xbar + w v',   x' = s xbar'
 

@@ -41,11 +41,11 @@ from typing import Any, Mapping, MutableMapping, NamedTuple
 from .context import StepContext
 from .entries import Entry
 from .errors import MethodError
-from .forms import (Form, Stable, StateProbes, Stepped, TwoStepTables, check_two_step_belm, stable_shear,
+from .forms import (Form, Stable, StateProbes, Stepped, TwoStepTables, check_two_step_belm,
                     two_step_tables)
 from .methods import LinearMultistep
 
-__all__ = ["StableEntry", "StableBelm", "StableRun"]
+__all__ = ["StableEntry", "StableBelm", "StableRun", "stable_shear"]
 
 
 class StableEntry(NamedTuple):
@@ -62,6 +62,23 @@ class StableRun:
     """The per-run state of mode 'stable': the grid's shear tables."""
 
     tables: TwoStepTables
+
+
+def stable_shear(ctx: StepContext, eps: Any, c: float, v: Any, xbar: Any, w: float, s: float) -> tuple[Any, Any, Any]:
+    """The arithmetic of one step of mode 'stable' (:mod:`linmultistep.stable`), either direction:
+
+        v' = -v + c eps   (c eps when v is None: the starter),   xbar' = xbar + w v',   x' = s xbar'
+
+    (sampling: w = -w_i; inverting: w = +w_n). ``c``, ``w``, ``s`` are float64 host numbers from the
+    run's :class:`TwoStepTables`. A backend may do it in one call (a method ``stable_shear(eps, c, v,
+    xbar, w, s)``, the torch and numpy backends: fewer temporaries and one Python call instead of
+    three); it must give the bits of the composition below, which every other backend runs."""
+    fused = getattr(ctx.backend, "stable_shear", None)
+    if fused is not None:
+        return fused(eps, c, v, xbar, w, s)
+    v = ctx.lincomb([c], [eps]) if v is None else ctx.lincomb([-1.0, c], [v, eps])
+    xbar = ctx.lincomb([1.0, w], [xbar, v])
+    return v, xbar, ctx.lincomb([s], [xbar])
 
 
 class StableBelm(Form):

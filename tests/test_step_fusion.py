@@ -2,7 +2,7 @@
 reads nothing back from the device except at the deferred checks' reads.
 
 The reference for the bits is the composition of the backends' own ``lincomb`` (the arithmetic the
-step was written in before it was fused: :func:`linmultistep.forms.stable_shear` without a fused
+step was written in before it was fused: :func:`linmultistep.stable.stable_shear` without a fused
 backend method), run on the same inputs; for the host reads, a count of every Python-side read of
 tensor values (``item``, ``bool``, ``float``, ``tolist``, ``torch.equal``) and, where a GPU exists,
 torch's own count of synchronisations.
@@ -27,7 +27,7 @@ CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta
 
 
 class ComposedTorch(TorchBackend):
-    """The torch backend without its fused step: forms.stable_shear composes lincomb, as before fusing."""
+    """The torch backend without its fused step: stable.stable_shear composes lincomb, as before fusing."""
 
     stable_shear = None
 
