@@ -62,8 +62,9 @@ def _count_bad_inputs(items) -> None:
 # --- the diffusers binding's tests -------------------------------------------------------
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread(request):
-    """Tiny models gain nothing from intra-op threads; with pytest -n 2 they would oversubscribe."""
-    if not request.module.__name__.startswith("test_diffusers"):
+    """Tiny models gain nothing from intra-op threads; with pytest -n 2 they would oversubscribe.
+    Applies to the test_diffusers_* modules and to any module that sets ``ONE_TORCH_THREAD = True``."""
+    if not (request.module.__name__.startswith("test_diffusers") or getattr(request.module, "ONE_TORCH_THREAD", False)):
         yield
         return
     import torch

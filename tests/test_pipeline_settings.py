@@ -22,12 +22,7 @@ from linmultistep.cli import main  # noqa: E402
 QUIET = ["--quiet", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+ONE_TORCH_THREAD = True  # conftest._one_torch_thread: one intra-op thread for this module
 
 
 # --- settings -----------------------------------------------------------------------------------------

@@ -22,13 +22,7 @@ from linmultistep.backends.diffusers.testing import sample_images  # noqa: E402
 EPS32 = torch.finfo(torch.float32).eps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models gain nothing from intra-op threads (conftest does this for test_diffusers_* only)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+ONE_TORCH_THREAD = True  # conftest._one_torch_thread: one intra-op thread for this module
 
 
 def rel(a, b):

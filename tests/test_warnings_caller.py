@@ -63,12 +63,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+ONE_TORCH_THREAD = True  # conftest._one_torch_thread: one intra-op thread for this module
 
 
 def test_a_warning_from_the_diffusers_invert_names_the_test_line(pipe):
