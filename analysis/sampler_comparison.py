@@ -119,6 +119,16 @@ def _spec(name: Any) -> SamplerSpec:
     return SAMPLERS[name]
 
 
+def _sampler_names(samplers: Any) -> list[str]:
+    """The names of ``samplers`` (a sequence of names of :data:`SAMPLERS`), refused when empty or a bare string."""
+    if isinstance(samplers, str):
+        raise TypeError(f"samplers must be a sequence of names such as ('obelm', 'dpm++2m'), got {samplers!r}")
+    names = [_spec(s).name for s in samplers]
+    if not names:
+        raise ValueError("samplers must name at least one sampler")
+    return names
+
+
 def _steps(value: Any) -> list[int]:
     """A sorted list of distinct positive step counts, refused when empty or not integers."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
@@ -356,11 +366,7 @@ def ground_truth_comparison(
     if not isinstance(problem, GaussianMixture):
         raise TypeError(f"problem must be a GaussianMixture, got {type(problem).__name__}")
     steps = _steps(steps)
-    if isinstance(samplers, str):
-        raise TypeError(f"samplers must be a sequence of names such as ('obelm', 'dpm++2m'), got {samplers!r}")
-    names = [_spec(s).name for s in samplers]
-    if not names:
-        raise ValueError("samplers must name at least one sampler")
+    names = _sampler_names(samplers)
     samples = _positive_int("samples", samples)
     cfg = aligned_config(config if config is not None else SD_CONFIG, end)
     sigmabar = noise_levels(cfg)
@@ -485,11 +491,7 @@ def model_comparison(
     if reference_steps % 2:
         raise ValueError(f"reference_steps must be even (its error is measured at half the steps), got {reference_steps}")
     steps = _steps(steps)
-    if isinstance(samplers, str):
-        raise TypeError(f"samplers must be a sequence of names such as ('obelm', 'dpm++2m'), got {samplers!r}")
-    names = [_spec(s).name for s in samplers]
-    if not names:
-        raise ValueError("samplers must name at least one sampler")
+    names = _sampler_names(samplers)
     if score is not None and not callable(score):
         raise TypeError(f"score must be a callable score(xbar) -> float or None, got {type(score).__name__}")
     cfg = aligned_config(config, "sigma_min")
