@@ -60,6 +60,9 @@ class StepContext:
         self.describe = describe
         self.check_every = check_every  # None: every step on the host, every 8 on a device
         self.nfe = 0
+        # set by stepping.step for each step: the step may overwrite the arrays of the entry it reads (the
+        # run made them, nobody outside the run can hold them, and the run's result does not include them)
+        self.may_overwrite = False
         self._slopes: dict[int, Any] = {}
         # the deferred checks, in the order recorded (see the Check classes below)
         self._flags: list[_Check] = []

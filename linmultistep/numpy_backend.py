@@ -47,6 +47,18 @@ class NumpyBackend:
             np.add(xbar, xbar_new, out=xbar_new)
             return v_new, xbar_new, np.multiply(xbar_new, t(s), dtype=dtype)
 
+    def stable_shear_(self, eps: np.ndarray, c: float, v: np.ndarray, xbar: np.ndarray, w: float,
+                      s: float) -> np.ndarray:
+        """:meth:`stable_shear` in place: v and xbar (two distinct arrays the caller owns, of the result
+        dtype) become v' and xbar', with the same bits; x' is returned (one temporary, one new array)."""
+        t = v.dtype.type
+        with np.errstate(over="ignore", invalid="ignore"):
+            tmp = np.multiply(eps, t(c), dtype=v.dtype)
+            np.subtract(tmp, v, out=v)  # fl(fl(c eps) - v), as stable_shear
+            np.multiply(v, t(w), out=tmp)
+            np.add(xbar, tmp, out=xbar)
+            return np.multiply(xbar, t(s))
+
     def all_finite(self, x: np.ndarray) -> bool:
         if np.asarray(x).dtype.kind in "iub":  # integers (the fixed-point state) are always finite
             return True

@@ -35,7 +35,7 @@ docs/precision.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, MutableMapping, NamedTuple
 
 from .context import StepContext
@@ -59,12 +59,26 @@ class StableEntry(NamedTuple):
 
 @dataclass(frozen=True)
 class StableRun:
-    """The per-run state of mode 'stable': the grid's shear tables."""
+    """The per-run state of mode 'stable': the grid's shear tables, and the arrays the run's steps made.
+
+    A step may update v and xbar in place (when ``ctx.may_overwrite``: nobody outside the run sees its
+    entries) only if the run made them: a start entry's arrays belong to the caller (a latent being
+    continued, the noise) and are never written. ``made`` holds the ids of the v and xbar arrays the
+    steps produced; an entry's parts are either those or the start window's, which are alive before the
+    run begins, so an id of a freed array reused later can never name a caller's array here."""
 
     tables: TwoStepTables
+    made: set = field(default_factory=set)
+
+    def owns(self, *arrays: Any) -> bool:
+        return all(a is not None and id(a) in self.made for a in arrays)
+
+    def mark(self, *arrays: Any) -> None:
+        self.made.update(id(a) for a in arrays)
 
 
-def stable_shear(ctx: StepContext, eps: Any, c: float, v: Any, xbar: Any, w: float, s: float) -> tuple[Any, Any, Any]:
+def stable_shear(ctx: StepContext, eps: Any, c: float, v: Any, xbar: Any, w: float, s: float,
+                 in_place: bool = False) -> tuple[Any, Any, Any]:
     """The arithmetic of one step of mode 'stable' (:mod:`linmultistep.stable`), either direction:
 
         v' = -v + c eps   (c eps when v is None: the starter),   xbar' = xbar + w v',   x' = s xbar'
@@ -72,7 +86,14 @@ def stable_shear(ctx: StepContext, eps: Any, c: float, v: Any, xbar: Any, w: flo
     (sampling: w = -w_i; inverting: w = +w_n). ``c``, ``w``, ``s`` are float64 host numbers from the
     run's :class:`TwoStepTables`. A backend may do it in one call (a method ``stable_shear(eps, c, v,
     xbar, w, s)``, the torch and numpy backends: fewer temporaries and one Python call instead of
-    three); it must give the bits of the composition below, which every other backend runs."""
+    three); it must give the bits of the composition below, which every other backend runs.
+    ``in_place``: the caller owns v and xbar (made by its run, seen by no one else, not needed after
+    this step), so a backend with ``stable_shear_`` (the same step, v and xbar overwritten) may reuse
+    them: the same bits with two arrays fewer per step."""
+    if in_place and v is not None:
+        fused_ = getattr(ctx.backend, "stable_shear_", None)
+        if fused_ is not None:
+            return v, xbar, fused_(eps, c, v, xbar, w, s)
     fused = getattr(ctx.backend, "stable_shear", None)
     if fused is not None:
         return fused(eps, c, v, xbar, w, s)
@@ -111,12 +132,18 @@ class StableBelm(Form):
         c_i = (h_i + h_{i+1}) / (h_i h_{i+1})). From a point with nothing above it (the noise end, or a
         mid-way start) the starter, one DDIM step: v_{i+1} = 0, c_start_i = -b^{DDIM}_1 h_i / w_i.
         Source: BELM (Wang et al. 2024) eq. 12 with the rounding-free shear rewriting of docs/precision.md.
+        In place (``ctx.may_overwrite``, arrays the run made: :class:`StableRun`) the same numbers are
+        written over the entry above's v and xbar, which no later step reads.
         """
         t, i = run.tables, n + 1
         above = window[i]
         starter = len(window) < 2
         c = t.c_start[i] if starter else t.c[i]
-        v, xbar, x = stable_shear(ctx, ctx.slope(i, above.x), c, above.v, above.xbar, -t.w[i], t.s[n])
+        in_place = ctx.may_overwrite and run.owns(above.v, above.xbar)
+        v, xbar, x = stable_shear(ctx, ctx.slope(i, above.x), c, above.v, above.xbar, -t.w[i], t.s[n], in_place)
+        run.mark(v, xbar)
+        if in_place:  # the entry above now holds point n's numbers: keep only its x, so nothing reads it as i's
+            window[i] = StableEntry(above.x, None, None)
         return Stepped(StableEntry(x, xbar, v), self.method.starter.spec if starter else self.spec, True)
 
     def backward(self, ctx: StepContext, run: StableRun, n: int, window: MutableMapping[int, Entry]) -> Stepped:
@@ -134,13 +161,21 @@ class StableBelm(Form):
         starter = len(window) < 2
         if starter:
             v, xbar, x = stable_shear(ctx, ctx.evaluate(below.x, n), t.c_start[n], None, below.xbar, t.w[n], t.s[n])
+            run.mark(v, xbar)
         elif below.v is None and 0 < n - 1 < t.N:  # open: complete it with the network output at n-1
-            v, xbar, x = stable_shear(ctx, ctx.slope(n - 1, below.x), t.c[n - 1], window[n - 2].v, below.xbar,
-                                      t.w[n], t.s[n])
+            v_in = window[n - 2].v  # v_{n-1}: its entry n-2 leaves the window after this step
+            in_place = ctx.may_overwrite and run.owns(v_in, below.xbar)
+            v, xbar, x = stable_shear(ctx, ctx.slope(n - 1, below.x), t.c[n - 1], v_in, below.xbar, t.w[n], t.s[n],
+                                      in_place)
+            run.mark(v, xbar)
+            if in_place:  # below's xbar now holds point n's: point n-1 keeps its x and its completed v only
+                window[n - 1] = StableEntry(below.x, None, v)
+                return Stepped(StableEntry(x, xbar, None), self.spec, True)
         else:
             v = below.v
             xbar = ctx.lincomb([1.0, t.w[n]], [below.xbar, v])
             x = ctx.lincomb([t.s[n]], [xbar])
+            run.mark(xbar)  # (v is the start entry's: the caller's)
         window[n - 1] = below._replace(v=v)
         return Stepped(StableEntry(x, xbar, None), self.method.starter.spec if starter else self.spec, not starter)
 

@@ -74,6 +74,9 @@ class Run:
     total: int = 0
     probes: StateProbes = "every"
     meter: "RoundingMeter | None" = None  # the float round trip's expected error (guards.RoundingMeter)
+    # True when no one outside the run sees its entries before they leave the window (integrate without a
+    # callback, a scheduler): a step may then update the arrays of the entry it reads in place
+    private: bool = False
 
     @property
     def method(self) -> Form:
@@ -153,6 +156,9 @@ def step(run: Run) -> StepInfo:
         raise GridError(f"the run has reached its stop (grid index {run.stop}); nothing to step")
     ctx, form, window, K = run.ctx, run.form, run.window, run.form.k
     n = run.next_index
+    # a form may update arrays its run made in place, unless someone outside the run can see them; the
+    # last step leaves the final window (the run's result) intact
+    ctx.may_overwrite = run.private and run.count < run.total - 1
     with form.guard(ctx):
         if run.direction == "forward":
             made = form.forward(ctx, run.state, n, window)
@@ -235,6 +241,7 @@ def integrate(
         raise TypeError(f"callback must be callable as callback(info) or None, got {callback!r} "
                         f"({type(callback).__name__})")
     run = start_on(ctx, method, window, direction, stop, metadata)
+    run.private = callback is None  # the steps' entries reach no one else
     bar = None
     if progress:
         from tqdm.auto import tqdm

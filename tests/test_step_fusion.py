@@ -27,13 +27,16 @@ CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta
 
 
 class ComposedTorch(TorchBackend):
-    """The torch backend without its fused step: stable.stable_shear composes lincomb, as before fusing."""
+    """The torch backend without its fused steps (out of place and in place): stable.stable_shear composes
+    lincomb, as before fusing."""
 
     stable_shear = None
+    stable_shear_ = None
 
 
 class ComposedNumpy(NumpyBackend):
     stable_shear = None
+    stable_shear_ = None
 
 
 def sd_grid(n: int) -> lms.Grid:

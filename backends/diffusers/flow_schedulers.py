@@ -168,7 +168,9 @@ class _FlowGridMixin:
         """A new core run from ``window`` on this scheduler's own context (its float64 plans are kept)."""
         self._ctx.nfe = 0
         self._ctx.forget_outside(0, -1)
-        return start_on(self._ctx, self.method, window, self._direction, stop, metadata)
+        run = start_on(self._ctx, self.method, window, self._direction, stop, metadata)
+        run.private = True  # the steps' entries stay inside the scheduler: a step may update them in place
+        return run
 
     def _grid_index(self, timestep: Any) -> int:
         if self.grid is None:

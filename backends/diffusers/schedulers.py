@@ -223,7 +223,9 @@ class _GridSchedulerBase(SchedulerMixin, ConfigMixin):
         """A new core run from ``window`` on the scheduler's context (its cached plans are kept)."""
         self._ctx.nfe = 0
         self._ctx.forget_outside(0, -1)
-        return start_on(self._ctx, self.method, window, self._direction, stop, metadata)
+        run = start_on(self._ctx, self.method, window, self._direction, stop, metadata)
+        run.private = True  # the steps' entries stay inside the scheduler: a step may update them in place
+        return run
 
     def _require_timesteps(self, what: str = "step()") -> None:
         if self.num_inference_steps is None:
@@ -463,6 +465,7 @@ class BELMScheduler(_GridSchedulerBase):
             self._check_continues(i, sample)
         self._output.give(i, eps)
         run = self.run
+        x0 = self._pred_original(sample, eps, i, run.window.get(i))  # before the step, which may reuse entry i
         if torch.is_grad_enabled():  # pipelines call step under no_grad already: no second switch per step
             with torch.no_grad():
                 step(run)
@@ -471,7 +474,7 @@ class BELMScheduler(_GridSchedulerBase):
         if run.done:
             finish(run)
         self._calls.append(i)
-        return _output(run.window[i - 1].x, self._pred_original(sample, eps, i, run.window.get(i)), return_dict)
+        return _output(run.window[i - 1].x, x0, return_dict)
 
 
 class BELMInverseScheduler(_GridSchedulerBase):
