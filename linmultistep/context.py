@@ -82,6 +82,19 @@ class StepContext:
 
     def evaluate(self, x: Any, m: int) -> Any:
         raw = self._field(x, m)
+        if type(raw) is type(x) and raw.shape == x.shape and raw.dtype == x.dtype:
+            out = self.backend.cast_like(raw, x)  # the usual answer: only the device may differ
+        else:
+            out = self._checked_output(raw, x, m)
+        self.nfe += 1
+        if self.check_finite:
+            self._flags.append(_Output(m, out))
+        if self._mix is not None:
+            out = self.backend.lincomb([float(self._mix[0][m]), float(self._mix[1][m])], [x, out])
+        return out
+
+    def _checked_output(self, raw: Any, x: Any, m: int) -> Any:
+        """The field's output cast to the state's type, or the error naming what is wrong with it."""
         if raw is None:
             raise TypeError(f"the vector field returned None at grid index {m} ({self.describe(m)}); "
                             "it must return an array of the state's shape")
@@ -102,11 +115,6 @@ class StepContext:
         except (AttributeError, TypeError) as exc:
             raise TypeError(f"the vector field returned a {type(raw).__name__} at grid index {m} for a "
                             f"{type(x).__name__} state; it must return the state's array type") from exc
-        self.nfe += 1
-        if self.check_finite:
-            self._flags.append(_Output(m, out))
-        if self._mix is not None:
-            out = self.backend.lincomb([float(self._mix[0][m]), float(self._mix[1][m])], [x, out])
         return out
 
     def slope(self, m: int, x: Any) -> Any:

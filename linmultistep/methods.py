@@ -164,9 +164,9 @@ class LinearMultistep(Method):
         if self.k > 1 and self.starter is None:
             raise MethodError(f"{self.label} is a {self.k}-step method and needs a starter for its first steps")
 
-    @property
+    @functools.cached_property
     def spec(self) -> MethodSpec:  # type: ignore[override]
-        return MethodSpec(self.label, self.params)
+        return MethodSpec(self.label, self.params)  # (once: every step's StepInfo names it)
 
     @functools.cached_property
     def plan_key(self) -> Any:  # type: ignore[override]
@@ -306,7 +306,7 @@ class Edict(Method):
         if not (0.0 < float(self.p) <= 1.0) or not np.isfinite(self.p):
             raise MethodError(f"EDICT mixing weight p must be in (0, 1], got {self.p!r}")
 
-    @property
+    @functools.cached_property
     def spec(self) -> MethodSpec:  # type: ignore[override]
         return MethodSpec("edict", (("p", float(self.p)),))
 

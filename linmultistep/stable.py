@@ -70,11 +70,11 @@ class StableRun:
     tables: TwoStepTables
     made: set = field(default_factory=set)
 
-    def owns(self, *arrays: Any) -> bool:
-        return all(a is not None and id(a) in self.made for a in arrays)
+    def owns(self, v: Any, xbar: Any) -> bool:
+        return v is not None and id(v) in self.made and id(xbar) in self.made
 
     def mark(self, *arrays: Any) -> None:
-        self.made.update(id(a) for a in arrays)
+        self.made.update(map(id, arrays))
 
 
 def stable_shear(ctx: StepContext, eps: Any, c: float, v: Any, xbar: Any, w: float, s: float,

@@ -77,6 +77,7 @@ class Run:
     # True when no one outside the run sees its entries before they leave the window (integrate without a
     # callback, a scheduler): a step may then update the arrays of the entry it reads in place
     private: bool = False
+    guarded: bool = True  # the form's steps run inside its guard (False: the guard does nothing, skip it)
 
     @property
     def method(self) -> Form:
@@ -121,7 +122,8 @@ def start_on(ctx: StepContext, method: "Form | Method", window: dict[int, Any], 
         state, entries = form.begin(ctx, direction, window, metadata)
     total = (idx[0] - stop) if direction == "forward" else (stop - idx[-1])
     meter = rounding_meter(form, ctx, direction, window)
-    return Run(ctx, form, direction, entries, int(stop), state, 0, max(total, 0), form.probes(ctx, state), meter)
+    return Run(ctx, form, direction, entries, int(stop), state, 0, max(total, 0), form.probes(ctx, state), meter,
+               guarded=type(form).guard is not Form.guard)
 
 
 def start(
@@ -152,33 +154,35 @@ def step(run: Run) -> StepInfo:
     """Make the run's next step: produce the entry at ``run.next_index`` with the form's step (the
     arithmetic: :meth:`Form.forward` / :meth:`Form.backward`), trim the window to k points, record the
     deferred checks (read every ``ctx.check_every`` steps)."""
-    if run.done:
+    ctx, form, window, K, forward = run.ctx, run.form, run.window, run.form.k, run.direction == "forward"
+    n = min(window) - 1 if forward else max(window) + 1  # run.next_index, read once
+    if (n < run.stop) if forward else (n > run.stop):
         raise GridError(f"the run has reached its stop (grid index {run.stop}); nothing to step")
-    ctx, form, window, K = run.ctx, run.form, run.window, run.form.k
-    n = run.next_index
     # a form may update arrays its run made in place, unless someone outside the run can see them; the
     # last step leaves the final window (the run's result) intact
     ctx.may_overwrite = run.private and run.count < run.total - 1
-    with form.guard(ctx):
-        if run.direction == "forward":
-            made = form.forward(ctx, run.state, n, window)
-            lo, hi = n, n + K - 1
-        else:
-            made = form.backward(ctx, run.state, n, window)
-            lo, hi = n - K + 1, n
+    make = form.forward if forward else form.backward
+    if run.guarded:
+        with form.guard(ctx):
+            made = make(ctx, run.state, n, window)
+    else:
+        made = make(ctx, run.state, n, window)
+    lo, hi = (n, n + K - 1) if forward else (n - K + 1, n)
     entry = window[n] = made.entry
     run.count += 1
     if run.meter is not None:
         run.meter.add(n, entry.x)
-    if run.probes == "every" or (run.probes == "due" and (ctx.due(run.count) or run.done)):
-        ctx.watch_state(n, entry.x, (run.direction, made.by))
-    elif run.probes == "due":
-        ctx.keep_state(n, entry.x, (run.direction, made.by))
+    due = ctx.due(run.count)
+    if ctx.check_finite:
+        if run.probes == "every" or (run.probes == "due" and (due or n == run.stop)):  # n == stop: the last
+            ctx.watch_state(n, entry.x, (run.direction, made.by))
+        elif run.probes == "due":
+            ctx.keep_state(n, entry.x, (run.direction, made.by))
     if len(window) > K:
         for j in [j for j in window if j < lo or j > hi]:
             del window[j]
     ctx.forget_outside(lo, hi)
-    if ctx.due(run.count):
+    if due:
         ctx.check()
     return StepInfo(n, entry, run.direction, made.by.name, made.exact, ctx.nfe, run.count, run.total)
 

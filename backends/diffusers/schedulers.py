@@ -87,6 +87,23 @@ def _timestep_value(timestep: Any) -> int:
     return int(value)
 
 
+_GRIDS: "dict[tuple[str, Any], Grid]" = {}
+
+
+def _cached_grid(config: Any, num_steps: Any) -> Grid:
+    """grid_from_config, kept for the last few (config, num_steps): a pipeline makes a scheduler and sets
+    its timesteps for every call, and a grid (read-only arrays) is a pure function of the two. The key is
+    the whole config's repr, so any key the grid may read is part of it."""
+    key = (repr(sorted(config.items())), num_steps if type(num_steps) is int else repr(num_steps))
+    grid = _GRIDS.get(key)
+    if grid is None:
+        grid = grid_from_config(config, num_steps)
+        if len(_GRIDS) >= 16:
+            _GRIDS.pop(next(iter(_GRIDS)))
+        _GRIDS[key] = grid
+    return grid
+
+
 def _same(a: Any, b: Any) -> bool:
     if a is b:  # a pipeline passes prev_sample back as it is
         return isinstance(a, torch.Tensor)
@@ -134,6 +151,7 @@ class _GridSchedulerBase(SchedulerMixin, ConfigMixin):
         if cfg.timestep_spacing not in TIMESTEP_SPACINGS:
             raise ValueError(f"timestep_spacing {cfg.timestep_spacing!r} is not one of {TIMESTEP_SPACINGS}")
         self.method = _scheduler_method(cfg.method, cfg.gamma, cfg.mode, cfg.mode_options)
+        self._prediction_type = cfg.prediction_type
         if self.memoryless:
             self._uses_reference = any(cfg.get(k) for k in ("clip_sample", "thresholding"))
         else:
@@ -198,7 +216,7 @@ class _GridSchedulerBase(SchedulerMixin, ConfigMixin):
             self._reference = self._reference_scheduler(num_inference_steps, device)
             self.num_inference_steps = int(num_inference_steps)
             return None
-        grid = self.grid = grid_from_config(self.config, num_inference_steps)  # refuses 10.7, "10", 10**9
+        grid = self.grid = _cached_grid(self.config, num_inference_steps)  # refuses 10.7, "10", 10**9
         self.num_inference_steps = int(num_inference_steps)
         # one context per grid: the steps' float64 coefficient plans are computed once and reused
         self._ctx = StepContext(grid.h, grid.alpha, self._output, _BACKEND, check_finite=True,
@@ -249,14 +267,14 @@ class _GridSchedulerBase(SchedulerMixin, ConfigMixin):
     def _listed_timestep(self, timestep: Any) -> "int | None":
         """The value of an element of ``self.timesteps``, read from the host copy by its place in the tensor
         (a pipeline's ``for t in scheduler.timesteps`` yields such elements), so that a step on a GPU does not
-        wait for the device to read it; None for anything else (then read as given)."""
+        wait for the device to read it; None for anything else (then read as given). The place is the
+        element's address: a live tensor whose data lies inside ``timesteps``' memory is a view of it."""
         ts, host = self.timesteps, getattr(self, "_host_timesteps", None)
-        if (not isinstance(timestep, torch.Tensor) or host is None
-                or not isinstance(ts, torch.Tensor) or timestep.dim() != 0 or ts.dim() != 1 or ts.numel() != len(host)
-                or timestep.dtype != ts.dtype or timestep.device != ts.device
-                or timestep.untyped_storage().data_ptr() != ts.untyped_storage().data_ptr()):
+        if (host is None or type(timestep) is not torch.Tensor or not isinstance(ts, torch.Tensor)
+                or timestep.dim() != 0 or timestep.dtype != ts.dtype or timestep.device != ts.device
+                or ts.dim() != 1 or ts.numel() != len(host)):
             return None
-        k, r = divmod(timestep.storage_offset() - ts.storage_offset(), ts.stride(0) or 1)
+        k, r = divmod(timestep.data_ptr() - ts.data_ptr(), ts.element_size() * (ts.stride(0) or 1))
         return host[k] if r == 0 and 0 <= k < len(host) else None
 
     def _timestep(self, i: int) -> int:
@@ -270,7 +288,9 @@ class _GridSchedulerBase(SchedulerMixin, ConfigMixin):
         out = model_output if model_output.dtype == sample.dtype else model_output.to(sample.dtype)
         if out.shape != sample.shape:
             raise ValueError(f"model_output has shape {tuple(out.shape)}, the sample {tuple(sample.shape)}")
-        return to_epsilon(out, sample, float(self.grid.alpha[m]), float(self.grid.sigma[m]), self.config.prediction_type)
+        if self._prediction_type == "epsilon":  # (the config's, read once: a config lookup costs a microsecond)
+            return out
+        return to_epsilon(out, sample, float(self.grid.alpha[m]), float(self.grid.sigma[m]), self._prediction_type)
 
     def _pred_original(self, sample: torch.Tensor, eps: torch.Tensor, i: int, entry: Any = None) -> torch.Tensor:
         """x0 = (x_i - sigma_i eps) / alpha_i (float64 coefficients); in one pass, x0 = xbar_i - sigmabar_i eps,
@@ -374,8 +394,8 @@ class BELMScheduler(_GridSchedulerBase):
         """A call inside a run: at the run's newest point, with the sample this scheduler returned."""
         run, prev_i = self.run, self._calls[-1]
         want = min(run.window)
-        if not run.done and i == want and _same(sample, run.window[i].x):
-            return  # the usual call: nothing to word
+        if i == want and want > run.stop and sample is run.window[i].x:
+            return  # the usual call (not done: the run's next point is at or above its stop): nothing to word
         t = self._timestep(i)
         if run.done:
             raise ValueError(
@@ -424,7 +444,6 @@ class BELMScheduler(_GridSchedulerBase):
         one core step of the kept run. ``eta`` > 0 (and with it ``variance_noise``, ``generator``) only
         with method 'ddim', whose step is then DDIMScheduler's; ``use_clipped_model_output`` changes
         nothing without clipping."""
-        self._require_timesteps()
         if not isinstance(eta, (int, float, np.integer, np.floating)) or isinstance(eta, bool) or not eta >= 0:
             raise ValueError(f"eta must be a number >= 0 (0 = deterministic DDIM), got {eta!r}")
         if self.memoryless and (self._reference is not None or eta > 0):
