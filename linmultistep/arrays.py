@@ -6,7 +6,8 @@ coefficients, so that is the one hot operation a backend supplies. The bit-exact
 binary fixed-point grid (int64), exact integer sums, converting back to the network's
 dtype, and a switch to deterministic kernels. A backend may also fuse a whole step of that
 mode into one pass (an optional method ``shear``, see :func:`linmultistep.fixedkernels.shear`),
-and a whole step of mode 'stable' into one call (an optional method ``stable_shear``, see
+and a whole step of mode 'stable' into one call (an optional method ``stable_shear``, and
+``stable_shear_``, the same step writing over the run's own v and xbar, see
 :func:`linmultistep.stable.stable_shear`); without them the steps are composed from the operations
 below, with the same numbers.
 """
