@@ -88,3 +88,19 @@ def cli_error(capsys, argv: list) -> str:
     assert code == 2, f"exit code {code}, stderr {err}"
     assert len(err) == 1 and ": error: " in err[0] and "Traceback" not in err[0], err
     return err[0]
+
+
+def sd_grid(n: int) -> lm.Grid:
+    """Stable Diffusion's schedule (scaled_linear, 'leading', offset 1) with n steps."""
+    return lm.Grid.from_alphas_cumprod(lm.alphas_cumprod_for("scaled_linear"), n, "leading", steps_offset=1,
+                                       final_alpha_one=False)
+
+
+def smooth_field(lib):
+    """A smooth bounded eps(x, i) written with ``lib``'s functions (numpy or torch): nonlinear in x, so a
+    step's rounding depends on every operation."""
+
+    def eps(x, i):
+        return lib.tanh(0.8 * x + 0.01 * i) * 0.9 + 0.05 * lib.sin(3 * x)
+
+    return eps

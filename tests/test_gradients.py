@@ -15,9 +15,7 @@ EXACT = [("obelm", "recurrence"), ("obelm", "stable"), ("obelm", "bits"), ("bdia
          ("bdia", "stable"), ("bdia", "bits"), ("edict", "recurrence")]
 
 
-def sd_grid(n: int) -> lms.Grid:
-    return lms.Grid.from_alphas_cumprod(lms.alphas_cumprod_for("scaled_linear"), n, "leading", steps_offset=1,
-                                        final_alpha_one=False)
+from strategies import sd_grid  # noqa: E402
 
 
 class MLP:

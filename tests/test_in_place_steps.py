@@ -18,36 +18,25 @@ import linmultistep as lms  # noqa: E402
 from linmultistep.backends.torch import TorchBackend  # noqa: E402
 from linmultistep.numpy_backend import NumpyBackend  # noqa: E402
 from linmultistep.stepping import finish, start, step  # noqa: E402
+from strategies import sd_grid, smooth_field as field  # noqa: E402
 
 
-class CountingTorch(TorchBackend):
-    def __init__(self) -> None:
-        self.in_place = 0
+class Counting:
+    """Counts the in-place steps a backend makes."""
 
-    def stable_shear_(self, *args):
-        self.in_place += 1
-        return super().stable_shear_(*args)
-
-
-class CountingNumpy(NumpyBackend):
-    def __init__(self) -> None:
-        self.in_place = 0
+    in_place = 0
 
     def stable_shear_(self, *args):
         self.in_place += 1
         return super().stable_shear_(*args)
 
 
-def sd_grid(n: int) -> lms.Grid:
-    return lms.Grid.from_alphas_cumprod(lms.alphas_cumprod_for("scaled_linear"), n, "leading", steps_offset=1,
-                                        final_alpha_one=False)
+class CountingTorch(Counting, TorchBackend):
+    pass
 
 
-def field(lib):
-    def eps(x, i):
-        return lib.tanh(0.8 * x + 0.01 * i) * 0.9 + 0.05 * lib.sin(3 * x)
-
-    return eps
+class CountingNumpy(Counting, NumpyBackend):
+    pass
 
 
 def as_numpy(a):

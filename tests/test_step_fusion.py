@@ -39,16 +39,7 @@ class ComposedNumpy(NumpyBackend):
     stable_shear_ = None
 
 
-def sd_grid(n: int) -> lms.Grid:
-    return lms.Grid.from_alphas_cumprod(lms.alphas_cumprod_for("scaled_linear"), n, "leading", steps_offset=1,
-                                        final_alpha_one=False)
-
-
-def field(lib):
-    def eps(x, i):
-        return lib.tanh(0.8 * x + 0.01 * i) * 0.9 + 0.05 * lib.sin(3 * x)
-
-    return eps
+from strategies import sd_grid, smooth_field as field  # noqa: E402
 
 
 def _same_bits(a, b) -> bool:
