@@ -6,7 +6,8 @@ the main branch's virtualenv), at several batch sizes, measured in one run, inte
 
 The shipped digits model on the CPU. Each measurement is a fresh process running ``invert_dataset``
 into an empty folder (shards of 64 images, one thread per network call, the default); its own timer
-excludes start-up and model loading. Before and after alternate, and the best of ``--repeats`` is
+excludes start-up, model loading and a one-image warm-up run (the first run of a process also imports
+numba and loads the compiled kernels). Before and after alternate, and the best of ``--repeats`` is
 kept, so that load from other processes on a shared machine hits both alike. ``--world2`` adds world
 size 2 (torchrun, two gloo ranks of one thread, shards of 16 images) for this checkout.
 
@@ -34,6 +35,10 @@ from linmultistep.backends.digits import load_pipeline
 pipe = load_pipeline()
 pipe.set_progress_bar_config(disable=True)
 src, out, steps, mode, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+# one image first, untimed: what a process pays once (importing numba and loading the compiled kernels of
+# linmultistep[fast], about 0.5 s here, torch's first calls) is start-up, not throughput
+D.invert_dataset(pipe, src.replace("list.txt", "warm.txt"), out + "-warm", num_steps=steps, mode=mode,
+                 batch_size=batch, shard_size=64, progress=False)
 cpu = time.process_time()
 s = D.invert_dataset(pipe, src, out, num_steps=steps, mode=mode, batch_size=batch, shard_size=64, progress=False)
 cpu = time.process_time() - cpu
@@ -76,6 +81,7 @@ def main() -> None:
         to_pil(x[k:k + 1])[0].save(f)
         lines.append(f"imgs/d{k:03d}.png\t{int(y[k])}")
     (tmp / "list.txt").write_text("\n".join(lines) + "\n")
+    (tmp / "warm.txt").write_text(lines[0] + "\n")  # each process's untimed warm-up
 
     sides = {"after": sys.executable, **({"before": a.before} if a.before else {})}
     best: dict = {}
