@@ -55,16 +55,50 @@ def belm_scheduler(eps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def core(method: str, mode: str | None = None, kernels: bool = True):
+def core(method: str, mode: str | None = None, kernels: bool = True, check_finite: bool = True):
     from diffusers import DDIMScheduler
 
     grid = grid_from_config(DDIMScheduler(**CONFIG).config, STEPS)
 
     def run(eps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         with contextlib.nullcontext() if kernels else fixedkernels.disabled():
-            return lm.sample(lambda y, i: eps, x, grid, method, mode=mode)
+            return lm.sample(lambda y, i: eps, x, grid, method, mode=mode, check_finite=check_finite)
 
     return run
+
+
+def floor_scheduler(eps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """What any O-BELM scheduler step must do, written out by hand, for scale: find the timestep's index,
+    check the model output and the sample, pred_original_sample = xbar - sigmabar eps, the shear in place
+    (mode 'stable''s arithmetic with the grid's coefficients), x = s xbar, diffusers' output object. No
+    run, no window, no finite checks, no starter: not a sampler (its numbers are not checked), a floor."""
+    from diffusers import DDIMScheduler
+    from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
+
+    from linmultistep.context import StepContext
+    from linmultistep.forms import two_step_tables
+    from linmultistep.methods import get_method
+
+    grid = grid_from_config(DDIMScheduler(**CONFIG).config, STEPS)
+    t = two_step_tables(get_method("obelm"), StepContext(grid.h, grid.alpha, None, None))
+    timesteps = torch.from_numpy(grid.timesteps[1:][::-1].astype("int64").copy())
+    index = {int(ts): grid.N - k for k, ts in enumerate(timesteps)}
+    host = timesteps.tolist()
+    v, xbar = None, x / float(t.s[grid.N])
+    with torch.no_grad():
+        for ts in timesteps:
+            i = index[host[(ts.data_ptr() - timesteps.data_ptr()) // 8]]
+            if eps.shape != x.shape or eps.dtype != x.dtype:
+                raise ValueError("model output")
+            x0 = torch.add(xbar, eps, alpha=-float(grid.sigmabar[i]))
+            if v is None:
+                v = torch.mul(eps, float(t.c_start[i]))
+                xbar = torch.add(xbar, v, alpha=-float(t.w[i]))
+            else:
+                v.neg_().add_(eps, alpha=float(t.c[i]))
+                xbar.add_(v, alpha=-float(t.w[i]))
+            x = DDIMSchedulerOutput(prev_sample=torch.mul(xbar, float(t.s[i - 1])), pred_original_sample=x0).prev_sample
+    return x
 
 
 def core_invert(method: str, mode: str | None = None):
@@ -84,12 +118,14 @@ ROWS = {
     "lms.sample ddim": core("ddim"),
     "lms.sample obelm (stable)": core("obelm"),
     "  stable without kernels": core("obelm", kernels=False),
+    "  stable, check_finite=False": core("obelm", check_finite=False),
     "lms.sample obelm recurrence": core("obelm", "recurrence"),
     "lms.sample bdia (stable)": core("bdia"),
     "lms.sample edict": core("edict"),
     "lms.sample obelm bits": core("obelm", "bits"),
     "  bits without kernels": core("obelm", "bits", kernels=False),
     "BELMScheduler.step (stable)": belm_scheduler,
+    "  floor: the step by hand": floor_scheduler,
     "lms.invert obelm (stable)": core_invert("obelm"),
     "lms.invert obelm bits": core_invert("obelm", "bits"),
 }
