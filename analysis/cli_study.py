@@ -2,8 +2,11 @@
 
 Default: a 2-D three-component Gaussian mixture under the Stable Diffusion (scaled-linear)
 schedule; DDIM, EDICT(0.93), BDIA(1) and O-BELM on diffusers' 'trailing', 'linspace' and
-'leading' grids and on the sigmabar-smooth 'karras' and 'uniform' grids. Prints the tables and
-writes report.md, results.json and the figures (PNG and SVG) into --out.
+'leading' grids and on the sigmabar-smooth 'karras' and 'uniform' grids; then the flow-matching problem,
+and the samplers users pick instead (diffusers' DDIM, Euler, DPM-Solver++ 2M and UniPC schedulers against
+the library's DDIM and O-BELM, driven by the same exact noise prediction, at N = 5, 10, 20 with fitted
+orders: :func:`.sampler_comparison.study_comparisons`; skipped with a note without torch and diffusers).
+Prints the tables and writes report.md, results.json and the figures (PNG and SVG) into --out.
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dpi", type=int, default=90, help="resolution of the PNG figures (default: 90)")
     parser.add_argument("--out", default="out/study", help="output folder (default: out/study)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--sampler-steps", nargs="+", type=int, default=[5, 10, 20],
+                        help="numbers of steps of the comparison with diffusers' samplers (default: %(default)s)")
+    parser.add_argument("--no-samplers", action="store_true",
+                        help="skip the comparison with diffusers' samplers (DPM-Solver++ 2M, UniPC, Euler, DDIM)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
 
     if min(args.steps) < 2:
         print("error: --steps must all be at least 2 (two-step methods need two steps)", file=sys.stderr)
+        return 2
+    if min(args.sampler_steps) < 2:
+        print(f"error: --sampler-steps must all be at least 2 (O-BELM is a two-step method), got {args.sampler_steps}",
+              file=sys.stderr)
         return 2
     try:
         methods = [parse_method(m) for m in args.methods]
@@ -96,6 +107,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nflow matching (rectified flow, {flow_rows[0].problem}), SD3-style grids t_i = shift(i / N), "
           f"the core's flow coordinates: RMS error at the data end, fitted order over N >= {args.fit_from}")
     print(report.text_table(*flow_table(flow_rows)))
+    from .sampler_comparison import comparison_rows
+
+    comparisons, skipped = ([], "skipped (--no-samplers)") if args.no_samplers else _sampler_comparisons(problem, args)
+    for c in comparisons:
+        print(f"\n{report.comparison_caption(c)}")
+        print(report.text_table(*comparison_rows(c.result)))
+        print(report.obelm_loses_line(c.result))
+    if skipped:
+        print(f"\ncomparison with diffusers' samplers {skipped}")
 
     figures = {
         "Error vs steps": ("error_vs_steps", plots.error_vs_steps(result)),
@@ -113,10 +133,37 @@ def run(args: argparse.Namespace) -> int:
         plots.save(fig, out / stem, dpi=args.dpi)
         images[caption] = f"{stem}.png"
     command = "linmultistep study " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["study"] else ""
-    (out / "report.md").write_text(report.markdown_report(result, images, args.fit_from, primary, runtime, command.strip()))
+    if comparisons:
+        figures["The samplers users pick instead: error vs steps"] = ("samplers", plots.sampler_comparison_plot(comparisons))
+        plots.save(figures["The samplers users pick instead: error vs steps"][1], out / "samplers", dpi=args.dpi)
+        images["The samplers users pick instead: error vs steps"] = "samplers.png"
+    (out / "report.md").write_text(report.markdown_report(result, images, args.fit_from, primary, runtime, command.strip(),
+                                                          samplers=comparisons, samplers_note=skipped))
     payload = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "method_objects"}
     payload["records"] = [dataclasses.asdict(r) for r in result.records]
+    payload["samplers"] = [{"title": c.title, "problem": c.problem, "schedule": c.schedule, "end": c.end,
+                            **dataclasses.asdict(c.result)} for c in comparisons]
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=float))
     print(f"\nwrote {out / 'report.md'}, results.json and {len(figures)} figures (PNG, SVG) in {out}/"
           f" (study {runtime:.1f} s)")
     return 0
+
+
+def _sampler_comparisons(problem, args: argparse.Namespace) -> tuple[list, str]:
+    """The study's comparison with diffusers' samplers (:func:`.sampler_comparison.study_comparisons`), or
+    ([], why not) when torch or diffusers is missing: the rest of the study needs neither."""
+    try:
+        import diffusers  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        return [], f"skipped: it needs torch and diffusers ({exc}); pip install 'linmultistep[diffusers]'"
+    import warnings
+
+    from .sampler_comparison import study_comparisons
+
+    with warnings.catch_warnings():
+        # the sampler warnings advise against what the comparison measures on purpose (as run_study does)
+        from linmultistep.errors import PrecisionWarning
+
+        warnings.simplefilter("ignore", PrecisionWarning)
+        return study_comparisons(problem, args.schedule, args.sampler_steps, samples=args.samples, seed=args.seed), ""

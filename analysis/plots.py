@@ -25,6 +25,7 @@ __all__ = [
     "roundtrip_vs_steps",
     "coefficients_plot",
     "growth_plot",
+    "sampler_comparison_plot",
     "save",
     "REFERENCE_SLOPES",
 ]
@@ -209,6 +210,36 @@ def growth_plot(methods: Sequence[Method], grids: dict[str, Grid]) -> Figure:
         ax.set_ylabel(r"cumulative growth $\prod |1/a_{i,k}|$")
     axes[-1].legend(fontsize="small")
     fig.suptitle("amplification of perturbations in the inversion direction")
+    return fig
+
+
+def sampler_comparison_plot(comparisons: Sequence) -> Figure:
+    """Error against the exact flow versus steps (= network evaluations) of every compared sampler, one
+    log-log panel per comparison (:class:`~.sampler_comparison.StudyComparison`), reference slopes N^-1, N^-2."""
+    from .sampler_comparison import SAMPLERS
+
+    if not comparisons:
+        raise ValueError("no comparison to plot")
+    fig, axes = _panels(len(comparisons), sharey=False)
+    for ax, c in zip(axes, comparisons):
+        r = c.result
+        n = np.array(r.steps, dtype=np.float64)
+        ys = []
+        for j, s in enumerate(r.samplers):
+            e = np.array([r.error[s][k] for k in r.steps])
+            ax.plot(n, e, marker=_MARKERS[j % len(_MARKERS)], ls="-" if SAMPLERS[s].scheduler else "--",
+                    label=SAMPLERS[s].label)
+            ys.append(e)
+        _reference_slopes(ax, n, _anchor_values(ys))
+        ax.set_yscale("log")
+        _integer_steps_axis(ax, r.steps)
+        ax.set_xlabel("steps N (= network evaluations)")
+        ax.set_title(f"{c.problem}, {c.schedule}, end {'t = 0' if c.end == 'sigma_min' else 'sigmabar = 0'}",
+                     fontsize="medium")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("RMS error against the exact flow")
+    axes[-1].legend(fontsize="small")
+    fig.suptitle("the samplers users pick instead (solid: diffusers' schedulers, dashed: linmultistep)")
     return fig
 
 

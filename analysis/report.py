@@ -7,7 +7,8 @@ from typing import Sequence
 
 from .study import SMOOTH_SPACINGS, StudyResult
 
-__all__ = ["error_rows", "order_rows", "ratio_rows", "text_table", "markdown_table", "markdown_report"]
+__all__ = ["error_rows", "order_rows", "ratio_rows", "text_table", "markdown_table", "markdown_report",
+           "comparison_caption", "obelm_loses_line"]
 
 
 def _e(x: float) -> str:
@@ -83,9 +84,44 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     return "\n".join(out)
 
 
+def comparison_caption(c) -> str:
+    """The caption of one of the study's comparisons with diffusers' samplers (a
+    :class:`~.sampler_comparison.StudyComparison`)."""
+    n = c.result.steps
+    return (f"samplers users pick instead, {c.title}: RMS error of xbar at the end against the exact flow of the same "
+            f"x_N (N steps = N network evaluations for every sampler); fitted order over N = {', '.join(map(str, n))}; "
+            "÷ O-BELM: the error divided by O-BELM's (above 1: O-BELM is the more accurate)")
+
+
+def obelm_loses_line(result) -> str:
+    """Where O-BELM loses, in one line (:func:`~.sampler_comparison.where_obelm_loses`)."""
+    from .sampler_comparison import where_obelm_loses
+
+    text = where_obelm_loses(result)
+    return f"O-BELM against them: {text}" if text else ""
+
+
+def _sampler_section(comparisons: Sequence, note: str) -> list[str]:
+    if not comparisons:
+        return ["## The samplers users pick instead", "", f"Comparison with diffusers' samplers {note}.", ""] if note else []
+    from .sampler_comparison import comparison_rows
+
+    parts = ["## The samplers users pick instead (diffusers' schedulers, driven by the same network)", "",
+             "diffusers' `DDIMScheduler`, `EulerDiscreteScheduler`, `DPMSolverMultistepScheduler` (DPM-Solver++ 2M) and "
+             "`UniPCMultistepScheduler`, run by diffusers' own loop, and the library's DDIM and O-BELM, all on the "
+             "same 'trailing' timesteps from the same x_N, driven by the problem's exact noise prediction "
+             "(docs/samplers.md has how the starts and ends are aligned).", ""]
+    for c in comparisons:
+        parts += [f"### {c.title}", "", markdown_table(*comparison_rows(c.result)), "", obelm_loses_line(c.result), ""]
+    return parts
+
+
 def markdown_report(result: StudyResult, images: dict[str, str], min_steps: int = 20,
-                    primary: str | None = None, runtime: float | None = None, command: str = "") -> str:
-    """The study as markdown: settings, fitted orders, ratios, error tables and the figures.
+                    primary: str | None = None, runtime: float | None = None, command: str = "",
+                    samplers: Sequence = (), samplers_note: str = "") -> str:
+    """The study as markdown: settings, fitted orders, ratios, error tables, the comparison with
+    diffusers' samplers (``samplers``: :class:`~.sampler_comparison.StudyComparison` s; or
+    ``samplers_note``, why it was not run) and the figures.
 
     ``images`` maps a caption to a relative image path (e.g. the PNGs next to report.md).
     """
@@ -117,6 +153,7 @@ def markdown_report(result: StudyResult, images: dict[str, str], min_steps: int 
               markdown_table(*order_rows(result, min_steps, "sw")), ""]
     for sp in result.spacings:
         parts += [f"## Errors on the {sp} grid", "", markdown_table(*error_rows(result, sp, min_steps)), ""]
+    parts += _sampler_section(samplers, samplers_note)
     for caption, path in images.items():
         parts += [f"### {caption}", "", f"![{caption}]({path})", ""]
     return "\n".join(parts)

@@ -68,6 +68,13 @@ __all__ = [
     "model_comparison",
     "rms",
     "SD_CONFIG",
+    "STUDY_STEPS",
+    "SMOOTH_SCHEDULE",
+    "schedule_config",
+    "StudyComparison",
+    "study_comparisons",
+    "comparison_rows",
+    "where_obelm_loses",
 ]
 
 #: net(x, t): noise prediction at the VP state x (torch tensor) and diffusers timestep t
@@ -516,3 +523,107 @@ def model_comparison(
             if score is not None:
                 out.accuracy.setdefault(s, {})[n] = float(score(run.xbar))
     return out
+
+
+# --- the comparison in the study and the reports ------------------------------------------------
+#: the step counts of the study's and the reports' comparison (issue 23: the few steps these samplers are chosen for)
+STUDY_STEPS = (5, 10, 20)
+#: a schedule smooth at the data end (sigmabar about linear in t there), where the nominal orders show
+SMOOTH_SCHEDULE = "squaredcos_cap_v2"
+
+
+def schedule_config(schedule: str) -> dict[str, Any]:
+    """Stable Diffusion's scheduler config with another ``beta_schedule`` (the study's ``--schedule``)."""
+    from linmultistep.schedules import SCHEDULES
+
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    return dict(SD_CONFIG, beta_schedule=schedule)
+
+
+@dataclass
+class StudyComparison:
+    """One ground-truth comparison of the study: what was compared (``title``) and its result."""
+
+    title: str
+    problem: str
+    schedule: str
+    end: str
+    result: ComparisonResult
+
+
+def study_comparisons(problem: GaussianMixture, schedule: str = "scaled_linear", steps: Sequence[int] = STUDY_STEPS,
+                      *, samples: int = 256, seed: int = 0) -> list[StudyComparison]:
+    """The comparisons ``linmultistep study`` prints, each :func:`ground_truth_comparison` of every sampler:
+
+    1. the study's problem and schedule, ending at t = 0 (``end='sigma_min'``, where a trained network ends);
+    2. the same, ending at the clean point (``end='clean'``, diffusers' default ``final_sigmas_type='zero'``);
+    3. the closed-form Gaussian of the problem's dimension under the cosine schedule, ending at t = 0: a
+       schedule smooth at the data end, where the nominal orders can show (on Stable Diffusion's
+       schedule sigmabar ~ sqrt(t) near the data end and every order drops, docs/study.md). Skipped when
+       (1) already is that problem and schedule.
+    """
+    from .problems import default_gaussian
+
+    cfg = schedule_config(schedule)
+    out = [StudyComparison(f"{problem.name} (d = {problem.dim}), {schedule} schedule, end t = 0", problem.name,
+                           schedule, "sigma_min",
+                           ground_truth_comparison(problem, steps, config=cfg, end="sigma_min", samples=samples, seed=seed)),
+           StudyComparison(f"{problem.name} (d = {problem.dim}), {schedule} schedule, end sigmabar = 0 (diffusers' "
+                           "default final_sigmas_type='zero')", problem.name, schedule, "clean",
+                           ground_truth_comparison(problem, steps, config=cfg, end="clean", samples=samples, seed=seed))]
+    if (problem.name, schedule) != ("gaussian", SMOOTH_SCHEDULE):
+        smooth = default_gaussian(dim=problem.dim, seed=seed)
+        out.append(StudyComparison(f"gaussian (d = {problem.dim}, closed-form flow), {SMOOTH_SCHEDULE} schedule "
+                                   "(smooth at the data end), end t = 0", smooth.name, SMOOTH_SCHEDULE, "sigma_min",
+                                   ground_truth_comparison(smooth, steps, config=schedule_config(SMOOTH_SCHEDULE),
+                                                           end="sigma_min", samples=samples, seed=seed)))
+    return out
+
+
+def _label(name: str, labels: Mapping[str, str] | None) -> str:
+    return (labels or {}).get(name, SAMPLERS[name].label if name in SAMPLERS else name)
+
+
+def _fmt_order(p: float, se: float) -> str:
+    if not math.isfinite(p):
+        return "-"
+    return f"{p:.2f} ± {se:.2f}" if math.isfinite(se) else f"{p:.2f}"
+
+
+def comparison_rows(result: ComparisonResult, labels: Mapping[str, str] | None = None, against: str = "obelm"
+                    ) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of a comparison: per sampler its nominal order, the error at each N, the fitted
+    order over all N (± standard error, :func:`fit_order`) and its error divided by ``against``'s
+    (O-BELM's) at each N (above 1: O-BELM is the more accurate). ``labels``: display names by sampler."""
+    ref = against if against in result.samplers else None
+    head = ["sampler", "nominal order"] + [f"N = {n}" for n in result.steps] + ["fitted order"]
+    if ref:
+        short = "O-BELM" if ref == "obelm" else _label(ref, labels)
+        head += [f"÷ {short} N = {n}" for n in result.steps]
+    rows = []
+    for s in result.samplers:
+        row = [_label(s, labels), str(SAMPLERS[s].order) if s in SAMPLERS else "-"]
+        row += [f"{result.error[s][n]:.2e}" for n in result.steps] + [_fmt_order(*result.order(s))]
+        if ref:
+            row += [f"{result.error[s][n] / result.error[ref][n]:.2f}" for n in result.steps]
+        rows.append(row)
+    return head, rows
+
+
+def where_obelm_loses(result: ComparisonResult, labels: Mapping[str, str] | None = None, against: str = "obelm") -> str:
+    """One clause per N: the samplers more accurate than O-BELM and by how much, or that none is."""
+    if against not in result.samplers:
+        return ""
+    others = [s for s in result.samplers if s != against]
+    parts = []
+    for n in result.steps:
+        mine = result.error[against][n]
+        better = sorted((result.error[s][n], s) for s in others if result.error[s][n] < mine)
+        if better:
+            parts.append(f"at N = {n} O-BELM's error is " + ", ".join(
+                f"{mine / e - 1:.0%} above {_label(s, labels)}'s" for e, s in better))
+        elif others:
+            e, s = min((result.error[s][n], s) for s in others)
+            parts.append(f"at N = {n} O-BELM is the most accurate (the next, {_label(s, labels)}, has {e / mine:.2f}x its error)")
+    return "; ".join(parts) + "." if parts else ""

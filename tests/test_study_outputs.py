@@ -219,7 +219,7 @@ def test_study_command(tmp_path, capsys):
     out = tmp_path / "study"
     code = main(["study", "--steps", "4", "8", "16", "--spacing", "karras", "trailing", "--methods", "ddim", "obelm",
                  "--samples", "16", "--dtypes", "float64", "float32", "--out", str(out), "--no-progress",
-                 "--plot-steps", "8", "--fit-from", "4"])
+                 "--plot-steps", "8", "--fit-from", "4", "--no-samplers"])  # the comparison: test_study_samplers
     assert code == 0
     text = capsys.readouterr().out
     assert "fitted order" in text and "error(DDIM) / error(O-BELM)" in text

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--float64-guidance", type=float, nargs="+", default=None,
                         help="guidance scales of the float64 reconstruction table")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of the generation table")
-    parser.add_argument("--reference-steps", type=int, default=None, help="steps of the generation table's reference")
+    parser.add_argument("--reference-steps", type=int, default=None,
+                        help="steps of the reference of the generation and samplers tables")
     parser.add_argument("--edit-steps", type=int, default=None, help="steps of the edits and interpolations")
     parser.add_argument("--strengths", type=float, nargs="+", default=None, help="strengths of the edit sweep")
     parser.add_argument("--images", nargs="*", default=None,
@@ -65,7 +66,7 @@ def experiments_for(family: str, quick: bool, gen_samples: "int | None" = None, 
             e = e.replace(guidance=tuple(a["float64_guidance"]))
         if e.kind == "generation" and a.get("seeds"):
             e = e.replace(seeds=tuple(a["seeds"]))
-        if e.kind == "generation" and a.get("reference_steps"):
+        if e.kind in ("generation", "samplers") and a.get("reference_steps"):
             e = e.replace(reference_steps=a["reference_steps"])
         if e.kind in ("edit", "interpolation") and a.get("edit_steps"):
             e = e.replace(steps=(a["edit_steps"],))

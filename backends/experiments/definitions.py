@@ -18,6 +18,14 @@ Kinds and their measures (:mod:`.measures` has the formulas):
   way; share judged as the target, distance to the source, against a fresh sample of the target.
 - ``interpolation``: spherical interpolation between the exact latents of two held-out images;
   endpoint error (t = 0, 1 must give the images' latents back).
+- ``samplers`` (issue 23): the samplers users pick instead, driven by the model's own network from the
+  same seeded noise at few steps: diffusers' ``DDIMScheduler``, ``EulerDiscreteScheduler``,
+  ``DPMSolverMultistepScheduler`` (DPM-Solver++ 2M) and ``UniPCMultistepScheduler`` against the library's
+  DDIM and O-BELM (:mod:`linmultistep.analysis.sampler_comparison`, sampler names :data:`COMPARED`); RMS
+  error of the final latent against a ``reference_steps`` solution of the probability-flow ODE, with
+  fitted orders, its own error (half the steps; ``reference_cross``: DPM-Solver++ 2M at the same steps)
+  and the judge's digit accuracy. On a flow model only the library's Euler and O-BELM run (the four
+  diffusers schedulers predict noise on the variance-preserving path).
 """
 
 from __future__ import annotations
@@ -27,16 +35,21 @@ from dataclasses import dataclass
 from typing import Sequence
 
 __all__ = ["Sampler", "EditVariant", "Experiment", "KINDS", "MEASURES", "METHODS", "MODES", "DTYPES",
-           "definitions_for", "DIGITS_SAMPLERS", "GENERATORS"]
+           "definitions_for", "DIGITS_SAMPLERS", "GENERATORS", "COMPARED", "COMPARED_SAMPLERS",
+           "FLOW_COMPARED"]
 
-KINDS = ("reconstruction", "generation", "edit", "interpolation")
+KINDS = ("reconstruction", "generation", "edit", "interpolation", "samplers")
 MEASURES: dict[str, tuple[str, ...]] = {
     "reconstruction": ("pixel_mse", "latent_mse", "ae_floor"),
     "generation": ("accuracy", "frechet", "reference_error"),
     "edit": ("target_share", "source_distance"),
     "interpolation": ("endpoint_error",),
+    "samplers": ("reference_error", "reference_cross", "accuracy"),
 }
 METHODS = ("ddim", "edict", "bdia", "obelm")
+#: the samplers of kind ``samplers``: linmultistep.analysis.sampler_comparison.SAMPLERS's names (a test
+#: keeps the two equal; spelled out here so that the definitions import no torch)
+COMPARED = ("ddim-diffusers", "euler", "dpm++2m", "unipc", "ddim", "obelm")
 MODES = (None, "recurrence", "stable", "bits")
 DTYPES = ("float32", "float64")
 EDIT_CHANGES = ("digit", "thickness", "width", "slant", "prompt")  # prompt: to a given target prompt
@@ -53,8 +66,9 @@ class Sampler:
     def __post_init__(self) -> None:
         if not isinstance(self.label, str) or not self.label:
             raise ValueError(f"Sampler.label must be a non-empty string, got {self.label!r}")
-        if self.method not in METHODS:
-            raise ValueError(f"Sampler.method of {self.label!r} must be one of {METHODS}, got {self.method!r}")
+        if self.method not in METHODS + COMPARED:
+            raise ValueError(f"Sampler.method of {self.label!r} must be one of {METHODS} (or, in a samplers "
+                             f"experiment, of {COMPARED}), got {self.method!r}")
         if self.mode not in MODES:
             raise ValueError(f"Sampler.mode of {self.label!r} must be one of {MODES}, got {self.mode!r}")
 
@@ -106,6 +120,9 @@ class Experiment:
             raise bad("samplers", self.samplers, "a non-empty tuple of Sampler")
         if len({s.label for s in self.samplers}) != len(self.samplers):
             raise bad("samplers", [s.label for s in self.samplers], "samplers with distinct labels")
+        methods = COMPARED if self.kind == "samplers" else METHODS
+        if not all(s.method in methods for s in self.samplers):
+            raise bad("samplers", [s.method for s in self.samplers], f"methods from {methods} for kind {self.kind!r}")
         if not self.steps or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 2 for n in self.steps):
             raise bad("steps", self.steps, "a non-empty tuple of integers >= 2")
         if not self.guidance or not all(isinstance(w, (int, float)) and w >= 1.0 for w in self.guidance):
@@ -128,6 +145,22 @@ class Experiment:
                 raise bad("seeds", self.seeds, "a non-empty tuple")
             if "reference_error" in self.measures and self.reference_steps < 2 * max(self.steps):
                 raise bad("reference_steps", self.reference_steps, f"at least twice the largest step count ({max(self.steps)})")
+        if self.kind == "samplers":
+            if any(s.mode is not None for s in self.samplers):
+                raise bad("samplers", [s.mode for s in self.samplers], "samplers in their default mode (mode None)")
+            if "reference_error" not in self.measures:
+                raise bad("measures", self.measures, "a tuple with 'reference_error' (the comparison's measure)")
+            if self.samples < 1:
+                raise bad("samples", self.samples, "a positive count")
+            if len(self.seeds) != 1:
+                raise bad("seeds", self.seeds, "one seed (the fitted orders are per noise)")
+            if self.dtypes != ("float64",):
+                raise bad("dtypes", self.dtypes, "('float64',) (the comparison runs float64 states)")
+            if len(self.guidance) != 1:
+                raise bad("guidance", self.guidance, "one guidance scale")
+            if self.reference_steps < 2 * max(self.steps) or self.reference_steps % 2:
+                raise bad("reference_steps", self.reference_steps,
+                          f"an even count at least twice the largest step count ({max(self.steps)})")
         if self.kind == "edit":
             if not self.strengths or not all(0.0 < float(s) <= 1.0 for s in self.strengths):
                 raise bad("strengths", self.strengths, "a non-empty tuple of numbers in (0, 1]")
@@ -163,6 +196,15 @@ FLOW_SAMPLERS: tuple[Sampler, ...] = (
     Sampler("O-BELM bits", "obelm", "bits"),
 )
 FLOW_GENERATORS: tuple[Sampler, ...] = (Sampler("Euler", "ddim"), Sampler("O-BELM", "obelm"))
+#: diffusers' schedulers and the library's DDIM and O-BELM (kind samplers), in the table order of docs/samplers.md
+COMPARED_SAMPLERS: tuple[Sampler, ...] = (
+    Sampler("DDIMScheduler", "ddim-diffusers"), Sampler("Euler", "euler"), Sampler("DPM-Solver++ 2M", "dpm++2m"),
+    Sampler("UniPC", "unipc"), Sampler("DDIM", "ddim"), Sampler("O-BELM", "obelm"))
+#: a flow model: the library's Euler (= diffusers' FlowMatchEulerDiscreteScheduler step for step) and O-BELM
+FLOW_COMPARED: tuple[Sampler, ...] = (Sampler("Euler", "ddim"), Sampler("O-BELM", "obelm"))
+# 16 samples from seed 0, N = 5, 10, 20 against a 500-step O-BELM reference (docs/samplers.md's benchmark setting)
+SAMPLERS_AT = dict(steps=(5, 10, 20), dtypes=("float64",), samples=16, seeds=(0,), reference_steps=500,
+                   measures=("reference_error", "reference_cross", "accuracy"))
 PLAIN = EditVariant("plain", direct_inversion=False)
 DIRECT = EditVariant("direct inversion", direct_inversion=True)
 P2P = EditVariant("prompt-to-prompt", direct_inversion=False, cross_attention_steps=0.4)
@@ -188,6 +230,7 @@ def _digits(quick: bool) -> list[Experiment]:
         Experiment("editing", "edit", (Sampler("O-BELM", "obelm"),), (50,), (2.0,), images=50,
                    strengths=(0.2, 0.4, 0.6, 0.8, 1.0), variants=(PLAIN, DIRECT), changes=("digit",), measures=EDIT),
         Experiment("interpolation", "interpolation", GENERATORS, (50,), images=2, measures=("endpoint_error",)),
+        Experiment("samplers", "samplers", COMPARED_SAMPLERS, guidance=(2.0,), **SAMPLERS_AT),
     ]
 
 
@@ -213,6 +256,7 @@ def _mnist_sd(quick: bool) -> list[Experiment]:
                    strengths=(0.4, 0.6, 0.8, 1.0), variants=(PLAIN, DIRECT, P2P), changes=("thickness",), measures=EDIT),
         Experiment("interpolation", "interpolation", (GENERATORS[0], GENERATORS[3]), (50,), images=2,
                    measures=("endpoint_error",)),
+        Experiment("samplers", "samplers", COMPARED_SAMPLERS, guidance=(3.0,), **SAMPLERS_AT),
     ]
 
 
@@ -233,6 +277,9 @@ def _mnist_flow(quick: bool) -> list[Experiment]:
         Experiment("editing the digit", "edit", (Sampler("O-BELM", "obelm"),), (28,), (3.0,), images=20,
                    strengths=(0.4, 0.6, 0.8, 1.0), variants=(PLAIN,), changes=("digit",), measures=EDIT),
         Experiment("interpolation", "interpolation", FLOW_GENERATORS, (28,), images=2, measures=("endpoint_error",)),
+        # reference: Euler, as the generation table's (O-BELM extrapolates on SD3's shifted grid); no cross-check
+        Experiment("samplers", "samplers", FLOW_COMPARED, guidance=(3.0,),
+                   **dict(SAMPLERS_AT, reference_steps=400, measures=("reference_error", "accuracy")), reference_method="ddim"),
     ]
 
 

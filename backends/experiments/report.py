@@ -228,8 +228,76 @@ def _interpolation(o: Outcome, subject: Any, out: Path) -> list[str]:
             "![interpolation](interpolation.png)", ""]
 
 
+def _comparison(exp: Any, r: dict) -> Any:
+    """The section's numbers as a ComparisonResult keyed by label (for the shared table and sentence)."""
+    from linmultistep.analysis.sampler_comparison import ComparisonResult
+
+    labels = [s.label for s in exp.samplers if s.label in r["error"]]
+    steps = [n for n in exp.steps if all(n in r["error"][lab] for lab in labels)]
+    return ComparisonResult(steps, labels, {lab: r["error"][lab] for lab in labels},
+                            {lab: r["nfe"].get(lab, {}) for lab in labels}, {lab: {} for lab in labels})
+
+
+def _samplers(o: Outcome, subject: Any, out: Path) -> list[str]:
+    from linmultistep.analysis.sampler_comparison import where_obelm_loses
+
+    exp, r = o.experiment, o.result
+    res = _comparison(exp, r)
+    method = {s.label: s.method for s in exp.samplers}
+    ref = r["reference"]
+    cross = "" if ref.get("cross") is None else f", to DPM-Solver++ 2M at {r['reference_steps']} steps {ref['cross']:.1e}"
+    flow = getattr(subject, "family", None) == "flow" or exp.reference_method != "obelm"  # (a merged report has no family)
+    md = ["## The samplers users pick instead (issue 23)", ""]
+    if flow:
+        md += [f"{r['samples']} samples from seed {r['seed']} (conditions {subject.prompt_note}), guidance w = "
+               f"{r['guidance']:g}, the same noise for every sampler, float64 states. The library's Euler (diffusers' "
+               "`FlowMatchEulerDiscreteScheduler` step for step, tests/test_flow_schedulers.py) and O-BELM on the "
+               "model's own shifted grid. diffusers' `DDIMScheduler`, `EulerDiscreteScheduler`, DPM-Solver++ 2M and "
+               "UniPC as compared on the UNet models are noise-prediction schedulers on the variance-preserving path; "
+               "this model predicts a velocity on the rectified-flow path, so they are not run here (diffusers' flow "
+               "variants of DPM-Solver and UniPC, `prediction_type='flow_prediction'`, are not wrapped by the "
+               "comparison).", ""]
+    else:
+        md += [f"{r['samples']} samples from seed {r['seed']} (conditions {subject.prompt_note}), guidance w = "
+               f"{r['guidance']:g}, every sampler from the same noise, driven by the model's own network "
+               "(classifier-free guidance in one batched call): diffusers' `DDIMScheduler`, `EulerDiscreteScheduler` "
+               "(Euler), `DPMSolverMultistepScheduler` (DPM-Solver++ 2M) and `UniPCMultistepScheduler` (UniPC) through "
+               "their own loop, and the library's DDIM and O-BELM (default mode), all on 'trailing' timesteps and "
+               "ending at t = 0 (`linmultistep.analysis.sampler_comparison`, docs/samplers.md); N steps = N network "
+               "evaluations for every sampler. O-BELM is the only one of them that inverts exactly.", ""]
+    end = "final latent x_0" if flow else "final model-space x_0 / alpha_0 (xbar at t = 0)"
+    md += [f"Error: RMS of the {end} against {ref['label']} from the same noise (its own "
+           f"error: RMS distance to {r['reference_steps'] // 2} steps {ref['error']:.1e}{cross}; a difference between "
+           "two samplers below that is not resolved). Fitted order: least squares of log error on log N over the "
+           "N shown (± standard error). ÷ O-BELM: the error divided by O-BELM's.", ""]
+    head, rows = _comparison_rows(res, method)
+    md += [md_table(head, rows), ""]
+    line = where_obelm_loses(res, against="O-BELM") if "O-BELM" in res.samplers else ""
+    if line:
+        md += [f"Where O-BELM loses: {line}", ""]
+    if r["accuracy"]:
+        acc_ref = "" if ref.get("accuracy") is None else f" (reference: {ref['accuracy']:.2f})"
+        md += [f"**digit accuracy of the decoded samples**{acc_ref}", "",
+               md_table(["sampler"] + [f"N = {n}" for n in res.steps],
+                        [[lab] + [f"{r['accuracy'][lab][n]:.2f}" for n in res.steps] for lab in res.samplers
+                         if lab in r["accuracy"]]), ""]
+    md += [f"- {note}" for note in r.get("notes", [])] + ([""] if r.get("notes") else [])
+    return md
+
+
+def _comparison_rows(res: Any, method: dict) -> tuple[list[str], list[list[str]]]:
+    """The comparison's shared table (nominal orders by the sampler's method)."""
+    from linmultistep.analysis.sampler_comparison import SAMPLERS, comparison_rows
+
+    head, rows = comparison_rows(res, against="O-BELM")
+    for row, lab in zip(rows, res.samplers):
+        row[1] = str(SAMPLERS[method[lab]].order) if method[lab] in SAMPLERS else "-"
+    return head, rows
+
+
 SECTIONS: dict[str, Callable[[Outcome, Any, Path], list[str]]] = {
-    "reconstruction": _reconstruction, "generation": _generation, "edit": _edit, "interpolation": _interpolation}
+    "reconstruction": _reconstruction, "generation": _generation, "edit": _edit, "interpolation": _interpolation,
+    "samplers": _samplers}
 
 
 def write_report(outcomes: Sequence[Outcome], subject: Any, out: Path, header: Sequence[str] = (),

@@ -196,14 +196,86 @@ def interpolation(exp: Experiment, subject: Any, progress: Progress, frames: int
     return Outcome(exp, res, {"rows": rows})
 
 
+# --- the samplers users pick instead (issue 23) --------------------------------------------------------
+def _digit_score(subject: Any, targets: dict, end_level: float) -> Callable[[torch.Tensor], float]:
+    """score(xbar at the end) -> the judge's digit accuracy of the decoded samples (x = xbar / sqrt(1 + s^2))."""
+    def score(xbar: torch.Tensor) -> float:
+        images = subject.decode((xbar / (1.0 + end_level**2) ** 0.5).float())
+        return M.judge_accuracy(subject.judge, images, {"digit": targets["digit"]})["digit"]
+
+    return score
+
+
+@torch.no_grad()
+def samplers(exp: Experiment, subject: Any, progress: Progress) -> Outcome:
+    """The samplers users pick instead, from the same seeded noise, against a high-accuracy reference
+    (:func:`linmultistep.analysis.sampler_comparison.model_comparison` on a UNet; the subject's own
+    sampling on a flow model, where only the library's Euler and O-BELM apply)."""
+    from linmultistep.analysis.study import fit_order
+
+    seed, w = exp.seeds[0], exp.guidance[0]
+    conds, targets = subject.prompts(exp.samples, seed)
+    noise = subject.noise(exp.samples, seed)
+    score = subject.judge is not None and "accuracy" in exp.measures
+    res: dict[str, Any] = {"samples": exp.samples, "seed": seed, "guidance": w, "reference_steps": exp.reference_steps,
+                           "error": {}, "order": {}, "accuracy": {}, "nfe": {}, "notes": []}
+    if subject.family == "unet":
+        from linmultistep.analysis.sampler_comparison import model_comparison, noise_levels, pipeline_net
+
+        if exp.reference_method != "obelm":
+            raise ValueError(f"experiment {exp.name!r}: on a UNet the comparison's reference is O-BELM, "
+                             f"got reference_method {exp.reference_method!r}")
+        config = dict(subject.parts.scheduler.config)
+        net = pipeline_net(subject.pipe, conds, exp.samples, w)
+        cmp = model_comparison(net, noise, config, exp.steps, [s.method for s in exp.samplers],
+                               reference_steps=exp.reference_steps, cross_check="reference_cross" in exp.measures,
+                               score=_digit_score(subject, targets, float(noise_levels(config)[0])) if score else None)
+        r = cmp.result
+        for s in exp.samplers:
+            res["error"][s.label] = {n: r.error[s.method][n] for n in exp.steps}
+            res["nfe"][s.label] = {n: r.nfe[s.method][n] for n in exp.steps}
+            if score:
+                res["accuracy"][s.label] = {n: cmp.accuracy[s.method][n] for n in exp.steps}
+        res["reference"] = {"label": cmp.reference, "error": cmp.reference_error,
+                            "cross": None if cmp.reference_cross != cmp.reference_cross else cmp.reference_cross,
+                            "accuracy": cmp.reference_accuracy if score else None}
+    else:
+        reference = Sampler("reference", exp.reference_method)
+        ref_x, ref_z = subject.generate(conds, noise, reference, exp.reference_steps, w)
+        _, half = subject.generate(conds, noise, reference, exp.reference_steps // 2, w)
+        res["reference"] = {"label": f"{'Euler' if exp.reference_method == 'ddim' else exp.reference_method}, "
+                                     f"{exp.reference_steps} steps", "error": M.rms(ref_z, half), "cross": None,
+                            "accuracy": M.judge_accuracy(subject.judge, ref_x, {"digit": targets["digit"]})["digit"]
+                            if score else None}
+        for s in exp.samplers:
+            if s.method not in ("ddim", "obelm"):
+                res["notes"].append(f"{s.label} skipped: a noise-prediction scheduler on the variance-preserving "
+                                    "path, and this model predicts a velocity on the rectified-flow path")
+                continue
+            for n in exp.steps:
+                x, z = subject.generate(conds, noise, Sampler(s.label, s.method), n, w)
+                res["error"].setdefault(s.label, {})[n] = M.rms(z, ref_z)
+                res["nfe"].setdefault(s.label, {})[n] = n
+                if score:
+                    res["accuracy"].setdefault(s.label, {})[n] = M.judge_accuracy(
+                        subject.judge, x, {"digit": targets["digit"]})["digit"]
+    for label, errs in res["error"].items():
+        res["order"][label] = list(fit_order(list(errs), list(errs.values())))
+        progress(f"  {exp.name} {label}: " + ", ".join(f"N={n} {e:.2e}" for n, e in errs.items())
+                 + f", order {res['order'][label][0]:.2f}")
+    return Outcome(exp, res)
+
+
 KIND_RUNNERS: dict[str, Callable[[Experiment, Any, Progress], Outcome]] = {
-    "reconstruction": reconstruction, "generation": generation, "edit": edit, "interpolation": interpolation}
+    "reconstruction": reconstruction, "generation": generation, "edit": edit, "interpolation": interpolation,
+    "samplers": samplers}
 
 
 def run_experiments(experiments: Sequence[Experiment], subject: Any, progress: Progress = print) -> list[Outcome]:
     """Run every experiment of the list on ``subject``, in order."""
     check_unique_names(experiments)
-    needs_judge = [e.name for e in experiments if e.kind == "generation" and subject.judge is None]
+    needs_judge = [e.name for e in experiments if subject.judge is None
+                   and (e.kind == "generation" or (e.kind == "samplers" and "accuracy" in e.measures))]
     if needs_judge:
         raise ValueError(f"experiments {needs_judge} need a judge (a classifier of the samples), and {subject.name} ships none")
     outcomes = []
