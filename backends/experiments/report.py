@@ -246,17 +246,20 @@ def _samplers(o: Outcome, subject: Any, out: Path) -> list[str]:
     method = {s.label: s.method for s in exp.samplers}
     ref = r["reference"]
     cross = "" if ref.get("cross") is None else f", to DPM-Solver++ 2M at {r['reference_steps']} steps {ref['cross']:.1e}"
-    flow = getattr(subject, "family", None) == "flow" or exp.reference_method != "obelm"  # (a merged report has no family)
+    flow = (getattr(subject, "family", None) == "flow" or exp.reference_method != "obelm"  # (a merged report has no family)
+            or any(s.method.startswith("flow-") for s in exp.samplers))
     md = ["## The samplers users pick instead (issue 23)", ""]
     if flow:
         md += [f"{r['samples']} samples from seed {r['seed']} (conditions {subject.prompt_note}), guidance w = "
-               f"{r['guidance']:g}, the same noise for every sampler, float64 states. The library's Euler (diffusers' "
-               "`FlowMatchEulerDiscreteScheduler` step for step, tests/test_flow_schedulers.py) and O-BELM on the "
-               "model's own shifted grid. diffusers' `DDIMScheduler`, `EulerDiscreteScheduler`, DPM-Solver++ 2M and "
-               "UniPC as compared on the UNet models are noise-prediction schedulers on the variance-preserving path; "
-               "this model predicts a velocity on the rectified-flow path, so they are not run here (diffusers' flow "
-               "variants of DPM-Solver and UniPC, `prediction_type='flow_prediction'`, are not wrapped by the "
-               "comparison).", ""]
+               f"{r['guidance']:g}, every sampler from the same noise at sigma = 1, driven by the model's own velocity "
+               "(classifier-free guidance in one batched call) on the model's own sigmas (its "
+               "`FlowMatchEulerDiscreteScheduler` config, shift included) down to sigma = 0, float64 states: "
+               "diffusers' `DPMSolverMultistepScheduler` (DPM-Solver++ 2M) and `UniPCMultistepScheduler` (UniPC) "
+               "with `prediction_type='flow_prediction'`, `use_flow_sigmas=True`, and `FlowMatchEulerDiscreteScheduler` "
+               "(FlowMatchEuler), each through its own `step`; the library's Euler (FlowMatchEuler step for step, "
+               "tests/test_flow_schedulers.py) and O-BELM (default mode) "
+               "(`linmultistep.analysis.flow_sampler_comparison`, docs/samplers.md); N steps = N network "
+               "evaluations for every sampler. O-BELM is the only one of them that inverts exactly.", ""]
     else:
         md += [f"{r['samples']} samples from seed {r['seed']} (conditions {subject.prompt_note}), guidance w = "
                f"{r['guidance']:g}, every sampler from the same noise, driven by the model's own network "
@@ -287,11 +290,12 @@ def _samplers(o: Outcome, subject: Any, out: Path) -> list[str]:
 
 def _comparison_rows(res: Any, method: dict) -> tuple[list[str], list[list[str]]]:
     """The comparison's shared table (nominal orders by the sampler's method)."""
-    from linmultistep.analysis.sampler_comparison import SAMPLERS, comparison_rows
+    from linmultistep.analysis.sampler_comparison import comparison_rows, nominal_order
 
     head, rows = comparison_rows(res, against="O-BELM")
     for row, lab in zip(rows, res.samplers):
-        row[1] = str(SAMPLERS[method[lab]].order) if method[lab] in SAMPLERS else "-"
+        order = nominal_order(method[lab])
+        row[1] = "-" if order is None else str(order)
     return head, rows
 
 
