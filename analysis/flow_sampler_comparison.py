@@ -38,7 +38,7 @@ N * 6e-8 * |x|, far below the errors compared at N <= 200).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ from .sampler_comparison import (FLOW_SAMPLERS, ComparisonResult, CountingNet, M
                                  _check_start, _positive_int, _steps, rms)
 
 __all__ = ["FlowField", "FieldFor", "FlowRun", "flow_sigmas_of", "make_flow_scheduler", "run_flow_scheduler",
-           "run_flow_sampler", "flow_model_comparison", "flow_ground_truth_comparison", "problem_field_for",
+           "run_flow_sampler", "flow_model_comparison", "flow_model_comparisons", "uniform_flow_sigmas", "flow_ground_truth_comparison", "problem_field_for",
            "UNIPC_START_GUARD"]
 
 #: field(x, i): the velocity at grid index i (the core's eps_fn on a flow grid)
@@ -195,6 +195,33 @@ def flow_model_comparison(
     """
     if not callable(field_for):
         raise TypeError(f"field_for must be a callable N -> (field, grid), got {type(field_for).__name__}")
+    return flow_model_comparisons({"model": field_for}, noise, steps, samplers, reference_steps=reference_steps,
+                                  reference_method=reference_method, num_train_timesteps=num_train_timesteps,
+                                  score=score)["model"]
+
+
+def flow_model_comparisons(
+    field_fors: Mapping[str, FieldFor],
+    noise: torch.Tensor,
+    steps: Sequence[int] = (5, 10, 20),
+    samplers: Sequence[str] = tuple(FLOW_SAMPLERS),
+    *,
+    reference_steps: int = 400,
+    reference_method: str = "ddim",
+    num_train_timesteps: int = 1000,
+    score: "Callable[[torch.Tensor], float] | None" = None,
+) -> dict[str, ModelComparison]:
+    """:func:`flow_model_comparison` on several grid families (``field_fors``: name -> field_for, the
+    first one the model's own), against one reference: ``reference_method`` with ``reference_steps``
+    steps of the first family. Its own error is measured twice: against the same solve at half the
+    steps, and (``reference_cross``) against the same steps on the second family, if any (two grids
+    that share a step, such as the model's fixed last step sigma_min -> 0, share its error; two
+    families do not)."""
+    if not isinstance(field_fors, Mapping) or not field_fors:
+        raise TypeError(f"field_fors must be a non-empty mapping name -> field_for, got {field_fors!r:.80}")
+    for name, ff in field_fors.items():
+        if not callable(ff):
+            raise TypeError(f"field_fors[{name!r}] must be a callable N -> (field, grid), got {type(ff).__name__}")
     noise = _check_start(noise)
     steps = _steps(steps)
     names = _flow_names(samplers)
@@ -205,30 +232,45 @@ def flow_model_comparison(
         raise ValueError(f"reference_method must be 'ddim' (Euler) or 'obelm', got {reference_method!r}")
     if score is not None and not callable(score):
         raise TypeError(f"score must be a callable score(x0) -> float or None, got {type(score).__name__}")
-    ref = run_flow_sampler(reference_method, *_field_and_grid(field_for, reference_steps), noise)
-    half = run_flow_sampler(reference_method, *_field_and_grid(field_for, reference_steps // 2), noise)
+    families = list(field_fors)
+    first = field_fors[families[0]]
+    ref = run_flow_sampler(reference_method, *_field_and_grid(first, reference_steps), noise)
+    half = run_flow_sampler(reference_method, *_field_and_grid(first, reference_steps // 2), noise)
+    cross = (rms(ref.x, run_flow_sampler(reference_method, *_field_and_grid(field_fors[families[1]], reference_steps),
+                                         noise).x) if len(families) > 1 else float("nan"))
     label = f"{'Euler' if reference_method == 'ddim' else 'O-BELM'}, {reference_steps} steps"
-    out = ModelComparison(
-        ComparisonResult(steps, names, {s: {} for s in names}, {s: {} for s in names}, {s: {} for s in names},
-                         note=f"reference {label}"),
-        label, rms(ref.x, half.x), float("nan"))
-    if score is not None:
-        out.reference_accuracy = float(score(ref.x))
-    for n in steps:
-        field, grid = _field_and_grid(field_for, n)
-        for s in names:
-            run = run_flow_sampler(s, field, grid, noise, num_train_timesteps)
-            out.result.error[s][n] = rms(run.x, ref.x)
-            out.result.nfe[s][n] = run.nfe
-            out.result.ends[s][n] = 0.0
-            if score is not None:
-                out.accuracy.setdefault(s, {})[n] = float(score(run.x))
+    ref_accuracy = float(score(ref.x)) if score is not None else float("nan")
+    out = {}
+    for family in families:
+        cmp = ModelComparison(
+            ComparisonResult(steps, names, {s: {} for s in names}, {s: {} for s in names}, {s: {} for s in names},
+                             note=f"reference {label}"),
+            label, rms(ref.x, half.x), cross, reference_accuracy=ref_accuracy)
+        for n in steps:
+            field, grid = _field_and_grid(field_fors[family], n)
+            for s in names:
+                run = run_flow_sampler(s, field, grid, noise, num_train_timesteps)
+                cmp.result.error[s][n] = rms(run.x, ref.x)
+                cmp.result.nfe[s][n] = run.nfe
+                cmp.result.ends[s][n] = 0.0
+                if score is not None:
+                    cmp.accuracy.setdefault(s, {})[n] = float(score(run.x))
+        out[family] = cmp
     return out
 
 
-def problem_field_for(problem: Any, config: "dict | None" = None) -> FieldFor:
+def uniform_flow_sigmas(num_steps: int) -> np.ndarray:
+    """linspace(1, 1/N, N): the unshifted sigmas of the 'uniform' grid family, shift(k / N) for k = N..1
+    once a ``FlowMatchEulerDiscreteScheduler`` config shifts them (pass them as ``sigmas``, as FLUX
+    pipelines do); diffusers' ``use_flow_sigmas`` grid of DPM-Solver and UniPC is shift(0.999 k / N)."""
+    n = _positive_int("num_steps", num_steps)
+    return np.linspace(1.0, 1.0 / n, n)
+
+
+def problem_field_for(problem: Any, config: "dict | None" = None, uniform: bool = False) -> FieldFor:
     """field_for of a :class:`~.flow_problems.FlowProblem`'s exact velocity on the grids of a
-    ``FlowMatchEulerDiscreteScheduler`` config (default SD3's: shift 3), torch in and out."""
+    ``FlowMatchEulerDiscreteScheduler`` config (default SD3's: shift 3), torch in and out: the
+    config's own (``set_timesteps(N)``), or with ``uniform`` those of :func:`uniform_flow_sigmas`."""
     from linmultistep.backends.diffusers.flow_schedulers import flow_grid_from_config
 
     from .flow_problems import FlowProblem
@@ -238,7 +280,7 @@ def problem_field_for(problem: Any, config: "dict | None" = None) -> FieldFor:
     cfg = dict(config) if config is not None else {"num_train_timesteps": 1000, "shift": 3.0}
 
     def field_for(n: int) -> "tuple[FlowField, Grid]":
-        grid = flow_grid_from_config(cfg, n)
+        grid = flow_grid_from_config(cfg, n, sigmas=uniform_flow_sigmas(n) if uniform else None)
         s = np.asarray(grid.sigma, dtype=np.float64)
 
         def field(x: torch.Tensor, i: int) -> torch.Tensor:
@@ -251,13 +293,13 @@ def problem_field_for(problem: Any, config: "dict | None" = None) -> FieldFor:
 
 def flow_ground_truth_comparison(problem: Any, steps: Sequence[int] = (5, 10, 20, 40, 100, 200),
                                  samplers: Sequence[str] = tuple(FLOW_SAMPLERS), *, config: "dict | None" = None,
-                                 samples: int = 256, seed: int = 0) -> ComparisonResult:
+                                 uniform: bool = False, samples: int = 256, seed: int = 0) -> ComparisonResult:
     """Every flow sampler against the exact flow of ``problem`` (s = 1 -> 0) from the same standard-normal
-    x_N, on the grids of ``config`` (:func:`problem_field_for`)."""
+    x_N, on the grids of ``config`` (:func:`problem_field_for`, ``uniform`` as there)."""
     steps = _steps(steps)
     names = _flow_names(samplers)
     samples = _positive_int("samples", samples)
-    field_for = problem_field_for(problem, config)
+    field_for = problem_field_for(problem, config, uniform)
     noise = np.random.default_rng(seed).standard_normal((samples, problem.dim))
     exact = problem.flow(noise, 1.0, 0.0)
     x_start = torch.from_numpy(noise)

@@ -152,9 +152,15 @@ def test_samplers_on_a_tiny_sd3_flow_pipeline(tmp_path):
         assert r["nfe"][lab] == {"5": 5, "10": 10}  # one network call per step
         assert r["accuracy"][lab] == {"5": 0.5, "10": 0.5}
     assert r["error"]["Euler"]["10"] == r["reference"]["error"]  # Euler at 10 = the 20-step Euler reference's half
+    assert 0 < r["reference"]["cross"] < float("inf") and "uniform grid" in r["reference"]["cross_label"]
+    u = r["uniform"]  # the same samplers on the uniform sigmas shift(k / N), against the same reference
+    assert list(u["error"]) == labels
+    for lab in labels:
+        assert u["nfe"][lab] == {"5": 5, "10": 10} and all(0 < e < float("inf") for e in u["error"][lab].values())
+        assert u["accuracy"][lab] == {"5": 0.5, "10": 0.5}
     assert r["notes"] == []
     text = report.read_text()
-    assert "flow_prediction" in text and "not wrapped" not in text
+    assert "flow_prediction" in text and "not wrapped" not in text and "on the uniform sigmas shift(k / N)" in text
     for lab in labels:
         assert f"| {lab} |" in text
     assert "Where O-BELM loses:" in text or "O-BELM is the most accurate" in text

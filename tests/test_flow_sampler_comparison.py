@@ -109,6 +109,17 @@ def test_a_diffusers_flow_scheduler_walks_the_grids_sigmas(cfg, kw, sampler):
     assert np.array_equal(flow_sigmas_of(grid), ref.sigmas[:-1].double().numpy())
 
 
+def test_the_uniform_grid_is_shift_of_k_over_n():
+    # independent formula: SD3's shift s' = 3 s / (1 + 2 s) of s = k / N, then 0; diffusers keeps float32 sigmas
+    _, grid = problem_field_for(PROBLEM, SD3, uniform=True)(8)
+    s = np.arange(8, 0, -1) / 8
+    want = 3 * s / (1 + 2 * s)
+    assert np.allclose(flow_sigmas_of(grid), want, rtol=2 * EPS32, atol=0) and grid.sigma[0] == 0.0
+    res = flow_ground_truth_comparison(PROBLEM, (5, 200), samples=16, config=SD3, uniform=True)
+    for s in FLOW_SAMPLERS:  # the convergence window of the model's own grids holds here too
+        assert res.nfe[s] == {5: 5, 200: 200} and res.error[s][200] < res.error[s][5] * (5 / 200) * 4
+
+
 def test_the_model_comparison_counts_and_references():
     # on the exact field: the reference's half-step solve is the same sampler at 200 steps, run twice
     field_for = problem_field_for(PROBLEM, SD3)

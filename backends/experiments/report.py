@@ -245,7 +245,8 @@ def _samplers(o: Outcome, subject: Any, out: Path) -> list[str]:
     res = _comparison(exp, r)
     method = {s.label: s.method for s in exp.samplers}
     ref = r["reference"]
-    cross = "" if ref.get("cross") is None else f", to DPM-Solver++ 2M at {r['reference_steps']} steps {ref['cross']:.1e}"
+    cross_label = ref.get("cross_label", f"DPM-Solver++ 2M at {r['reference_steps']} steps")
+    cross = "" if ref.get("cross") is None else f", to {cross_label} {ref['cross']:.1e}"
     flow = (getattr(subject, "family", None) == "flow" or exp.reference_method != "obelm"  # (a merged report has no family)
             or any(s.method.startswith("flow-") for s in exp.samplers))
     md = ["## The samplers users pick instead (issue 23)", ""]
@@ -259,7 +260,12 @@ def _samplers(o: Outcome, subject: Any, out: Path) -> list[str]:
                "(FlowMatchEuler), each through its own `step`; the library's Euler (FlowMatchEuler step for step, "
                "tests/test_flow_schedulers.py) and O-BELM (default mode) "
                "(`linmultistep.analysis.flow_sampler_comparison`, docs/samplers.md); N steps = N network "
-               "evaluations for every sampler. O-BELM is the only one of them that inverts exactly.", ""]
+               "evaluations for every sampler. O-BELM is the only one of them that inverts exactly.", "",
+               "The model's own sigmas are the pipeline's: `FlowMatchEulerDiscreteScheduler.set_timesteps(N)`, "
+               "shift(linspace(1, sigma_min, N)) with a last step from the fixed sigma_min to 0. The second table "
+               "runs every sampler on the uniform sigmas shift(k / N), k = N..1, then 0 (DPM-Solver's and UniPC's own "
+               "`use_flow_sigmas` grid, up to their factor 0.999; FLUX pipelines' `sigmas=linspace(1, 1/N, N)`), "
+               "against the same reference.", ""]
     else:
         md += [f"{r['samples']} samples from seed {r['seed']} (conditions {subject.prompt_note}), guidance w = "
                f"{r['guidance']:g}, every sampler from the same noise, driven by the model's own network "
@@ -274,16 +280,30 @@ def _samplers(o: Outcome, subject: Any, out: Path) -> list[str]:
            "two samplers below that is not resolved). Fitted order: least squares of log error on log N over the "
            "N shown (± standard error). ÷ O-BELM: the error divided by O-BELM's.", ""]
     head, rows = _comparison_rows(res, method)
+    if flow and r.get("uniform"):
+        md += ["**on the model's own sigmas**", ""]
     md += [md_table(head, rows), ""]
     line = where_obelm_loses(res, against="O-BELM") if "O-BELM" in res.samplers else ""
     if line:
         md += [f"Where O-BELM loses: {line}", ""]
+    if flow and r.get("uniform"):
+        uni = _comparison(exp, r["uniform"])
+        md += ["**on the uniform sigmas shift(k / N)**", "", md_table(*_comparison_rows(uni, method)), ""]
+        line = where_obelm_loses(uni, against="O-BELM") if "O-BELM" in uni.samplers else ""
+        if line:
+            md += [f"Where O-BELM loses on the uniform sigmas: {line}", ""]
     if r["accuracy"]:
         acc_ref = "" if ref.get("accuracy") is None else f" (reference: {ref['accuracy']:.2f})"
         md += [f"**digit accuracy of the decoded samples**{acc_ref}", "",
                md_table(["sampler"] + [f"N = {n}" for n in res.steps],
                         [[lab] + [f"{r['accuracy'][lab][n]:.2f}" for n in res.steps] for lab in res.samplers
                          if lab in r["accuracy"]]), ""]
+        if flow and r.get("uniform", {}).get("accuracy"):
+            acc = r["uniform"]["accuracy"]
+            md += ["**digit accuracy on the uniform sigmas**", "",
+                   md_table(["sampler"] + [f"N = {n}" for n in res.steps],
+                            [[lab] + [f"{acc[lab][n]:.2f}" for n in res.steps] for lab in res.samplers if lab in acc]),
+                   ""]
     md += [f"- {note}" for note in r.get("notes", [])] + ([""] if r.get("notes") else [])
     return md
 

@@ -239,7 +239,7 @@ def samplers(exp: Experiment, subject: Any, progress: Progress) -> Outcome:
                             "cross": None if cmp.reference_cross != cmp.reference_cross else cmp.reference_cross,
                             "accuracy": cmp.reference_accuracy if score else None}
     else:
-        from linmultistep.analysis.flow_sampler_comparison import flow_model_comparison
+        from linmultistep.analysis.flow_sampler_comparison import flow_model_comparisons
 
         wrong = [s.label for s in exp.samplers if s.method not in FLOW_ONLY + ("ddim", "obelm")]
         if wrong:
@@ -247,18 +247,30 @@ def samplers(exp: Experiment, subject: Any, progress: Progress) -> Outcome:
                              f"preserving path, and {subject.name} predicts a velocity on the rectified-flow path; "
                              f"use their flow variants {FLOW_ONLY}")
 
-        def field_for(n: int) -> Any:  # the transformer's guided velocity on the model's own grid of n steps
-            return subject._field(conds, noise.shape, n, w)
+        def field_for(uniform: bool) -> Callable[[int], Any]:  # the guided velocity on the model's own / uniform grids
+            return lambda n: subject.field_on(conds, noise.shape, n, w, uniform)
 
         def flow_score(x0: torch.Tensor) -> float:
             return M.judge_accuracy(subject.judge, subject.decode(x0), {"digit": targets["digit"]})["digit"]
 
-        cmp = flow_model_comparison(field_for, noise, exp.steps, [s.method for s in exp.samplers],
-                                    reference_steps=exp.reference_steps, reference_method=exp.reference_method,
-                                    num_train_timesteps=int(subject.parts.scheduler.config.num_train_timesteps),
-                                    score=flow_score if score else None)
-        res["reference"] = {"label": cmp.reference, "error": cmp.reference_error, "cross": None,
+        cmps = flow_model_comparisons({"model": field_for(False), "uniform": field_for(True)}, noise, exp.steps,
+                                      [s.method for s in exp.samplers], reference_steps=exp.reference_steps,
+                                      reference_method=exp.reference_method,
+                                      num_train_timesteps=int(subject.parts.scheduler.config.num_train_timesteps),
+                                      score=flow_score if score else None)
+        cmp, uni = cmps["model"], cmps["uniform"].result
+        res["reference"] = {"label": cmp.reference, "error": cmp.reference_error, "cross": cmp.reference_cross,
+                            "cross_label": f"the same on the uniform grid at {exp.reference_steps} steps",
                             "accuracy": cmp.reference_accuracy if score else None}
+        res["uniform"] = {"error": {}, "order": {}, "nfe": {}, "accuracy": {}}
+        for s in exp.samplers:
+            res["uniform"]["error"][s.label] = {n: uni.error[s.method][n] for n in exp.steps}
+            res["uniform"]["nfe"][s.label] = {n: uni.nfe[s.method][n] for n in exp.steps}
+            res["uniform"]["order"][s.label] = list(fit_order(list(exp.steps), [uni.error[s.method][n] for n in exp.steps]))
+            if score:
+                res["uniform"]["accuracy"][s.label] = {n: cmps["uniform"].accuracy[s.method][n] for n in exp.steps}
+            progress(f"  {exp.name} {s.label} (uniform grid): "
+                     + ", ".join(f"N={n} {uni.error[s.method][n]:.2e}" for n in exp.steps))
     r = cmp.result
     for s in exp.samplers:
         res["error"][s.label] = {n: r.error[s.method][n] for n in exp.steps}
