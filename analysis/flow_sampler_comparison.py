@@ -29,6 +29,14 @@ sees the timestep the pipeline's own scheduler gives it (1000 s in float32):
   its first step is the exact limit, x_1 = s_1 x_N + (1 - s_1) x0_pred, and its second falls back
   to first order (the multistep difference vanishes with r = inf), as the formulas give.
 
+Two grid families matter (:func:`flow_model_comparisons` runs both): the model's own, which SD3's
+``FlowMatchEulerDiscreteScheduler.set_timesteps(N)`` makes shift(linspace(1, sigma_min, N)) -- its last
+step runs from the fixed sigma_min (0.0089 at shift 3) to 0 whatever N, after a long one -- and the
+uniform one shift(k / N), k = N..1 (:func:`uniform_flow_sigmas`; DPM-Solver's and UniPC's own
+``use_flow_sigmas`` grid is shift(0.999 k / N), FLUX pipelines pass these sigmas). The multistep
+extrapolation of DPM-Solver++ 2M and UniPC across the long-then-tiny end of the first is what costs
+them there (docs/samplers.md).
+
 Their integer ``timesteps`` (int(1000 s)) are not used to call the network: the field gets the grid's.
 diffusers' DPM-Solver and UniPC (and FlowMatchEuler) steps round the state to float32 at every step,
 whatever its dtype: a float64 run of theirs carries about N float32 roundings of |x| (a floor near
