@@ -257,9 +257,11 @@ def samplers(exp: Experiment, subject: Any, progress: Progress) -> Outcome:
                                       [s.method for s in exp.samplers], reference_steps=exp.reference_steps,
                                       reference_method=exp.reference_method,
                                       num_train_timesteps=int(subject.parts.scheduler.config.num_train_timesteps),
-                                      score=flow_score if score else None)
+                                      score=flow_score if score else None,
+                                      cross_check="reference_cross" in exp.measures)
         cmp, uni = cmps["model"], cmps["uniform"].result
-        res["reference"] = {"label": cmp.reference, "error": cmp.reference_error, "cross": cmp.reference_cross,
+        res["reference"] = {"label": cmp.reference, "error": cmp.reference_error,
+                            "cross": None if cmp.reference_cross != cmp.reference_cross else cmp.reference_cross,
                             "cross_label": f"the same on the uniform grid at {exp.reference_steps} steps",
                             "accuracy": cmp.reference_accuracy if score else None}
         res["uniform"] = {"error": {}, "order": {}, "nfe": {}, "accuracy": {}}
