@@ -47,6 +47,8 @@ from .study import fit_order
 
 __all__ = [
     "SAMPLERS",
+    "FLOW_SAMPLERS",
+    "nominal_order",
     "ENDS",
     "SCHEDULER_COORDS",
     "SamplerSpec",
@@ -112,6 +114,31 @@ SAMPLERS: dict[str, SamplerSpec] = {
         SamplerSpec("obelm", "O-BELM (linmultistep)", 2, method="obelm"),
     )
 }
+
+
+#: the samplers of a flow-matching model (velocity prediction on the rectified-flow path), in table order:
+#: diffusers' flow variants of DPM-Solver++ 2M and UniPC, its FlowMatchEulerDiscreteScheduler, and the
+#: library's Euler (the core's DDIM on a flow grid) and O-BELM; run by :mod:`.flow_sampler_comparison`
+FLOW_SAMPLERS: dict[str, SamplerSpec] = {
+    s.name: s
+    for s in (
+        SamplerSpec("flow-dpm++2m", "DPM-Solver++ 2M (flow)", 2, "DPMSolverMultistepScheduler",
+                    {"algorithm_type": "dpmsolver++", "solver_order": 2, "prediction_type": "flow_prediction",
+                     "use_flow_sigmas": True, "final_sigmas_type": "zero"}),
+        SamplerSpec("flow-unipc", "UniPC (flow, bh2, 2 + UniC)", 3, "UniPCMultistepScheduler",
+                    {"solver_order": 2, "prediction_type": "flow_prediction", "use_flow_sigmas": True,
+                     "final_sigmas_type": "zero"}),
+        SamplerSpec("flow-euler", "FlowMatchEulerDiscreteScheduler", 1, "FlowMatchEulerDiscreteScheduler"),
+        SamplerSpec("ddim", "Euler (linmultistep)", 1, method="ddim"),
+        SamplerSpec("obelm", "O-BELM (linmultistep)", 2, method="obelm"),
+    )
+}
+
+
+def nominal_order(name: str) -> "int | None":
+    """The nominal order of a sampler of :data:`SAMPLERS` or :data:`FLOW_SAMPLERS` (None if neither)."""
+    spec = SAMPLERS.get(name) or FLOW_SAMPLERS.get(name)
+    return None if spec is None else spec.order
 
 
 #: the scheduler classes the wrapper knows, and whether their sample is xbar itself ('ve', sigma-scaled)
@@ -582,7 +609,8 @@ def study_comparisons(problem: GaussianMixture, schedule: str = "scaled_linear",
 
 
 def _label(name: str, labels: Mapping[str, str] | None) -> str:
-    return (labels or {}).get(name, SAMPLERS[name].label if name in SAMPLERS else name)
+    spec = SAMPLERS.get(name) or FLOW_SAMPLERS.get(name)
+    return (labels or {}).get(name, name if spec is None else spec.label)
 
 
 def _fmt_order(p: float, se: float) -> str:
@@ -603,7 +631,8 @@ def comparison_rows(result: ComparisonResult, labels: Mapping[str, str] | None =
         head += [f"÷ {short} N = {n}" for n in result.steps]
     rows = []
     for s in result.samplers:
-        row = [_label(s, labels), str(SAMPLERS[s].order) if s in SAMPLERS else "-"]
+        order = nominal_order(s)
+        row = [_label(s, labels), "-" if order is None else str(order)]
         row += [f"{result.error[s][n]:.2e}" for n in result.steps] + [_fmt_order(*result.order(s))]
         if ref:
             row += [f"{result.error[s][n] / result.error[ref][n]:.2f}" for n in result.steps]

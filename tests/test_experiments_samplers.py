@@ -1,5 +1,6 @@
 """The reports' experiment "samplers" (issue 23 item 4): the samplers users pick instead, driven by the
-model's own network, against a high-step reference, on tiny models (random weights).
+model's own network, against a high-step reference, on tiny models (random weights); on a flow model
+diffusers' flow variants (their accuracy against the exact flow: tests/test_flow_sampler_comparison.py).
 
 Independent checks: a sampler run at half the reference's steps is the reference's own error estimate
 (the same solve, computed twice by different code paths), so the two numbers must agree exactly; the
@@ -17,10 +18,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from linmultistep.analysis.sampler_comparison import SAMPLERS  # noqa: E402
+from linmultistep.analysis.sampler_comparison import FLOW_SAMPLERS, SAMPLERS  # noqa: E402
 from linmultistep.backends.experiments.cli import add_arguments, experiments_for  # noqa: E402
 from linmultistep.backends.experiments.definitions import (  # noqa: E402
-    COMPARED, COMPARED_SAMPLERS, FLOW_COMPARED, Experiment, Sampler, definitions_for,
+    COMPARED, COMPARED_SAMPLERS, FLOW_COMPARED, FLOW_ONLY, Experiment, Sampler, definitions_for,
 )
 from linmultistep.backends.experiments.runner import run  # noqa: E402
 from linmultistep.backends.experiments.subjects import FlowSubject, Heldout, UNetSubject  # noqa: E402
@@ -62,6 +63,8 @@ def _results(tmp_path):
 def test_the_compared_names_are_the_comparisons():
     assert COMPARED == tuple(SAMPLERS)
     assert {s.method for s in COMPARED_SAMPLERS} == set(COMPARED)
+    assert set(COMPARED) | set(FLOW_ONLY) >= set(FLOW_SAMPLERS) and set(FLOW_ONLY) == set(FLOW_SAMPLERS) - set(COMPARED)
+    assert [s.method for s in FLOW_COMPARED] == list(FLOW_SAMPLERS)
 
 
 @pytest.mark.parametrize("model", ["digits", "mnist-sd", "mnist-flow"])
@@ -95,6 +98,7 @@ def test_only_samplers_is_accepted_and_unknown_names_refused():
     ("measures", lambda: _samplers_experiment(COMPARED_SAMPLERS, measures=("accuracy",))),
     ("dtypes", lambda: _samplers_experiment(COMPARED_SAMPLERS).replace(dtypes=("float32",))),
     ("Sampler.method", lambda: Sampler("DPM 3M", "dpm++3m")),
+    ("samplers", lambda: _samplers_experiment(COMPARED_SAMPLERS[2:3] + FLOW_COMPARED[:1])),  # VP and flow mixed
 ])
 def test_a_bad_samplers_definition_is_refused_naming_the_field(field, build):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
@@ -138,16 +142,50 @@ def test_samplers_on_a_tiny_sd3_flow_pipeline(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     subject = FlowSubject(pipe, "tiny-sd3", 3.0, _heldout(sample_images(2, 16, seed=4)), FiveJudge())
     subject.prompt_note, subject.prompts = "test captions", _prompts
-    # the VP schedulers are listed too: on a flow model they are skipped with the reason, never run wrongly
-    vp = (COMPARED_SAMPLERS[0],) + COMPARED_SAMPLERS[2:4]  # DDIMScheduler, DPM-Solver++ 2M, UniPC
-    exp = _samplers_experiment(FLOW_COMPARED + vp, "ddim", ("reference_error", "accuracy"))
+    exp = _samplers_experiment(FLOW_COMPARED, "ddim")
     report = run([exp], subject, tmp_path, progress=lambda _: None)
     r = _results(tmp_path)
-    assert list(r["error"]) == ["Euler", "O-BELM"]
-    for lab in ("Euler", "O-BELM"):
+    labels = [s.label for s in FLOW_COMPARED]
+    assert list(r["error"]) == labels
+    for lab in labels:
         assert set(r["error"][lab]) == {"5", "10"} and all(0 < e < float("inf") for e in r["error"][lab].values())
+        assert r["nfe"][lab] == {"5": 5, "10": 10}  # one network call per step
         assert r["accuracy"][lab] == {"5": 0.5, "10": 0.5}
     assert r["error"]["Euler"]["10"] == r["reference"]["error"]  # Euler at 10 = the 20-step Euler reference's half
-    assert len(r["notes"]) == 3 and all("velocity on the rectified-flow path" in n for n in r["notes"])
+    assert 0 < r["reference"]["cross"] < float("inf") and "uniform grid" in r["reference"]["cross_label"]
+    u = r["uniform"]  # the same samplers on the uniform sigmas shift(k / N), against the same reference
+    assert list(u["error"]) == labels
+    for lab in labels:
+        assert u["nfe"][lab] == {"5": 5, "10": 10} and all(0 < e < float("inf") for e in u["error"][lab].values())
+        assert u["accuracy"][lab] == {"5": 0.5, "10": 0.5}
+    assert r["notes"] == []
     text = report.read_text()
-    assert "FlowMatchEulerDiscreteScheduler" in text and "| O-BELM |" in text and "| UniPC |" not in text
+    assert "flow_prediction" in text and "not wrapped" not in text and "on the uniform sigmas shift(k / N)" in text
+    for lab in labels:
+        assert f"| {lab} |" in text
+    assert "Where O-BELM loses:" in text or "O-BELM is the most accurate" in text
+
+
+@pytest.mark.bad_input("4 companions")
+@pytest.mark.parametrize("family", ["unet", "flow"])
+def test_a_sampler_of_the_other_path_is_refused_before_running(tmp_path, family):
+    from linmultistep.backends.diffusers.testing import sample_images
+
+    if family == "flow":
+        from linmultistep.backends.diffusers.flow_testing import tiny_sd3_pipeline
+
+        subject = FlowSubject(tiny_sd3_pipeline(), "tiny-sd3", 3.0, _heldout(sample_images(2, 16, seed=4)), FiveJudge())
+        samplers, match = COMPARED_SAMPLERS[2:3], r"noise-prediction schedulers .* use their flow variants"
+    else:
+        from linmultistep.backends.diffusers.testing import tiny_sd_pipeline
+
+        subject = UNetSubject(tiny_sd_pipeline(), "tiny-sd", 3.0, _heldout(sample_images(2, 16, seed=3)), FiveJudge(),
+                              text=True)
+        samplers, match = FLOW_COMPARED[:1], r"flow-matching samplers .* variance-preserving path"
+    subject.prompt_note, subject.prompts = "test captions", _prompts
+    calls = []
+    subject.decode = lambda z: calls.append(z)  # nothing may be sampled or decoded before the refusal
+    with pytest.raises(ValueError, match=match):
+        run([_samplers_experiment(samplers, "ddim" if family == "flow" else "obelm", ("reference_error",))],
+            subject, tmp_path, progress=lambda _: None)
+    assert calls == [] and not (tmp_path / "results.json").exists()

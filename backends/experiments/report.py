@@ -245,18 +245,27 @@ def _samplers(o: Outcome, subject: Any, out: Path) -> list[str]:
     res = _comparison(exp, r)
     method = {s.label: s.method for s in exp.samplers}
     ref = r["reference"]
-    cross = "" if ref.get("cross") is None else f", to DPM-Solver++ 2M at {r['reference_steps']} steps {ref['cross']:.1e}"
-    flow = getattr(subject, "family", None) == "flow" or exp.reference_method != "obelm"  # (a merged report has no family)
+    cross_label = ref.get("cross_label", f"DPM-Solver++ 2M at {r['reference_steps']} steps")
+    cross = "" if ref.get("cross") is None else f", to {cross_label} {ref['cross']:.1e}"
+    flow = (getattr(subject, "family", None) == "flow" or exp.reference_method != "obelm"  # (a merged report has no family)
+            or any(s.method.startswith("flow-") for s in exp.samplers))
     md = ["## The samplers users pick instead (issue 23)", ""]
     if flow:
         md += [f"{r['samples']} samples from seed {r['seed']} (conditions {subject.prompt_note}), guidance w = "
-               f"{r['guidance']:g}, the same noise for every sampler, float64 states. The library's Euler (diffusers' "
-               "`FlowMatchEulerDiscreteScheduler` step for step, tests/test_flow_schedulers.py) and O-BELM on the "
-               "model's own shifted grid. diffusers' `DDIMScheduler`, `EulerDiscreteScheduler`, DPM-Solver++ 2M and "
-               "UniPC as compared on the UNet models are noise-prediction schedulers on the variance-preserving path; "
-               "this model predicts a velocity on the rectified-flow path, so they are not run here (diffusers' flow "
-               "variants of DPM-Solver and UniPC, `prediction_type='flow_prediction'`, are not wrapped by the "
-               "comparison).", ""]
+               f"{r['guidance']:g}, every sampler from the same noise at sigma = 1, driven by the model's own velocity "
+               "(classifier-free guidance in one batched call) on the model's own sigmas (its "
+               "`FlowMatchEulerDiscreteScheduler` config, shift included) down to sigma = 0, float64 states: "
+               "diffusers' `DPMSolverMultistepScheduler` (DPM-Solver++ 2M) and `UniPCMultistepScheduler` (UniPC) "
+               "with `prediction_type='flow_prediction'`, `use_flow_sigmas=True`, and `FlowMatchEulerDiscreteScheduler` "
+               "(FlowMatchEuler), each through its own `step`; the library's Euler (FlowMatchEuler step for step, "
+               "tests/test_flow_schedulers.py) and O-BELM (default mode) "
+               "(`linmultistep.analysis.flow_sampler_comparison`, docs/samplers.md); N steps = N network "
+               "evaluations for every sampler. O-BELM is the only one of them that inverts exactly.", "",
+               "The model's own sigmas are the pipeline's: `FlowMatchEulerDiscreteScheduler.set_timesteps(N)`, "
+               "shift(linspace(1, sigma_min, N)) with a last step from the fixed sigma_min to 0. The second table "
+               "runs every sampler on the uniform sigmas shift(k / N), k = N..1, then 0 (DPM-Solver's and UniPC's own "
+               "`use_flow_sigmas` grid, up to their factor 0.999; FLUX pipelines' `sigmas=linspace(1, 1/N, N)`), "
+               "against the same reference.", ""]
     else:
         md += [f"{r['samples']} samples from seed {r['seed']} (conditions {subject.prompt_note}), guidance w = "
                f"{r['guidance']:g}, every sampler from the same noise, driven by the model's own network "
@@ -271,27 +280,42 @@ def _samplers(o: Outcome, subject: Any, out: Path) -> list[str]:
            "two samplers below that is not resolved). Fitted order: least squares of log error on log N over the "
            "N shown (± standard error). ÷ O-BELM: the error divided by O-BELM's.", ""]
     head, rows = _comparison_rows(res, method)
+    if flow and r.get("uniform"):
+        md += ["**on the model's own sigmas**", ""]
     md += [md_table(head, rows), ""]
     line = where_obelm_loses(res, against="O-BELM") if "O-BELM" in res.samplers else ""
     if line:
         md += [f"Where O-BELM loses: {line}", ""]
+    if flow and r.get("uniform"):
+        uni = _comparison(exp, r["uniform"])
+        md += ["**on the uniform sigmas shift(k / N)**", "", md_table(*_comparison_rows(uni, method)), ""]
+        line = where_obelm_loses(uni, against="O-BELM") if "O-BELM" in uni.samplers else ""
+        if line:
+            md += [f"Where O-BELM loses on the uniform sigmas: {line}", ""]
     if r["accuracy"]:
         acc_ref = "" if ref.get("accuracy") is None else f" (reference: {ref['accuracy']:.2f})"
         md += [f"**digit accuracy of the decoded samples**{acc_ref}", "",
                md_table(["sampler"] + [f"N = {n}" for n in res.steps],
                         [[lab] + [f"{r['accuracy'][lab][n]:.2f}" for n in res.steps] for lab in res.samplers
                          if lab in r["accuracy"]]), ""]
+        if flow and r.get("uniform", {}).get("accuracy"):
+            acc = r["uniform"]["accuracy"]
+            md += ["**digit accuracy on the uniform sigmas**", "",
+                   md_table(["sampler"] + [f"N = {n}" for n in res.steps],
+                            [[lab] + [f"{acc[lab][n]:.2f}" for n in res.steps] for lab in res.samplers if lab in acc]),
+                   ""]
     md += [f"- {note}" for note in r.get("notes", [])] + ([""] if r.get("notes") else [])
     return md
 
 
 def _comparison_rows(res: Any, method: dict) -> tuple[list[str], list[list[str]]]:
     """The comparison's shared table (nominal orders by the sampler's method)."""
-    from linmultistep.analysis.sampler_comparison import SAMPLERS, comparison_rows
+    from linmultistep.analysis.sampler_comparison import comparison_rows, nominal_order
 
     head, rows = comparison_rows(res, against="O-BELM")
     for row, lab in zip(rows, res.samplers):
-        row[1] = str(SAMPLERS[method[lab]].order) if method[lab] in SAMPLERS else "-"
+        order = nominal_order(method[lab])
+        row[1] = "-" if order is None else str(order)
     return head, rows
 
 

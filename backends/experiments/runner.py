@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import measures as M
-from .definitions import Experiment, Sampler, check_unique_names
+from .definitions import FLOW_ONLY, Experiment, Sampler, check_unique_names
 
 __all__ = ["Outcome", "run_experiments", "run", "edit_targets"]
 
@@ -209,8 +209,9 @@ def _digit_score(subject: Any, targets: dict, end_level: float) -> Callable[[tor
 @torch.no_grad()
 def samplers(exp: Experiment, subject: Any, progress: Progress) -> Outcome:
     """The samplers users pick instead, from the same seeded noise, against a high-accuracy reference
-    (:func:`linmultistep.analysis.sampler_comparison.model_comparison` on a UNet; the subject's own
-    sampling on a flow model, where only the library's Euler and O-BELM apply)."""
+    (:func:`linmultistep.analysis.sampler_comparison.model_comparison` on a UNet,
+    :func:`linmultistep.analysis.flow_sampler_comparison.flow_model_comparison` on a flow model, driven by
+    the subject's own guided velocity on its own grids)."""
     from linmultistep.analysis.study import fit_order
 
     seed, w = exp.seeds[0], exp.guidance[0]
@@ -222,6 +223,10 @@ def samplers(exp: Experiment, subject: Any, progress: Progress) -> Outcome:
     if subject.family == "unet":
         from linmultistep.analysis.sampler_comparison import model_comparison, noise_levels, pipeline_net
 
+        flow_only = [s.label for s in exp.samplers if s.method in FLOW_ONLY]
+        if flow_only:
+            raise ValueError(f"experiment {exp.name!r}: {flow_only} are flow-matching samplers (velocity on the "
+                             f"rectified-flow path), and {subject.name} predicts noise on the variance-preserving path")
         if exp.reference_method != "obelm":
             raise ValueError(f"experiment {exp.name!r}: on a UNet the comparison's reference is O-BELM, "
                              f"got reference_method {exp.reference_method!r}")
@@ -230,35 +235,50 @@ def samplers(exp: Experiment, subject: Any, progress: Progress) -> Outcome:
         cmp = model_comparison(net, noise, config, exp.steps, [s.method for s in exp.samplers],
                                reference_steps=exp.reference_steps, cross_check="reference_cross" in exp.measures,
                                score=_digit_score(subject, targets, float(noise_levels(config)[0])) if score else None)
-        r = cmp.result
-        for s in exp.samplers:
-            res["error"][s.label] = {n: r.error[s.method][n] for n in exp.steps}
-            res["nfe"][s.label] = {n: r.nfe[s.method][n] for n in exp.steps}
-            if score:
-                res["accuracy"][s.label] = {n: cmp.accuracy[s.method][n] for n in exp.steps}
         res["reference"] = {"label": cmp.reference, "error": cmp.reference_error,
                             "cross": None if cmp.reference_cross != cmp.reference_cross else cmp.reference_cross,
                             "accuracy": cmp.reference_accuracy if score else None}
     else:
-        reference = Sampler("reference", exp.reference_method)
-        ref_x, ref_z = subject.generate(conds, noise, reference, exp.reference_steps, w)
-        _, half = subject.generate(conds, noise, reference, exp.reference_steps // 2, w)
-        res["reference"] = {"label": f"{'Euler' if exp.reference_method == 'ddim' else exp.reference_method}, "
-                                     f"{exp.reference_steps} steps", "error": M.rms(ref_z, half), "cross": None,
-                            "accuracy": M.judge_accuracy(subject.judge, ref_x, {"digit": targets["digit"]})["digit"]
-                            if score else None}
+        from linmultistep.analysis.flow_sampler_comparison import flow_model_comparisons
+
+        wrong = [s.label for s in exp.samplers if s.method not in FLOW_ONLY + ("ddim", "obelm")]
+        if wrong:
+            raise ValueError(f"experiment {exp.name!r}: {wrong} are noise-prediction schedulers on the variance-"
+                             f"preserving path, and {subject.name} predicts a velocity on the rectified-flow path; "
+                             f"use their flow variants {FLOW_ONLY}")
+
+        def field_for(uniform: bool) -> Callable[[int], Any]:  # the guided velocity on the model's own / uniform grids
+            return lambda n: subject.field_on(conds, noise.shape, n, w, uniform)
+
+        def flow_score(x0: torch.Tensor) -> float:
+            return M.judge_accuracy(subject.judge, subject.decode(x0), {"digit": targets["digit"]})["digit"]
+
+        cmps = flow_model_comparisons({"model": field_for(False), "uniform": field_for(True)}, noise, exp.steps,
+                                      [s.method for s in exp.samplers], reference_steps=exp.reference_steps,
+                                      reference_method=exp.reference_method,
+                                      num_train_timesteps=int(subject.parts.scheduler.config.num_train_timesteps),
+                                      score=flow_score if score else None,
+                                      cross_check="reference_cross" in exp.measures)
+        cmp, uni = cmps["model"], cmps["uniform"].result
+        res["reference"] = {"label": cmp.reference, "error": cmp.reference_error,
+                            "cross": None if cmp.reference_cross != cmp.reference_cross else cmp.reference_cross,
+                            "cross_label": f"the same on the uniform grid at {exp.reference_steps} steps",
+                            "accuracy": cmp.reference_accuracy if score else None}
+        res["uniform"] = {"error": {}, "order": {}, "nfe": {}, "accuracy": {}}
         for s in exp.samplers:
-            if s.method not in ("ddim", "obelm"):
-                res["notes"].append(f"{s.label} skipped: a noise-prediction scheduler on the variance-preserving "
-                                    "path, and this model predicts a velocity on the rectified-flow path")
-                continue
-            for n in exp.steps:
-                x, z = subject.generate(conds, noise, Sampler(s.label, s.method), n, w)
-                res["error"].setdefault(s.label, {})[n] = M.rms(z, ref_z)
-                res["nfe"].setdefault(s.label, {})[n] = n
-                if score:
-                    res["accuracy"].setdefault(s.label, {})[n] = M.judge_accuracy(
-                        subject.judge, x, {"digit": targets["digit"]})["digit"]
+            res["uniform"]["error"][s.label] = {n: uni.error[s.method][n] for n in exp.steps}
+            res["uniform"]["nfe"][s.label] = {n: uni.nfe[s.method][n] for n in exp.steps}
+            res["uniform"]["order"][s.label] = list(fit_order(list(exp.steps), [uni.error[s.method][n] for n in exp.steps]))
+            if score:
+                res["uniform"]["accuracy"][s.label] = {n: cmps["uniform"].accuracy[s.method][n] for n in exp.steps}
+            progress(f"  {exp.name} {s.label} (uniform grid): "
+                     + ", ".join(f"N={n} {uni.error[s.method][n]:.2e}" for n in exp.steps))
+    r = cmp.result
+    for s in exp.samplers:
+        res["error"][s.label] = {n: r.error[s.method][n] for n in exp.steps}
+        res["nfe"][s.label] = {n: r.nfe[s.method][n] for n in exp.steps}
+        if score:
+            res["accuracy"][s.label] = {n: cmp.accuracy[s.method][n] for n in exp.steps}
     for label, errs in res["error"].items():
         res["order"][label] = list(fit_order(list(errs), list(errs.values())))
         progress(f"  {exp.name} {label}: " + ", ".join(f"N={n} {e:.2e}" for n, e in errs.items())

@@ -230,6 +230,23 @@ class FlowSubject:
         return velocity_for(self.pipe, conditions, tuple(shape), steps, guidance_scale=guidance,
                             max_sequence_length=self.max_sequence_length)
 
+    def field_on(self, conditions: Any, shape: Sequence[int], steps: int, guidance: float, uniform: bool = False
+                 ) -> tuple[Any, Any]:
+        """(velocity field, grid) of ``steps`` steps: the model's own grid (its pipeline's), or with ``uniform``
+        the sigmas shift(k / N), k = N..1 (:func:`linmultistep.analysis.flow_sampler_comparison.uniform_flow_sigmas`,
+        the same shift and mu), with the same conditioning."""
+        fld, grid = self._field(conditions, shape, steps, guidance)
+        if not uniform:
+            return fld, grid
+        from linmultistep.analysis.flow_sampler_comparison import uniform_flow_sigmas
+
+        from ..diffusers.flow_pipeline import TransformerVelocity, flow_grid_for
+        from ..diffusers.flow_schedulers import flow_grid_from_config
+
+        _, mu = flow_grid_for(self.parts, steps, (int(shape[-2]), int(shape[-1])))
+        grid = flow_grid_from_config(self.parts.scheduler.config, steps, sigmas=uniform_flow_sigmas(steps), mu=mu)
+        return TransformerVelocity(self.parts, grid, fld.conditioning), grid
+
     def _method(self, sampler: Sampler, guidance: float) -> Any:
         from ..diffusers.pipeline import method_in_mode
 
