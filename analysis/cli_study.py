@@ -5,7 +5,9 @@ schedule; DDIM, EDICT(0.93), BDIA(1) and O-BELM on diffusers' 'trailing', 'linsp
 'leading' grids and on the sigmabar-smooth 'karras' and 'uniform' grids; then the flow-matching problem,
 and the samplers users pick instead (diffusers' DDIM, Euler, DPM-Solver++ 2M and UniPC schedulers against
 the library's DDIM and O-BELM, driven by the same exact noise prediction, at N = 5, 10, 20 with fitted
-orders: :func:`.sampler_comparison.study_comparisons`; skipped with a note without torch and diffusers).
+orders: :func:`.sampler_comparison.study_comparisons`; and for flow models diffusers' flow DPM-Solver++ 2M, UniPC
+and FlowMatchEuler against the library's Euler and O-BELM: :func:`.flow_sampler_comparison.flow_study_comparisons`;
+skipped with a note without torch and diffusers).
 Prints the tables and writes report.md, results.json and the figures (PNG and SVG) into --out.
 """
 
@@ -54,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler-steps", nargs="+", type=int, default=[5, 10, 20],
                         help="numbers of steps of the comparison with diffusers' samplers (default: %(default)s)")
     parser.add_argument("--no-samplers", action="store_true",
-                        help="skip the comparison with diffusers' samplers (DPM-Solver++ 2M, UniPC, Euler, DDIM)")
+                        help="skip the comparison with diffusers' samplers (DPM-Solver++ 2M, UniPC, Euler, DDIM; "
+                             "and their flow variants)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,13 +110,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nflow matching (rectified flow, {flow_rows[0].problem}), SD3-style grids t_i = shift(i / N), "
           f"the core's flow coordinates: RMS error at the data end, fitted order over N >= {args.fit_from}")
     print(report.text_table(*flow_table(flow_rows)))
-    from .sampler_comparison import comparison_rows
+    comparisons, flow_comparisons, skipped = (([], [], "skipped (--no-samplers)") if args.no_samplers
+                                              else _sampler_comparisons(problem, args))
+    if comparisons or flow_comparisons:  # these modules import torch: only once the comparisons ran
+        from .flow_sampler_comparison import FLOW_LABELS
+        from .sampler_comparison import comparison_rows
 
-    comparisons, skipped = ([], "skipped (--no-samplers)") if args.no_samplers else _sampler_comparisons(problem, args)
-    for c in comparisons:
-        print(f"\n{report.comparison_caption(c)}")
-        print(report.text_table(*comparison_rows(c.result)))
-        print(report.obelm_loses_line(c.result))
+        for c in comparisons:
+            print(f"\n{report.comparison_caption(c)}")
+            print(report.text_table(*comparison_rows(c.result)))
+            print(report.obelm_loses_line(c.result))
+        for c in flow_comparisons:
+            print(f"\n{report.flow_comparison_caption(c)}")
+            print(report.text_table(*comparison_rows(c.result, FLOW_LABELS)))
+            print(report.obelm_loses_line(c.result, FLOW_LABELS))
     if skipped:
         print(f"\ncomparison with diffusers' samplers {skipped}")
 
@@ -133,32 +143,47 @@ def run(args: argparse.Namespace) -> int:
         plots.save(fig, out / stem, dpi=args.dpi)
         images[caption] = f"{stem}.png"
     command = "linmultistep study " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["study"] else ""
+    sampler_figures = {}
     if comparisons:
-        figures["The samplers users pick instead: error vs steps"] = ("samplers", plots.sampler_comparison_plot(comparisons))
-        plots.save(figures["The samplers users pick instead: error vs steps"][1], out / "samplers", dpi=args.dpi)
-        images["The samplers users pick instead: error vs steps"] = "samplers.png"
+        sampler_figures["The samplers users pick instead: error vs steps"] = (
+            "samplers", plots.sampler_comparison_plot(comparisons))
+    if flow_comparisons:
+        sampler_figures["The samplers users pick for flow models: error vs steps"] = (
+            "samplers_flow", plots.sampler_comparison_plot(
+                flow_comparisons, "the flow samplers users pick instead (solid: diffusers' schedulers, dashed: linmultistep)"))
+    for caption, (stem, fig) in sampler_figures.items():
+        plots.save(fig, out / stem, dpi=args.dpi)
+        images[caption] = f"{stem}.png"
+    figures.update(sampler_figures)
     (out / "report.md").write_text(report.markdown_report(result, images, args.fit_from, primary, runtime, command.strip(),
-                                                          samplers=comparisons, samplers_note=skipped))
+                                                          samplers=comparisons, samplers_note=skipped,
+                                                          flow_samplers=flow_comparisons))
     payload = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "method_objects"}
     payload["records"] = [dataclasses.asdict(r) for r in result.records]
     payload["samplers"] = [{"title": c.title, "problem": c.problem, "schedule": c.schedule, "end": c.end,
                             **dataclasses.asdict(c.result)} for c in comparisons]
+    payload["flow_samplers"] = [{"title": c.title, "problem": c.problem, "shift": c.shift, "grid": c.grid,
+                                 **dataclasses.asdict(c.result)} for c in flow_comparisons]
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=float))
     print(f"\nwrote {out / 'report.md'}, results.json and {len(figures)} figures (PNG, SVG) in {out}/"
           f" (study {runtime:.1f} s)")
     return 0
 
 
-def _sampler_comparisons(problem, args: argparse.Namespace) -> tuple[list, str]:
-    """The study's comparison with diffusers' samplers (:func:`.sampler_comparison.study_comparisons`), or
-    ([], why not) when torch or diffusers is missing: the rest of the study needs neither."""
+def _sampler_comparisons(problem, args: argparse.Namespace) -> tuple[list, list, str]:
+    """The study's comparisons with diffusers' samplers (:func:`.sampler_comparison.study_comparisons`) and
+    with its flow samplers on the same data on the rectified-flow path
+    (:func:`.flow_sampler_comparison.flow_study_comparisons`), or ([], [], why not) when torch or diffusers
+    is missing: the rest of the study needs neither."""
     try:
         import diffusers  # noqa: F401
         import torch  # noqa: F401
     except ImportError as exc:
-        return [], f"skipped: it needs torch and diffusers ({exc}); pip install 'linmultistep[diffusers]'"
+        return [], [], f"skipped: it needs torch and diffusers ({exc}); pip install 'linmultistep[diffusers]'"
     import warnings
 
+    from .flow_problems import FlowProblem
+    from .flow_sampler_comparison import flow_study_comparisons
     from .sampler_comparison import study_comparisons
 
     with warnings.catch_warnings():
@@ -166,4 +191,6 @@ def _sampler_comparisons(problem, args: argparse.Namespace) -> tuple[list, str]:
         from linmultistep.errors import PrecisionWarning
 
         warnings.simplefilter("ignore", PrecisionWarning)
-        return study_comparisons(problem, args.schedule, args.sampler_steps, samples=args.samples, seed=args.seed), ""
+        return (study_comparisons(problem, args.schedule, args.sampler_steps, samples=args.samples, seed=args.seed),
+                flow_study_comparisons(FlowProblem(problem), args.sampler_steps, samples=args.samples, seed=args.seed),
+                "")

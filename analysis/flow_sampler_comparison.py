@@ -60,7 +60,7 @@ from .sampler_comparison import (FLOW_SAMPLERS, ComparisonResult, CountingNet, M
 
 __all__ = ["FlowField", "FieldFor", "FlowRun", "flow_sigmas_of", "make_flow_scheduler", "run_flow_scheduler",
            "run_flow_sampler", "flow_model_comparison", "flow_model_comparisons", "uniform_flow_sigmas", "flow_ground_truth_comparison", "problem_field_for",
-           "UNIPC_START_GUARD"]
+           "UNIPC_START_GUARD", "FLOW_LABELS", "SD3_FLOW_CONFIG", "FlowStudyComparison", "flow_study_comparisons"]
 
 #: field(x, i): the velocity at grid index i (the core's eps_fn on a flow grid)
 FlowField = Callable[[torch.Tensor, int], torch.Tensor]
@@ -322,3 +322,54 @@ def flow_ground_truth_comparison(problem: Any, steps: Sequence[int] = (5, 10, 20
             res.nfe[s][n] = run.nfe
             res.ends[s][n] = 0.0
     return res
+
+
+#: the display names of the flow samplers (the library's 'ddim' is Euler on a flow grid)
+FLOW_LABELS: dict[str, str] = {s: spec.label for s, spec in FLOW_SAMPLERS.items()}
+#: SD3's FlowMatchEulerDiscreteScheduler config (shift 3; mnist-flow's): the grids of the study's flow tables
+SD3_FLOW_CONFIG: dict[str, Any] = {"num_train_timesteps": 1000, "shift": 3.0}
+
+
+@dataclass
+class FlowStudyComparison:
+    """One flow comparison of ``linmultistep study``: what was compared (``title``), on which grids
+    (``shift`` of the config, ``grid``: 'model' = the pipeline's own sigmas, 'uniform' = shift(k / N))."""
+
+    title: str
+    problem: str
+    shift: float
+    grid: str
+    result: ComparisonResult
+
+
+def flow_study_comparisons(problem: Any, steps: Sequence[int] = (5, 10, 20), *, samples: int = 256,
+                           seed: int = 0) -> list[FlowStudyComparison]:
+    """The flow comparisons ``linmultistep study`` prints, each :func:`flow_ground_truth_comparison` of every
+    flow sampler against the exact flow of the same standard-normal x_N (s = 1 -> 0):
+
+    1. ``problem`` (a :class:`~.flow_problems.FlowProblem`) on SD3's config (shift 3) with the pipeline's
+       own sigmas shift(linspace(1, sigma_min, N)) and a fixed last step sigma_min -> 0;
+    2. the same with the uniform sigmas shift(k / N), k = N..1 (what FLUX pipelines pass);
+    3. the closed-form Gaussian of the problem's dimension with shift 1 and uniform sigmas k / N: equal
+       steps in s on a velocity smooth on [0, 1], where the nominal orders show at few steps (at shift 3
+       the steps near the data end are three times longer, ds/du = 3 at u = 0, and N = 5..20 is
+       pre-asymptotic there).
+    """
+    from .flow_problems import flow_problem
+
+    steps = _steps(steps)
+    dim = problem.dim
+    out = [FlowStudyComparison(f"{problem.name} (d = {dim}), shift 3 (SD3's), the pipeline's own sigmas "
+                               "shift(linspace(1, sigma_min, N)), then sigma_min -> 0", problem.name, 3.0, "model",
+                               flow_ground_truth_comparison(problem, steps, config=SD3_FLOW_CONFIG, samples=samples,
+                                                            seed=seed)),
+           FlowStudyComparison(f"{problem.name} (d = {dim}), shift 3 (SD3's), uniform sigmas shift(k / N), k = N..1",
+                               problem.name, 3.0, "uniform",
+                               flow_ground_truth_comparison(problem, steps, config=SD3_FLOW_CONFIG, uniform=True,
+                                                            samples=samples, seed=seed))]
+    smooth = flow_problem("gaussian", dim=dim, seed=seed)
+    out.append(FlowStudyComparison(f"{smooth.name} (d = {dim}, closed-form flow), shift 1, uniform sigmas k / N "
+                                   "(equal steps in s)", smooth.name, 1.0, "uniform",
+                                   flow_ground_truth_comparison(smooth, steps, config=dict(SD3_FLOW_CONFIG, shift=1.0),
+                                                                uniform=True, samples=samples, seed=seed)))
+    return out

@@ -213,33 +213,54 @@ def growth_plot(methods: Sequence[Method], grids: dict[str, Grid]) -> Figure:
     return fig
 
 
-def sampler_comparison_plot(comparisons: Sequence) -> Figure:
-    """Error against the exact flow versus steps (= network evaluations) of every compared sampler, one
-    log-log panel per comparison (:class:`~.sampler_comparison.StudyComparison`), reference slopes N^-1, N^-2."""
-    from .sampler_comparison import SAMPLERS
+def _sampler_specs(c) -> dict:
+    """The sampler specs of a comparison: :data:`~.sampler_comparison.FLOW_SAMPLERS` for a flow one (a
+    :class:`~.flow_sampler_comparison.FlowStudyComparison`; the library's 'ddim' is Euler there), else
+    :data:`~.sampler_comparison.SAMPLERS`."""
+    from .flow_sampler_comparison import FlowStudyComparison
+    from .sampler_comparison import FLOW_SAMPLERS, SAMPLERS
 
+    specs = FLOW_SAMPLERS if isinstance(c, FlowStudyComparison) else SAMPLERS
+    unknown = [s for s in c.result.samplers if s not in specs]
+    if unknown:
+        raise ValueError(f"comparison {c.title!r} holds samplers {unknown} that are not in "
+                         f"{'FLOW_SAMPLERS' if specs is FLOW_SAMPLERS else 'SAMPLERS'} ({list(specs)})")
+    return specs
+
+
+def _comparison_panel_title(c) -> str:
+    if hasattr(c, "grid"):  # a flow comparison
+        grid = "pipeline's sigmas" if c.grid == "model" else "uniform sigmas"
+        return f"{c.problem}, shift {c.shift:g}, {grid}"
+    return f"{c.problem}, {c.schedule}, end {'t = 0' if c.end == 'sigma_min' else 'sigmabar = 0'}"
+
+
+def sampler_comparison_plot(comparisons: Sequence, title: str = "") -> Figure:
+    """Error against the exact flow versus steps (= network evaluations) of every compared sampler, one
+    log-log panel per comparison (:class:`~.sampler_comparison.StudyComparison` or
+    :class:`~.flow_sampler_comparison.FlowStudyComparison`), reference slopes N^-1, N^-2."""
     if not comparisons:
         raise ValueError("no comparison to plot")
     fig, axes = _panels(len(comparisons), sharey=False)
     for ax, c in zip(axes, comparisons):
+        specs = _sampler_specs(c)
         r = c.result
         n = np.array(r.steps, dtype=np.float64)
         ys = []
         for j, s in enumerate(r.samplers):
             e = np.array([r.error[s][k] for k in r.steps])
-            ax.plot(n, e, marker=_MARKERS[j % len(_MARKERS)], ls="-" if SAMPLERS[s].scheduler else "--",
-                    label=SAMPLERS[s].label)
+            ax.plot(n, e, marker=_MARKERS[j % len(_MARKERS)], ls="-" if specs[s].scheduler else "--",
+                    label=specs[s].label)
             ys.append(e)
         _reference_slopes(ax, n, _anchor_values(ys))
         ax.set_yscale("log")
         _integer_steps_axis(ax, r.steps)
         ax.set_xlabel("steps N (= network evaluations)")
-        ax.set_title(f"{c.problem}, {c.schedule}, end {'t = 0' if c.end == 'sigma_min' else 'sigmabar = 0'}",
-                     fontsize="medium")
+        ax.set_title(_comparison_panel_title(c), fontsize="medium")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("RMS error against the exact flow")
     axes[-1].legend(fontsize="small")
-    fig.suptitle("the samplers users pick instead (solid: diffusers' schedulers, dashed: linmultistep)")
+    fig.suptitle(title or "the samplers users pick instead (solid: diffusers' schedulers, dashed: linmultistep)")
     return fig
 
 

@@ -8,7 +8,7 @@ from typing import Sequence
 from .study import SMOOTH_SPACINGS, StudyResult
 
 __all__ = ["error_rows", "order_rows", "ratio_rows", "text_table", "markdown_table", "markdown_report",
-           "comparison_caption", "obelm_loses_line"]
+           "comparison_caption", "flow_comparison_caption", "obelm_loses_line"]
 
 
 def _e(x: float) -> str:
@@ -93,11 +93,21 @@ def comparison_caption(c) -> str:
             "÷ O-BELM: the error divided by O-BELM's (above 1: O-BELM is the more accurate)")
 
 
-def obelm_loses_line(result) -> str:
-    """Where O-BELM loses, in one line (:func:`~.sampler_comparison.where_obelm_loses`)."""
+def flow_comparison_caption(c) -> str:
+    """The caption of one of the study's flow comparisons (a
+    :class:`~.flow_sampler_comparison.FlowStudyComparison`)."""
+    n = c.result.steps
+    return (f"flow samplers users pick instead, {c.title}: RMS error of x_0 against the exact flow of the same x_N "
+            f"from sigma 1 to 0 (N steps = N network evaluations for every sampler); fitted order over N = "
+            f"{', '.join(map(str, n))}; ÷ O-BELM: the error divided by O-BELM's (above 1: O-BELM is the more accurate)")
+
+
+def obelm_loses_line(result, labels=None) -> str:
+    """Where O-BELM loses, in one line (:func:`~.sampler_comparison.where_obelm_loses`; ``labels``: display
+    names by sampler, e.g. :data:`~.flow_sampler_comparison.FLOW_LABELS` for a flow comparison)."""
     from .sampler_comparison import where_obelm_loses
 
-    text = where_obelm_loses(result)
+    text = where_obelm_loses(result, labels)
     return f"O-BELM against them: {text}" if text else ""
 
 
@@ -116,12 +126,30 @@ def _sampler_section(comparisons: Sequence, note: str) -> list[str]:
     return parts
 
 
+def _flow_sampler_section(comparisons: Sequence) -> list[str]:
+    if not comparisons:
+        return []
+    from .flow_sampler_comparison import FLOW_LABELS
+    from .sampler_comparison import comparison_rows
+
+    parts = ["## The samplers users pick for flow models (diffusers' flow schedulers, driven by the same velocity)", "",
+             "diffusers' `DPMSolverMultistepScheduler` (DPM-Solver++ 2M) and `UniPCMultistepScheduler` with "
+             "`prediction_type='flow_prediction'`, `use_flow_sigmas=True`, and `FlowMatchEulerDiscreteScheduler`, run "
+             "by their own `step`, and the library's Euler and O-BELM, all on the same sigmas from the same x_N at "
+             "sigma 1, driven by the problem's exact velocity (docs/samplers.md has how the sigmas are aligned).", ""]
+    for c in comparisons:
+        parts += [f"### {c.title}", "", markdown_table(*comparison_rows(c.result, FLOW_LABELS)), "",
+                  obelm_loses_line(c.result, FLOW_LABELS), ""]
+    return parts
+
+
 def markdown_report(result: StudyResult, images: dict[str, str], min_steps: int = 20,
                     primary: str | None = None, runtime: float | None = None, command: str = "",
-                    samplers: Sequence = (), samplers_note: str = "") -> str:
+                    samplers: Sequence = (), samplers_note: str = "", flow_samplers: Sequence = ()) -> str:
     """The study as markdown: settings, fitted orders, ratios, error tables, the comparison with
     diffusers' samplers (``samplers``: :class:`~.sampler_comparison.StudyComparison` s; or
-    ``samplers_note``, why it was not run) and the figures.
+    ``samplers_note``, why it was not run), with its flow samplers (``flow_samplers``:
+    :class:`~.flow_sampler_comparison.FlowStudyComparison` s) and the figures.
 
     ``images`` maps a caption to a relative image path (e.g. the PNGs next to report.md).
     """
@@ -154,6 +182,7 @@ def markdown_report(result: StudyResult, images: dict[str, str], min_steps: int 
     for sp in result.spacings:
         parts += [f"## Errors on the {sp} grid", "", markdown_table(*error_rows(result, sp, min_steps)), ""]
     parts += _sampler_section(samplers, samplers_note)
+    parts += _flow_sampler_section(flow_samplers)
     for caption, path in images.items():
         parts += [f"### {caption}", "", f"![{caption}]({path})", ""]
     return "\n".join(parts)
