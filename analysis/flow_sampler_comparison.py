@@ -348,21 +348,25 @@ def flow_study_comparisons(problem: Any, steps: Sequence[int] = (5, 10, 20), *, 
     flow sampler against the exact flow of the same standard-normal x_N (s = 1 -> 0):
 
     1. ``problem`` (a :class:`~.flow_problems.FlowProblem`) on SD3's config (shift 3) with the pipeline's
-       own sigmas shift(linspace(1, sigma_min, N)) and a fixed last step sigma_min -> 0;
+       own sigmas (``FlowMatchEulerDiscreteScheduler.set_timesteps(N)``), whose last step sigma_min -> 0
+       (0.0089 -> 0) is the same for every N;
     2. the same with the uniform sigmas shift(k / N), k = N..1 (what FLUX pipelines pass);
     3. the closed-form Gaussian of the problem's dimension with shift 1 and uniform sigmas k / N: equal
        steps in s on a velocity smooth on [0, 1], where the nominal orders show at few steps (at shift 3
        the steps near the data end are three times longer, ds/du = 3 at u = 0, and N = 5..20 is
        pre-asymptotic there).
     """
-    from .flow_problems import flow_problem
+    from .flow_problems import FlowProblem, flow_problem
 
+    if not isinstance(problem, FlowProblem):
+        raise TypeError(f"problem must be a FlowProblem (e.g. flow_problem('mixture')), got {type(problem).__name__}")
     steps = _steps(steps)
     dim = problem.dim
+    sigma_min = float(problem_field_for(problem, SD3_FLOW_CONFIG)(steps[0])[1].sigma[1])
     out = [FlowStudyComparison(f"{problem.name} (d = {dim}), shift 3 (SD3's), the pipeline's own sigmas "
-                               "shift(linspace(1, sigma_min, N)), then sigma_min -> 0", problem.name, 3.0, "model",
-                               flow_ground_truth_comparison(problem, steps, config=SD3_FLOW_CONFIG, samples=samples,
-                                                            seed=seed)),
+                               f"(set_timesteps(N), last step {sigma_min:.2g} -> 0 for every N)", problem.name, 3.0,
+                               "model", flow_ground_truth_comparison(problem, steps, config=SD3_FLOW_CONFIG,
+                                                                     samples=samples, seed=seed)),
            FlowStudyComparison(f"{problem.name} (d = {dim}), shift 3 (SD3's), uniform sigmas shift(k / N), k = N..1",
                                problem.name, 3.0, "uniform",
                                flow_ground_truth_comparison(problem, steps, config=SD3_FLOW_CONFIG, uniform=True,
