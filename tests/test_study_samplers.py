@@ -203,3 +203,24 @@ def test_study_refuses_sampler_steps_below_two(tmp_path, capsys):
     assert main(["study", "--sampler-steps", "1", "5", "--out", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "--sampler-steps" in err and "[1, 5]" in err
+
+
+@pytest.mark.bad_input("9 unclear errors")
+def test_the_flow_comparison_refuses_a_problem_that_is_not_a_flow():
+    """A variance-preserving problem has no velocity: refused up front, naming what is expected."""
+    with pytest.raises(TypeError, match="FlowProblem"):
+        flow_study_comparisons(make_problem("gaussian", dim=2, seed=0), STUDY_STEPS, samples=8, seed=0)
+
+
+@pytest.mark.bad_input("9 unclear errors")
+def test_the_sampler_plot_names_samplers_of_the_other_kind(comparisons, flow_comparisons):
+    """A comparison whose samplers are not of its kind (flow samplers in a diffusion comparison) is refused
+    with their names, not plotted with wrong labels or a KeyError."""
+    import dataclasses
+
+    from linmultistep.analysis import plots
+
+    mixed = dataclasses.replace(comparisons[0], result=flow_comparisons[0].result)
+    with pytest.raises(ValueError, match="not in SAMPLERS") as err:
+        plots.sampler_comparison_plot([mixed])
+    assert "flow-dpm++2m" in str(err.value)  # the offending names are given
