@@ -56,7 +56,7 @@ from linmultistep.grid import Grid
 from linmultistep.paths import require_flow
 
 from .sampler_comparison import (FLOW_SAMPLERS, ComparisonResult, CountingNet, ModelComparison, SamplerSpec,
-                                 _check_start, _positive_int, _steps, rms)
+                                 _check_start, _positive_int, _sampler_names, _spec, _steps, rms)
 
 __all__ = ["FlowField", "FieldFor", "FlowRun", "flow_sigmas_of", "make_flow_scheduler", "run_flow_scheduler",
            "run_flow_sampler", "flow_model_comparison", "flow_model_comparisons", "uniform_flow_sigmas", "flow_ground_truth_comparison", "problem_field_for",
@@ -72,18 +72,11 @@ UNIPC_START_GUARD = 1e-6
 
 
 def _flow_spec(name: Any) -> SamplerSpec:
-    if not isinstance(name, str) or name not in FLOW_SAMPLERS:
-        raise ValueError(f"flow sampler must be one of {list(FLOW_SAMPLERS)}, got {name!r}")
-    return FLOW_SAMPLERS[name]
+    return _spec(name, FLOW_SAMPLERS, "flow sampler")
 
 
 def _flow_names(samplers: Any) -> list[str]:
-    if isinstance(samplers, str):
-        raise TypeError(f"samplers must be a sequence of names such as ('obelm', 'flow-dpm++2m'), got {samplers!r}")
-    names = [_flow_spec(s).name for s in samplers]
-    if not names:
-        raise ValueError("samplers must name at least one sampler")
-    return names
+    return _sampler_names(samplers, FLOW_SAMPLERS, "flow sampler", "('obelm', 'flow-dpm++2m')")
 
 
 def flow_sigmas_of(grid: Grid) -> np.ndarray:

@@ -147,17 +147,19 @@ SCHEDULER_COORDS = {"DDIMScheduler": "vp", "EulerDiscreteScheduler": "ve", "DPMS
                     "UniPCMultistepScheduler": "vp"}
 
 
-def _spec(name: Any) -> SamplerSpec:
-    if not isinstance(name, str) or name not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {name!r}")
-    return SAMPLERS[name]
+def _spec(name: Any, table: Mapping[str, SamplerSpec] = SAMPLERS, what: str = "sampler") -> SamplerSpec:
+    """The spec of ``name`` in ``table`` (:data:`SAMPLERS`, or :data:`FLOW_SAMPLERS` with what='flow sampler')."""
+    if not isinstance(name, str) or name not in table:
+        raise ValueError(f"{what} must be one of {list(table)}, got {name!r}")
+    return table[name]
 
 
-def _sampler_names(samplers: Any) -> list[str]:
-    """The names of ``samplers`` (a sequence of names of :data:`SAMPLERS`), refused when empty or a bare string."""
+def _sampler_names(samplers: Any, table: Mapping[str, SamplerSpec] = SAMPLERS, what: str = "sampler",
+                   example: str = "('obelm', 'dpm++2m')") -> list[str]:
+    """The names of ``samplers`` (a sequence of names of ``table``), refused when empty or a bare string."""
     if isinstance(samplers, str):
-        raise TypeError(f"samplers must be a sequence of names such as ('obelm', 'dpm++2m'), got {samplers!r}")
-    names = [_spec(s).name for s in samplers]
+        raise TypeError(f"samplers must be a sequence of names such as {example}, got {samplers!r}")
+    names = [_spec(s, table, what).name for s in samplers]
     if not names:
         raise ValueError("samplers must name at least one sampler")
     return names
