@@ -81,3 +81,13 @@ def pipe():
     from linmultistep.backends.diffusers.testing import tiny_sd_pipeline
 
     return tiny_sd_pipeline()
+
+
+@pytest.fixture(scope="module")
+def digits_pipe():
+    """The shipped digits pipeline (loaded from its folder, no download), progress bars off, one per test module."""
+    from linmultistep.backends.digits import load_pipeline
+
+    p = load_pipeline()
+    p.set_progress_bar_config(disable=True)
+    return p

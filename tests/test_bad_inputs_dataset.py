@@ -25,7 +25,7 @@ from linmultistep.backends.diffusers.adapters import eval_chunk_for  # noqa: E40
 from linmultistep.backends.diffusers.dataset_files import DatasetError, distributed_env  # noqa: E402
 from linmultistep.backends.diffusers.images import to_pil  # noqa: E402
 from linmultistep.backends.diffusers.latents import load_latent  # noqa: E402
-from linmultistep.backends.digits import load_heldout, load_pipeline  # noqa: E402
+from linmultistep.backends.digits import load_heldout  # noqa: E402
 from linmultistep.cli import main  # noqa: E402
 
 STEPS = 3
@@ -33,10 +33,8 @@ DATA_LOSS, RESOURCES, UNCLEAR, BOOKKEEPING = "1 data loss", "2 resources", "9 un
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    p = load_pipeline()
-    p.set_progress_bar_config(disable=True)
-    return p
+def pipe(digits_pipe):
+    return digits_pipe
 
 
 @pytest.fixture()

@@ -28,10 +28,8 @@ STEPS = 8
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    p = load_pipeline()
-    p.set_progress_bar_config(disable=True)
-    return p
+def pipe(digits_pipe):
+    return digits_pipe
 
 
 @pytest.fixture()

@@ -15,18 +15,16 @@ from PIL import Image  # noqa: E402
 from linmultistep.backends.diffusers import dataset as D  # noqa: E402
 from linmultistep.backends.diffusers.dataset_files import DatasetError  # noqa: E402
 from linmultistep.backends.diffusers.images import to_pil  # noqa: E402
-from linmultistep.backends.digits import load_heldout, load_pipeline  # noqa: E402
+from linmultistep.backends.digits import load_heldout  # noqa: E402
 from linmultistep.cli import main  # noqa: E402
 
+ONE_TORCH_THREAD = True  # conftest: one torch thread for this module, restored after
 STEPS = 4
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    torch.set_num_threads(1)
-    p = load_pipeline()
-    p.set_progress_bar_config(disable=True)
-    return p
+def pipe(digits_pipe):
+    return digits_pipe
 
 
 @pytest.fixture()

@@ -27,14 +27,13 @@ from strategies import cli_error  # noqa: E402
 from bounds import round_trip_bound, unit_roundoff  # noqa: E402
 from linmultistep.forms import DEFAULT_EPS_BOUND  # noqa: E402
 
+ONE_TORCH_THREAD = True  # conftest: one torch thread for this module, restored after
+
 
 @pytest.fixture(scope="module")
-def digits():
-    torch.set_num_threads(1)
-    pipe = load_pipeline()
-    pipe.set_progress_bar_config(disable=True)
+def digits(digits_pipe):
     images, labels = load_heldout()
-    return pipe, images, labels
+    return digits_pipe, images, labels
 
 
 def test_shipped_folder_is_a_plain_diffusers_model_under_budget():

@@ -19,20 +19,18 @@ pytest.importorskip("diffusers")
 
 import linmultistep as lms  # noqa: E402
 from linmultistep.backends.diffusers import invert, reconstruct  # noqa: E402
-from linmultistep.backends.digits import load_heldout, load_pipeline  # noqa: E402
+from linmultistep.backends.digits import load_heldout  # noqa: E402
 from linmultistep.guards import TOLERATED_SHARE  # noqa: E402
 
+ONE_TORCH_THREAD = True  # conftest: one torch thread for this module, restored after
 STEPS = 20
 ROWS = 4
 
 
 @pytest.fixture(scope="module")
-def digits():
-    torch.set_num_threads(1)
-    pipe = load_pipeline()
-    pipe.set_progress_bar_config(disable=True)
+def digits(digits_pipe):
     images, labels = load_heldout()
-    return pipe, images[:ROWS], labels[:ROWS].tolist()
+    return digits_pipe, images[:ROWS], labels[:ROWS].tolist()
 
 
 def _error(back, x) -> float:
