@@ -116,11 +116,8 @@ def test_samplers_on_a_tiny_text_to_image_unet(tmp_path):
     report = run([_samplers_experiment(COMPARED_SAMPLERS)], subject, tmp_path, progress=lambda _: None)
     r = _results(tmp_path)
     labels = [s.label for s in COMPARED_SAMPLERS]
-    assert list(r["error"]) == labels
+    assert_every_sampler_ran(r, labels)
     for lab in labels:
-        assert set(r["error"][lab]) == {"5", "10"} and all(0 < e < float("inf") for e in r["error"][lab].values())
-        assert r["nfe"][lab] == {"5": 5, "10": 10}  # one network call per step
-        assert r["accuracy"][lab] == {"5": 0.5, "10": 0.5}  # judged 5; every other prompt asks 5
         p, _ = r["order"][lab]
         e5, e10 = r["error"][lab]["5"], r["error"][lab]["10"]
         assert p == pytest.approx(np.log(e5 / e10) / np.log(2), rel=1e-12)  # two points: the slope itself
@@ -132,6 +129,16 @@ def test_samplers_on_a_tiny_text_to_image_unet(tmp_path):
     for lab in labels:
         assert f"| {lab} |" in text
     assert "Where O-BELM loses:" in text or "O-BELM is the most accurate" in text
+
+
+def assert_every_sampler_ran(r: dict, labels: list) -> None:
+    """Every sampler, in order, at N = 5 and 10 with a finite error, one network call per step, and the
+    judge's accuracy 0.5 (it says 5; every other prompt asks 5)."""
+    assert list(r["error"]) == labels
+    for lab in labels:
+        assert set(r["error"][lab]) == {"5", "10"} and all(0 < e < float("inf") for e in r["error"][lab].values())
+        assert r["nfe"][lab] == {"5": 5, "10": 10}  # one network call per step
+        assert r["accuracy"][lab] == {"5": 0.5, "10": 0.5}
 
 
 def test_samplers_on_a_tiny_sd3_flow_pipeline(tmp_path):
@@ -146,11 +153,7 @@ def test_samplers_on_a_tiny_sd3_flow_pipeline(tmp_path):
     report = run([exp], subject, tmp_path, progress=lambda _: None)
     r = _results(tmp_path)
     labels = [s.label for s in FLOW_COMPARED]
-    assert list(r["error"]) == labels
-    for lab in labels:
-        assert set(r["error"][lab]) == {"5", "10"} and all(0 < e < float("inf") for e in r["error"][lab].values())
-        assert r["nfe"][lab] == {"5": 5, "10": 10}  # one network call per step
-        assert r["accuracy"][lab] == {"5": 0.5, "10": 0.5}
+    assert_every_sampler_ran(r, labels)
     assert r["error"]["Euler"]["10"] == r["reference"]["error"]  # Euler at 10 = the 20-step Euler reference's half
     assert 0 < r["reference"]["cross"] < float("inf") and "uniform grid" in r["reference"]["cross_label"]
     u = r["uniform"]  # the same samplers on the uniform sigmas shift(k / N), against the same reference

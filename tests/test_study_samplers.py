@@ -52,13 +52,16 @@ def test_every_sampler_at_every_n_with_one_network_call_per_step(comparisons):
             assert all(0 < e < 1 for e in errors), (c.title, s, errors)  # finite, and below the data's own scale
 
 
+def assert_nominal_order(smooth, specs, sampler) -> None:
+    """The fitted order is nearer the nominal order than any other integer order (module docstring)."""
+    p, _ = smooth.order(sampler)
+    nominal = specs[sampler].order
+    assert nominal - 0.5 < p < nominal + 0.5, (sampler, p, [smooth.error[sampler][n] for n in STUDY_STEPS])
+
+
 @pytest.mark.parametrize("sampler", ["obelm", "ddim", "euler"])
 def test_fitted_order_on_the_smooth_schedule_is_the_nominal_one(comparisons, sampler):
-    """Nearer the nominal order than any other integer order (module docstring)."""
-    smooth = comparisons[-1].result
-    p, _ = smooth.order(sampler)
-    nominal = SAMPLERS[sampler].order
-    assert nominal - 0.5 < p < nominal + 0.5, (sampler, p, [smooth.error[sampler][n] for n in STUDY_STEPS])
+    assert_nominal_order(comparisons[-1].result, SAMPLERS, sampler)
 
 
 def test_the_table_and_the_sentence_say_what_the_numbers_say(comparisons):
@@ -97,11 +100,8 @@ def test_every_flow_sampler_at_every_n_with_one_network_call_per_step(flow_compa
 
 @pytest.mark.parametrize("sampler", ["obelm", "ddim", "flow-euler"])
 def test_flow_fitted_order_on_the_smooth_flow_is_the_nominal_one(flow_comparisons, sampler):
-    """Nearer the nominal order than any other integer order (module docstring): O-BELM 2, Euler 1."""
-    smooth = flow_comparisons[-1].result
-    p, _ = smooth.order(sampler)
-    nominal = FLOW_SAMPLERS[sampler].order
-    assert nominal - 0.5 < p < nominal + 0.5, (sampler, p, [smooth.error[sampler][n] for n in STUDY_STEPS])
+    """O-BELM 2, Euler 1."""
+    assert_nominal_order(flow_comparisons[-1].result, FLOW_SAMPLERS, sampler)
 
 
 def test_the_flow_comparison_errors_are_against_the_exact_flow(flow_comparisons):
