@@ -142,7 +142,7 @@ class StableBelm(Form):
         in_place = ctx.may_overwrite and run.owns(above.v, above.xbar)
         v, xbar, x = stable_shear(ctx, ctx.slope(i, above.x), c, above.v, above.xbar, -t.w[i], t.s[n], in_place)
         run.mark(v, xbar)
-        if in_place:  # the entry above now holds point n's numbers: keep only its x, so nothing reads it as i's
+        if xbar is above.xbar:  # updated in place: the entry above holds point n's numbers, keep only its x
             window[i] = StableEntry(above.x, None, None)
         return Stepped(StableEntry(x, xbar, v), self.method.starter.spec if starter else self.spec, True)
 
@@ -168,7 +168,7 @@ class StableBelm(Form):
             v, xbar, x = stable_shear(ctx, ctx.slope(n - 1, below.x), t.c[n - 1], v_in, below.xbar, t.w[n], t.s[n],
                                       in_place)
             run.mark(v, xbar)
-            if in_place:  # below's xbar now holds point n's: point n-1 keeps its x and its completed v only
+            if xbar is below.xbar:  # updated in place: point n-1 keeps its x and its completed v only
                 window[n - 1] = StableEntry(below.x, None, v)
                 return Stepped(StableEntry(x, xbar, None), self.spec, True)
         else:
