@@ -209,3 +209,26 @@ def test_inverse_scheduler_in_diffedit_with_ddims_timesteps_inverts_exactly(pipe
     back = pipe("a cat", num_inference_steps=7, height=16, width=16, guidance_scale=1.0,
                 latents=inv.state.x.clone(), output_type="latent").images
     assert float((back - z0).norm() / z0.norm()) <= round_trip_bound(torch.float32, grid_from_config(pipe.scheduler, 7))
+
+
+def test_a_scheduler_keeps_grids_per_config_value_for_value():
+    """set_timesteps reuses a grid only for the same config and steps: two trained_betas differing only in
+    the middle of a long array (which an array's repr elides) give their own grids, equal to grid_from_config."""
+    import numpy as np
+
+    betas = np.linspace(1e-4, 0.02, 2000)
+    other = betas.copy()
+    other[1000] *= 1.5
+    grids = []
+    for b in (betas, other, betas.tolist(), other.tolist()):
+        s = BELMScheduler(num_train_timesteps=2000, trained_betas=b)
+        s.set_timesteps(20)
+        want = grid_from_config(s.config, 20)
+        assert np.array_equal(s.grid.alpha, want.alpha)
+        assert np.array_equal(s.grid.timesteps, want.timesteps, equal_nan=True)  # (the clean point: NaN)
+        grids.append(s.grid)
+    assert not np.array_equal(grids[0].alpha, grids[1].alpha)
+    a, b = BELMScheduler(beta_schedule="scaled_linear"), BELMScheduler(beta_schedule="scaled_linear")
+    a.set_timesteps(12)
+    b.set_timesteps(12)
+    assert a.grid is b.grid  # the same plain config and steps: one grid

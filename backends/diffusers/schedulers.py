@@ -87,14 +87,18 @@ def _timestep_value(timestep: Any) -> int:
     return int(value)
 
 
-_GRIDS: "dict[tuple[str, Any], Grid]" = {}
+_GRIDS: "dict[tuple[tuple, int], Grid]" = {}
 
 
 def _cached_grid(config: Any, num_steps: Any) -> Grid:
     """grid_from_config, kept for the last few (config, num_steps): a pipeline makes a scheduler and sets
     its timesteps for every call, and a grid (read-only arrays) is a pure function of the two. The key is
-    the whole config's repr, so any key the grid may read is part of it."""
-    key = (repr(sorted(config.items())), num_steps if type(num_steps) is int else repr(num_steps))
+    the whole config, value for value (lists of scalars as tuples), so any key the grid may read is part of
+    it; a config holding anything else (an array of trained_betas, a mode_options dict) is not cached."""
+    items = [(k, tuple(v) if type(v) in (list, tuple) else v) for k, v in sorted(config.items())]
+    if type(num_steps) is not int or not all(_plain(v) for _, v in items):
+        return grid_from_config(config, num_steps)
+    key = (tuple(items), num_steps)
     grid = _GRIDS.get(key)
     if grid is None:
         grid = grid_from_config(config, num_steps)
@@ -102,6 +106,13 @@ def _cached_grid(config: Any, num_steps: Any) -> Grid:
             _GRIDS.pop(next(iter(_GRIDS)))
         _GRIDS[key] = grid
     return grid
+
+
+def _plain(v: Any) -> bool:
+    """A config value that is its own exact key: None, a bool, int, float or str, or a tuple of them."""
+    if type(v) is tuple:
+        return all(_plain(e) for e in v)
+    return v is None or type(v) in (bool, int, float, str)
 
 
 def _same(a: Any, b: Any) -> bool:
